@@ -1,0 +1,1 @@
+"""Torch side of PMC²: data, models, training and ONNX export."""

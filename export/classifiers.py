@@ -1,0 +1,22 @@
+"""Registry of every classifier this project can train, export and serve, by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from pmc2.export.fast_classifiers import CompactResNet, FastNet
+from pmc2.export.paper_classifiers import PAPER_CLASSIFIERS
+
+CLASSIFIERS: dict[str, Callable[[], nn.Module]] = {
+    "fastnet": FastNet,
+    "compact_resnet": CompactResNet,
+    **PAPER_CLASSIFIERS,
+}
+
+
+def build_classifier(name: str) -> nn.Module:
+    if name not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
+    return CLASSIFIERS[name]()

@@ -1,0 +1,98 @@
+"""CIFAR-10 as torch tensors: the MMSys'22 split, batching and augmentation.
+
+    uint8 HWC (runtime.cifar10) -> uint8 NCHW tensor -> augment -> normalised float
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pmc2.runtime.cifar10 import SAMPLE_FILE, SHARED_DATA, SPLIT_FILE, LabelledImages, load_split
+from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
+
+SAMPLE_SIZE = 500
+_MEAN = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+
+
+def mmsys22_test_split() -> dict[str, list[int]]:
+    """Split the 10,000 test indices 5,000/5,000 with ``random_split`` seeded 0 (evaluation first)."""
+    evaluation, validation = torch.utils.data.random_split(
+        range(10_000), [5_000, 5_000], generator=torch.Generator().manual_seed(0)
+    )
+    return {"evaluation": list(evaluation.indices), "validation": list(validation.indices)}
+
+
+def as_tensors(data: LabelledImages) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 NCHW images and int64 labels."""
+    images = torch.from_numpy(np.ascontiguousarray(data.images.transpose(0, 3, 1, 2)))
+    return images, torch.from_numpy(data.labels.astype(np.int64))
+
+
+def to_unit(images_uint8: torch.Tensor) -> torch.Tensor:
+    return images_uint8.float().div_(255.0)
+
+
+def normalize(images_unit: torch.Tensor) -> torch.Tensor:
+    return (images_unit - _MEAN.to(images_unit.device)) / _STD.to(images_unit.device)
+
+
+def denormalize(images_normalized: torch.Tensor) -> torch.Tensor:
+    return images_normalized * _STD.to(images_normalized.device) + _MEAN.to(images_normalized.device)
+
+
+def flip_and_translate(images: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Random horizontal flip and random translation by up to ``max_shift`` pixels (reflect padding)."""
+    n, _, h, w = images.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    images = torch.where(flip.view(n, 1, 1, 1), images.flip(3), images)
+    if max_shift == 0:
+        return images
+    padded = torch.nn.functional.pad(images.float(), [max_shift] * 4, mode="reflect").to(images.dtype)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    rows = (dy.view(n, 1) + torch.arange(h)).view(n, 1, h, 1)
+    cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, 1, w)
+    return padded[torch.arange(n).view(n, 1, 1, 1), torch.arange(3).view(1, 3, 1, 1), rows, cols]
+
+
+def batches(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    augment: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (normalised float images, labels); shuffled and augmented when a generator is given."""
+    order = torch.randperm(len(images), generator=generator) if generator is not None else torch.arange(len(images))
+    for start in range(0, len(images), batch_size):
+        index = order[start : start + batch_size]
+        batch = images[index]
+        if augment:
+            batch = flip_and_translate(batch, generator)
+        yield normalize(to_unit(batch)), labels[index]
+
+
+def write_bundled_data(data: Path) -> None:
+    """Write the split indices and the first ``SAMPLE_SIZE`` evaluation images into ``data/``."""
+    split = mmsys22_test_split()
+    SPLIT_FILE.write_text(json.dumps({"seed": 0, "method": "torch.utils.data.random_split", **split}) + "\n")
+    sample_indices = np.asarray(split["evaluation"][:SAMPLE_SIZE])
+    sample = load_split(data, "test").subset(sample_indices)
+    np.savez_compressed(SAMPLE_FILE, x=sample.images, y=sample.labels, test_index=sample_indices)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Regenerate the bundled split file and evaluation sample.")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="CIFAR-10 folder (npz or batches-py)")
+    write_bundled_data(parser.parse_args().data)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Checkpoints that can be resumed, and the provenance record written next to each one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pmc2.runtime.cifar10 import REPO_ROOT
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit, with ``+dirty`` when tracked files changed."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO_ROOT).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+class RunLog:
+    """Per-epoch metrics as JSON lines, plus the final record beside the checkpoint."""
+
+    def __init__(self, out: Path, name: str, data_sha256: str, config: dict[str, Any]) -> None:
+        self.out, self.name = out, name
+        self.data_sha256, self.config = data_sha256, config
+        out.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = out / f"{name}.metrics.jsonl"
+        self.started = time.time()
+
+    def epoch(self, metrics: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a") as handle:
+            handle.write(json.dumps(metrics) + "\n")
+
+    def history(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+
+    def write_record(self, checkpoint: Path, metrics: dict[str, Any], previous_seconds: float = 0.0) -> None:
+        record = {
+            "checkpoint": checkpoint.name,
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "git_commit": git_commit(),
+            "data_sha256": self.data_sha256,
+            "config": self.config,
+            "wall_time_seconds": round(previous_seconds + time.time() - self.started, 1),
+            "torch_version": torch.__version__,
+            "metrics": metrics,
+        }
+        checkpoint.with_suffix(".record.json").write_text(json.dumps(record, indent=2) + "\n")
+
+    def elapsed(self) -> float:
+        return time.time() - self.started
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Atomically write a resumable training state."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)

@@ -1,0 +1,174 @@
+"""Train a CIFAR-10 classifier on the CPU (default target: fastnet; default auxiliary: compact_resnet).
+
+Recipe: Nesterov SGD, label smoothing, linear warm-up then linear decay, flip + 2-px translation,
+bf16 autocast. Resumable from the per-epoch state file; the final weights and their record go to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pmc2.export.classifiers import build_classifier
+from pmc2.export.data import as_tensors, batches, normalize, to_unit
+from pmc2.export.fast_classifiers import FastNet
+from pmc2.export.records import RunLog, load_state, save_state
+from pmc2.runtime.cifar10 import SHARED_DATA, load_split, load_validation
+
+
+@dataclass
+class ClassifierConfig:
+    model: str = "fastnet"
+    epochs: int = 12
+    batch_size: int = 512
+    lr: float = 0.4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.2
+    warmup_fraction: float = 0.2
+    bf16: bool = True
+    seed: int = 0
+    limit: int | None = None
+
+
+def triangular_schedule(total_steps: int, warmup_fraction: float) -> callable:
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return 0.2 + 0.8 * step / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def make_optimizer(model: nn.Module, config: ClassifierConfig) -> torch.optim.SGD:
+    """Weight decay on conv/linear weights only; BN shifts and biases are not decayed."""
+    decayed = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    plain = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy (%) of ``model`` on uint8 NCHW images."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        logits = model(normalize(to_unit(images[start : start + batch_size])))
+        correct += (logits.argmax(1) == labels[start : start + batch_size]).sum().item()
+    return 100.0 * correct / len(images)
+
+
+def train(config: ClassifierConfig, data: Path, out: Path, resume: bool) -> dict:
+    torch.manual_seed(config.seed)
+    train_set = load_split(data, "train")
+    if config.limit:
+        train_set = train_set.subset(slice(0, config.limit))
+    validation = load_validation(data)
+    if config.limit:
+        validation = validation.subset(slice(0, config.limit))
+    train_images, train_labels = as_tensors(train_set)
+    val_images, val_labels = as_tensors(validation)
+
+    model = build_classifier(config.model)
+    if isinstance(model, FastNet):
+        model.init_whitening(normalize(to_unit(train_images[:5000])))
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config)
+    steps_per_epoch = -(-len(train_images) // config.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, triangular_schedule(config.epochs * steps_per_epoch, config.warmup_fraction)
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    log = RunLog(out, config.model, train_set.sha256(), asdict(config))
+    state_path = out / f"{config.model}.state.pt"
+    start_epoch, previous_seconds = 0, 0.0
+    if resume and state_path.exists():
+        state = load_state(state_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        start_epoch, previous_seconds = state["epoch"], state["seconds"]
+
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        seen = correct = 0
+        loss_sum = 0.0
+        progress = tqdm(
+            batches(train_images, train_labels, config.batch_size, generator, augment=True),
+            total=steps_per_epoch,
+            desc=f"{config.model} epoch {epoch + 1}/{config.epochs}",
+        )
+        for images, labels in progress:
+            images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                logits = model(images)
+                loss = criterion(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            seen += len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            loss_sum += loss.item() * len(labels)
+            progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": 100 * correct / seen,
+            "validation_accuracy": accuracy(model, val_images, val_labels),
+            "seconds": round(previous_seconds + log.elapsed(), 1),
+        }
+        log.epoch(metrics)
+        tqdm.write(str(metrics))
+        save_state(state_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+            "epoch": epoch + 1, "seconds": metrics["seconds"],
+        })
+
+    final = log.history()[-1] if log.history() else {}
+    checkpoint = out / f"{config.model}.pt"
+    torch.save({"name": config.model, "state_dict": model.state_dict()}, checkpoint)
+    log.write_record(checkpoint, final, previous_seconds)
+    return final
+
+
+def main() -> None:
+    defaults = ClassifierConfig()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=defaults.model)
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--out", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images (smoke runs)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = ClassifierConfig(
+        model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, bf16=args.bf16,
+        seed=args.seed, limit=args.limit,
+    )
+    train(config, args.data, args.out, args.resume)
+
+
+if __name__ == "__main__":
+    main()
