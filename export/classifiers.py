@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import torch
 from torch import nn
 
 from pmc2.export.fast_classifiers import CompactResNet, FastNet
@@ -20,3 +22,11 @@ def build_classifier(name: str) -> nn.Module:
     if name not in CLASSIFIERS:
         raise ValueError(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
     return CLASSIFIERS[name]()
+
+
+def load_classifier(path: Path) -> nn.Module:
+    """Rebuild a trained classifier from a checkpoint written by ``train_classifier``; eval mode, frozen."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_classifier(checkpoint["name"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval().requires_grad_(False)

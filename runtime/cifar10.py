@@ -80,7 +80,7 @@ def load_split(data: Path, split: str) -> LabelledImages:
     raise FileNotFoundError(f"no CIFAR-10 {split} data in {data} (expected {split}.npz or cifar-10-batches-py/)")
 
 
-def test_split_indices() -> dict[str, np.ndarray]:
+def load_test_split_indices() -> dict[str, np.ndarray]:
     """The MMSys'22 split of the 10,000 test images: ``evaluation`` and ``validation`` indices."""
     with open(SPLIT_FILE) as handle:
         split = json.load(handle)
@@ -91,8 +91,8 @@ def load_evaluation(data: Path | None) -> LabelledImages:
     """The 5,000 evaluation images from ``data``, or the bundled sample when ``data`` is None."""
     if data is None:
         return load_npz(SAMPLE_FILE)
-    return load_split(data, "test").subset(test_split_indices()["evaluation"])
+    return load_split(data, "test").subset(load_test_split_indices()["evaluation"])
 
 
 def load_validation(data: Path) -> LabelledImages:
-    return load_split(data, "test").subset(test_split_indices()["validation"])
+    return load_split(data, "test").subset(load_test_split_indices()["validation"])

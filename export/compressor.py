@@ -1,0 +1,28 @@
+"""The neural compressor: CompressAI's FactorizedPrior (Ballé et al. 2018), N/M configurable.
+
+    x ──g_a──▶ y ──round(y − medians)──▶ rANS ──▶ bytes ──▶ rANS⁻¹ ──+ medians──▶ ŷ ──g_s──▶ x̂
+
+Inputs are [0, 1] images (the perturbed image after de-normalisation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from compressai.models import FactorizedPrior
+
+PAPER_N, PAPER_M = 128, 192
+
+
+def build_compressor(n: int = PAPER_N, m: int = PAPER_M) -> FactorizedPrior:
+    return FactorizedPrior(N=n, M=m)
+
+
+def load_compressor(path: Path) -> FactorizedPrior:
+    """Rebuild a compressor from a checkpoint and refresh its integer CDF tables for coding."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_compressor(checkpoint["n"], checkpoint["m"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.update(force=True)
+    return model.eval()

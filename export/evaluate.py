@@ -1,0 +1,121 @@
+"""Evaluate the trained PMC² pipeline in-process (torch + CompressAI) and print the results table.
+
+    original ──target──▶ clean accuracy
+        └──generator──▶ x' ──target / aux──▶ accuracies, |SSIM(x, x')|
+                        └──PNG / JPEG 4:4:4 / neural (CompressAI compress→decompress)──target──▶ accuracy, bytes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pmc2.export.classifiers import load_classifier
+from pmc2.export.compressor import load_compressor
+from pmc2.export.data import as_tensors, denormalize, normalize, to_unit
+from pmc2.export.perturbation_loss import per_image_ssim
+from pmc2.export.train_compressor import load_generator
+from pmc2.runtime.cifar10 import REPO_ROOT, LabelledImages, load_evaluation
+from pmc2.runtime.image_codecs import jpeg_codec, png_codec
+
+DEFAULT_CHECKPOINTS = REPO_ROOT / "checkpoints"
+
+
+@dataclass
+class TrainedPipeline:
+    target: torch.nn.Module
+    aux: torch.nn.Module
+    generator: torch.nn.Module
+    compressor: torch.nn.Module
+
+    @classmethod
+    def load(cls, folder: Path = DEFAULT_CHECKPOINTS, target: str = "fastnet", aux: str = "compact_resnet",
+             compressor: str = "compressor") -> "TrainedPipeline":
+        return cls(
+            load_classifier(folder / f"{target}.pt"), load_classifier(folder / f"{aux}.pt"),
+            load_generator(folder / "generator.pt"), load_compressor(folder / f"{compressor}.pt"),
+        )
+
+
+def _correct(model: torch.nn.Module, images_normalized: torch.Tensor, labels: torch.Tensor) -> int:
+    return int((model(images_normalized).argmax(1) == labels).sum())
+
+
+@torch.inference_mode()
+def evaluate(pipeline: TrainedPipeline, data: LabelledImages, jpeg_quality: int, batch_size: int = 250) -> dict:
+    """Accuracies (%), mean |SSIM| and mean bytes/image of every edge→cloud codec."""
+    images, labels = as_tensors(data)
+    codecs = {"png": png_codec(), "jpeg": jpeg_codec(jpeg_quality)}
+    counts = {key: 0 for key in ("clean", "perturbed", "aux_perturbed", "png", "jpeg", "neural")}
+    sizes = {key: [] for key in ("png", "jpeg", "neural")}
+    abs_ssim = []
+    for start in tqdm(range(0, len(images), batch_size), desc="evaluating"):
+        x = normalize(to_unit(images[start : start + batch_size]))
+        y = labels[start : start + batch_size]
+        perturbed = pipeline.generator(x)
+        counts["clean"] += _correct(pipeline.target, x, y)
+        counts["perturbed"] += _correct(pipeline.target, perturbed, y)
+        counts["aux_perturbed"] += _correct(pipeline.aux, perturbed, y)
+        abs_ssim.append(per_image_ssim(x, perturbed).abs())
+        perturbed_unit = denormalize(perturbed).clamp(0, 1)
+        for name, codec in codecs.items():
+            payloads = codec.encode(perturbed_unit.numpy())
+            sizes[name] += [len(p) for p in payloads]
+            decoded = torch.from_numpy(codec.decode(payloads))
+            counts[name] += _correct(pipeline.target, normalize(decoded), y)
+        compressed = pipeline.compressor.compress(perturbed_unit)
+        sizes["neural"] += [len(s) for s in compressed["strings"][0]]
+        x_hat = pipeline.compressor.decompress(compressed["strings"], compressed["shape"])["x_hat"].clamp(0, 1)
+        counts["neural"] += _correct(pipeline.target, normalize(x_hat), y)
+    n = len(images)
+    return {
+        "images": n,
+        "jpeg_quality": jpeg_quality,
+        "accuracy": {key: 100 * value / n for key, value in counts.items()},
+        "mean_abs_ssim": float(torch.cat(abs_ssim).mean()),
+        "bytes_mean": {key: float(np.mean(value)) for key, value in sizes.items()},
+        "bytes_std": {key: float(np.std(value)) for key, value in sizes.items()},
+    }
+
+
+def format_table(results: dict) -> str:
+    acc, size, std = results["accuracy"], results["bytes_mean"], results["bytes_std"]
+    rows = [
+        ("clean target accuracy", f"{acc['clean']:.2f}%", ""),
+        ("perturbed target accuracy", f"{acc['perturbed']:.2f}%", ""),
+        ("perturbed aux accuracy", f"{acc['aux_perturbed']:.2f}%", ""),
+        ("mean |SSIM(x, x')|", f"{results['mean_abs_ssim']:.4f}", ""),
+        ("edge→cloud PNG", f"{acc['png']:.2f}%", f"{size['png']:.2f} ± {std['png']:.2f} B"),
+        (f"edge→cloud JPEG 4:4:4 q{results['jpeg_quality']}", f"{acc['jpeg']:.2f}%", f"{size['jpeg']:.2f} ± {std['jpeg']:.2f} B"),
+        ("edge→cloud neural", f"{acc['neural']:.2f}%", f"{size['neural']:.2f} ± {std['neural']:.2f} B"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{results['images']} evaluation images", f"{'metric':<{width}}  {'value':>8}  bytes/image"]
+    lines += [f"{name:<{width}}  {value:>8}  {extra}" for name, value, extra in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None,
+                        help="CIFAR-10 folder (npz or batches-py); default: the bundled 500-image sample")
+    parser.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
+    parser.add_argument("--compressor", default="compressor", help="compressor checkpoint name in --checkpoints")
+    parser.add_argument("--jpeg-quality", type=int, default=95)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    pipeline = TrainedPipeline.load(args.checkpoints, compressor=args.compressor)
+    results = evaluate(pipeline, load_evaluation(args.data), args.jpeg_quality)
+    print(format_table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

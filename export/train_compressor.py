@@ -1,0 +1,202 @@
+"""Train the FactorizedPrior compressor on the generator's perturbed CIFAR-10 images (as PMC²).
+
+Loss "rd" (default): λ·255²·MSE(x̂, x') + bpp, λ = 0.01.  Loss "task": bpp + β·CE(target(x̂), y).
+Adam (lr 1e-4 main, 1e-3 for the entropy bottleneck's quantiles), ReduceLROnPlateau on the
+validation loss, gradient-norm clip 1.0. The best epoch goes to ``--out/compressor.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pmc2.export.classifiers import load_classifier
+from pmc2.export.compressor import PAPER_M, PAPER_N, build_compressor
+from pmc2.export.data import as_tensors, batches, denormalize, normalize
+from pmc2.export.generator import PerturbationGenerator
+from pmc2.export.records import RunLog, load_state, save_state
+from pmc2.runtime.cifar10 import SHARED_DATA, load_split, load_validation
+
+
+@dataclass
+class CompressorConfig:
+    n: int = PAPER_N
+    m: int = PAPER_M
+    loss: str = "rd"
+    lmbda: float = 0.01
+    task_weight: float = 1.0
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    clip: float = 1.0
+    seed: int = 0
+    limit: int | None = None
+
+
+def load_generator(path: Path) -> PerturbationGenerator:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    generator = PerturbationGenerator(checkpoint["base_width"])
+    generator.load_state_dict(checkpoint["state_dict"])
+    return generator.eval().requires_grad_(False)
+
+
+@torch.inference_mode()
+def perturb_all(generator: PerturbationGenerator, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[0, 1] perturbed images for a whole uint8 set."""
+    out = [denormalize(generator(batch)).clamp(0, 1) for batch, _ in tqdm(
+        batches(images, labels, 500), total=-(-len(images) // 500), desc="perturbing")]
+    return torch.cat(out)
+
+
+def bits_per_pixel(likelihoods: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    num_pixels = images.shape[0] * images.shape[2] * images.shape[3]
+    return torch.log(likelihoods).sum() / (-math.log(2) * num_pixels)
+
+
+class CompressorObjective:
+    def __init__(self, config: CompressorConfig, target: nn.Module | None) -> None:
+        self.config, self.target = config, target
+
+    def __call__(self, output: dict, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        bpp = bits_per_pixel(output["likelihoods"]["y"], images)
+        x_hat = output["x_hat"]
+        terms = {"bpp": bpp, "mse": nn.functional.mse_loss(x_hat, images)}
+        if self.config.loss == "rd":
+            terms["loss"] = self.config.lmbda * 255**2 * terms["mse"] + bpp
+        else:
+            logits = self.target(normalize(x_hat.clamp(0, 1)))
+            terms["ce"] = nn.functional.cross_entropy(logits, labels)
+            terms["loss"] = bpp + self.config.task_weight * terms["ce"]
+        return terms
+
+
+@torch.inference_mode()
+def validate(model, objective: CompressorObjective, target: nn.Module, images, labels) -> dict[str, float]:
+    model.eval()
+    sums = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "correct": 0.0}
+    for start in range(0, len(images), 500):
+        batch, batch_labels = images[start : start + 500], labels[start : start + 500]
+        output = model(batch)
+        terms = objective(output, batch, batch_labels)
+        for key in ("loss", "bpp", "mse"):
+            sums[key] += terms[key].item() * len(batch)
+        logits = target(normalize(output["x_hat"].clamp(0, 1)))
+        sums["correct"] += (logits.argmax(1) == batch_labels).sum().item()
+    n = len(images)
+    return {
+        "validation_loss": sums["loss"] / n, "validation_bpp": sums["bpp"] / n,
+        "validation_mse": sums["mse"] / n, "validation_target_accuracy": 100 * sums["correct"] / n,
+    }
+
+
+def train(config: CompressorConfig, data: Path, generator_path: Path, target_path: Path, out: Path, resume: bool) -> dict:
+    torch.manual_seed(config.seed)
+    train_set, validation = load_split(data, "train"), load_validation(data)
+    if config.limit:
+        train_set, validation = train_set.subset(slice(0, config.limit)), validation.subset(slice(0, config.limit))
+    generator, target = load_generator(generator_path), load_classifier(target_path)
+    train_images, train_labels = as_tensors(train_set)
+    val_images, val_labels = as_tensors(validation)
+    train_perturbed = perturb_all(generator, train_images, train_labels)
+    val_perturbed = perturb_all(generator, val_images, val_labels)
+
+    model = build_compressor(config.n, config.m)
+    main_params = [p for name, p in model.named_parameters() if not name.endswith(".quantiles")]
+    aux_params = [p for name, p in model.named_parameters() if name.endswith(".quantiles")]
+    optimizer = torch.optim.Adam(main_params, lr=config.lr)
+    aux_optimizer = torch.optim.Adam(aux_params, lr=config.aux_lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min")
+    objective = CompressorObjective(config, target)
+    rng = torch.Generator().manual_seed(config.seed)
+    name = "compressor" if config.loss == "rd" else "compressor_task"
+    log = RunLog(out, name, train_set.sha256(), {**asdict(config), "generator": str(generator_path)})
+    state_path, checkpoint = out / f"{name}.state.pt", out / f"{name}.pt"
+    start_epoch, previous_seconds, best = 0, 0.0, {"validation_loss": float("inf")}
+    if resume and state_path.exists():
+        state = load_state(state_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        aux_optimizer.load_state_dict(state["aux_optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.set_state(state["rng"])
+        start_epoch, previous_seconds, best = state["epoch"], state["seconds"], state["best"]
+
+    steps_per_epoch = -(-len(train_perturbed) // config.batch_size)
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        order = torch.randperm(len(train_perturbed), generator=rng)
+        running = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux_loss": 0.0}
+        progress = tqdm(range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{config.epochs}")
+        for index in progress:
+            picked = order[index * config.batch_size : (index + 1) * config.batch_size]
+            images, labels = train_perturbed[picked], train_labels[picked]
+            optimizer.zero_grad(set_to_none=True)
+            aux_optimizer.zero_grad(set_to_none=True)
+            terms = objective(model(images), images, labels)
+            terms["loss"].backward()
+            nn.utils.clip_grad_norm_(main_params, config.clip)
+            optimizer.step()
+            aux_loss = model.aux_loss()
+            aux_loss.backward()
+            aux_optimizer.step()
+            terms["aux_loss"] = aux_loss
+            for key in running:
+                running[key] += (terms[key].item() - running[key]) / (index + 1)
+            progress.set_postfix({key: f"{value:.4f}" for key, value in running.items()})
+        metrics = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in running.items()},
+                   **validate(model, objective, target, val_perturbed, val_labels)}
+        scheduler.step(metrics["validation_loss"])
+        metrics["seconds"] = round(previous_seconds + log.elapsed(), 1)
+        log.epoch(metrics)
+        tqdm.write(str(metrics))
+        if metrics["validation_loss"] < best["validation_loss"]:
+            best = metrics
+            torch.save({"n": config.n, "m": config.m, "loss": config.loss, "lmbda": config.lmbda,
+                        "generator": str(generator_path), "epoch": epoch + 1, "state_dict": model.state_dict()},
+                       checkpoint)
+            log.write_record(checkpoint, best, previous_seconds)
+        save_state(state_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "aux_optimizer": aux_optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "rng": rng.get_state(), "epoch": epoch + 1, "seconds": metrics["seconds"], "best": best,
+        })
+    return best
+
+
+def main() -> None:
+    defaults = CompressorConfig()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    parser.add_argument("--generator", type=Path, default=Path("checkpoints/generator.pt"))
+    parser.add_argument("--target", type=Path, default=Path("checkpoints/fastnet.pt"))
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--out", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--n", type=int, default=defaults.n)
+    parser.add_argument("--m", type=int, default=defaults.m)
+    parser.add_argument("--loss", choices=("rd", "task"), default=defaults.loss)
+    parser.add_argument("--lmbda", type=float, default=defaults.lmbda)
+    parser.add_argument("--task-weight", type=float, default=defaults.task_weight)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images (smoke runs)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = CompressorConfig(
+        n=args.n, m=args.m, loss=args.loss, lmbda=args.lmbda, task_weight=args.task_weight,
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, limit=args.limit,
+    )
+    train(config, args.data, args.generator, args.target, args.out, args.resume)
+
+
+if __name__ == "__main__":
+    main()

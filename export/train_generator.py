@@ -1,0 +1,189 @@
+"""Train the protective-perturbation generator against a frozen target and auxiliary classifier.
+
+AdamW (lr 5e-3, wd 5e-4), linear warm-up then cosine decay per step, flip + translate augmentation,
+bf16 autocast; after every epoch the loss on the 5,000 validation images decides the best epoch,
+whose weights are written to ``--out/generator.pt`` with a record (as MMSys'22).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from pmc2.export.classifiers import load_classifier
+from pmc2.export.data import as_tensors, batches
+from pmc2.export.generator import PerturbationGenerator
+from pmc2.export.perturbation_loss import PerturbationLossConfig, per_image_ssim, perturbation_loss
+from pmc2.export.records import RunLog, load_state, save_state
+from pmc2.runtime.cifar10 import SHARED_DATA, load_split, load_validation
+
+
+@dataclass
+class GeneratorConfig:
+    base_width: int = 16
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 5e-3
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    bf16: bool = True
+    seed: int = 0
+    limit: int | None = None
+    loss: PerturbationLossConfig = field(default_factory=PerturbationLossConfig)
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class PerturbationStep:
+    """One forward pass of generator, target and auxiliary model, returning the loss terms."""
+
+    def __init__(self, generator, target, aux, config: GeneratorConfig) -> None:
+        self.generator, self.target, self.aux, self.config = generator, target, aux, config
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
+            perturbed = self.generator(images)
+            target_logits, aux_logits = self.target(perturbed), self.aux(perturbed)
+        similarity = per_image_ssim(images, perturbed)
+        terms = perturbation_loss(self.config.loss, target_logits, aux_logits, labels, similarity)
+        terms["target_correct"] = (target_logits.argmax(1) == labels).sum()
+        terms["aux_correct"] = (aux_logits.argmax(1) == labels).sum()
+        terms["abs_ssim_sum"] = similarity.abs().sum()
+        return terms
+
+
+@torch.inference_mode()
+def validate(step: PerturbationStep, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    step.generator.eval()
+    sums = {"loss": 0.0, "target_correct": 0.0, "aux_correct": 0.0, "abs_ssim_sum": 0.0}
+    for batch, batch_labels in batches(images, labels, 500):
+        terms = step(batch, batch_labels)
+        sums["loss"] += terms["loss"].item() * len(batch_labels)
+        for key in ("target_correct", "aux_correct", "abs_ssim_sum"):
+            sums[key] += terms[key].item()
+    n = len(labels)
+    return {
+        "validation_loss": sums["loss"] / n,
+        "validation_target_accuracy": 100 * sums["target_correct"] / n,
+        "validation_aux_accuracy": 100 * sums["aux_correct"] / n,
+        "validation_abs_ssim": sums["abs_ssim_sum"] / n,
+    }
+
+
+def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path, out: Path, resume: bool) -> dict:
+    torch.manual_seed(config.seed)
+    train_set, validation = load_split(data, "train"), load_validation(data)
+    if config.limit:
+        train_set, validation = train_set.subset(slice(0, config.limit)), validation.subset(slice(0, config.limit))
+    train_images, train_labels = as_tensors(train_set)
+    val_images, val_labels = as_tensors(validation)
+    target = load_classifier(target_path).to(memory_format=torch.channels_last)
+    aux = load_classifier(aux_path).to(memory_format=torch.channels_last)
+    generator = PerturbationGenerator(config.base_width).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(generator.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(train_images) // config.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        warmup_cosine(config.epochs * steps_per_epoch, max(1, int(config.warmup_epochs * steps_per_epoch))),
+    )
+    rng = torch.Generator().manual_seed(config.seed)
+    step = PerturbationStep(generator, target, aux, config)
+    log = RunLog(out, "generator", train_set.sha256(), {**asdict(config), "target": str(target_path), "aux": str(aux_path)})
+    state_path, checkpoint = out / "generator.state.pt", out / "generator.pt"
+    start_epoch, previous_seconds, best = 0, 0.0, {"validation_loss": float("inf")}
+    if resume and state_path.exists():
+        state = load_state(state_path)
+        generator.load_state_dict(state["generator"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.set_state(state["rng"])
+        start_epoch, previous_seconds, best = state["epoch"], state["seconds"], state["best"]
+
+    for epoch in range(start_epoch, config.epochs):
+        generator.train()
+        progress = tqdm(
+            batches(train_images, train_labels, config.batch_size, rng, augment=True),
+            total=steps_per_epoch,
+            desc=f"generator epoch {epoch + 1}/{config.epochs}",
+        )
+        running = {"loss": 0.0, "target_ce": 0.0, "aux_ce": 0.0, "similarity": 0.0}
+        for index, (images, labels) in enumerate(progress, start=1):
+            terms = step(images, labels)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            scheduler.step()
+            for key in running:
+                running[key] += (terms[key].item() - running[key]) / index
+            progress.set_postfix({key: f"{value:.3f}" for key, value in running.items()})
+        metrics = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in running.items()}, **validate(step, val_images, val_labels)}
+        metrics["seconds"] = round(previous_seconds + log.elapsed(), 1)
+        log.epoch(metrics)
+        tqdm.write(str(metrics))
+        if metrics["validation_loss"] < best["validation_loss"]:
+            best = metrics
+            torch.save(
+                {"base_width": config.base_width, "state_dict": generator.state_dict(),
+                 "target": str(target_path), "aux": str(aux_path), "epoch": epoch + 1},
+                checkpoint,
+            )
+            log.write_record(checkpoint, best, previous_seconds)
+        save_state(state_path, {
+            "generator": generator.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": rng.get_state(),
+            "epoch": epoch + 1, "seconds": metrics["seconds"], "best": best,
+        })
+    return best
+
+
+def main() -> None:
+    defaults, loss_defaults = GeneratorConfig(), PerturbationLossConfig()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    parser.add_argument("--target", type=Path, default=Path("checkpoints/fastnet.pt"))
+    parser.add_argument("--aux", type=Path, default=Path("checkpoints/compact_resnet.pt"))
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--out", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--base-width", type=int, default=defaults.base_width)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--target-weight", type=float, default=loss_defaults.target_weight)
+    parser.add_argument("--aux-weight", type=float, default=loss_defaults.aux_weight)
+    parser.add_argument("--similarity-weight", type=float, default=loss_defaults.similarity_weight)
+    parser.add_argument("--aux-term", choices=("neg-ce", "hinge"), default=loss_defaults.aux_term)
+    parser.add_argument("--aux-margin", type=float, default=loss_defaults.aux_margin)
+    parser.add_argument("--similarity", choices=("signed", "abs"), default=loss_defaults.similarity)
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images (smoke runs)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    loss = PerturbationLossConfig(
+        args.target_weight, args.aux_weight, args.similarity_weight, args.aux_term, args.aux_margin, args.similarity
+    )
+    config = GeneratorConfig(
+        base_width=args.base_width, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        bf16=args.bf16, seed=args.seed, limit=args.limit, loss=loss,
+    )
+    train(config, args.data, args.target, args.aux, args.out, args.resume)
+
+
+if __name__ == "__main__":
+    main()

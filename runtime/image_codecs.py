@@ -1,0 +1,67 @@
+"""Standard image codecs for the edge→cloud link (Pillow), one image per payload.
+
+Every codec maps float [N,3,H,W] images in [0, 1] to a list of byte strings and back, so the
+neural codec (runtime.neural_codec) is a drop-in alternative.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from pmc2.runtime.normalization import to_uint8_nhwc, to_unit_nchw
+
+
+class Codec(Protocol):
+    name: str
+
+    def encode(self, images_unit: np.ndarray) -> list[bytes]: ...
+
+    def decode(self, payloads: list[bytes]) -> np.ndarray: ...
+
+
+def decode_image_bytes(payload: bytes, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode one PNG/JPEG payload to uint8 [H,W,3]; raises ValueError on anything else."""
+    try:
+        with Image.open(io.BytesIO(payload)) as image:
+            image.load()
+            rgb = np.asarray(image.convert("RGB"))
+    except (OSError, Image.DecompressionBombError, SyntaxError) as error:
+        raise ValueError(f"not a decodable image: {error}") from error
+    if expected_size is not None and rgb.shape[:2] != expected_size:
+        raise ValueError(f"expected a {expected_size[0]}x{expected_size[1]} image, got {rgb.shape[0]}x{rgb.shape[1]}")
+    return rgb
+
+
+class PillowCodec:
+    """Encode each image with Pillow in a given format."""
+
+    def __init__(self, name: str, pillow_format: str, **save_options: object) -> None:
+        self.name, self.pillow_format, self.save_options = name, pillow_format, save_options
+
+    def encode(self, images_unit: np.ndarray) -> list[bytes]:
+        payloads = []
+        for pixels in to_uint8_nhwc(images_unit):
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, format=self.pillow_format, **self.save_options)
+            payloads.append(buffer.getvalue())
+        return payloads
+
+    def decode(self, payloads: list[bytes]) -> np.ndarray:
+        return to_unit_nchw(np.stack([decode_image_bytes(payload) for payload in payloads]))
+
+
+def png_codec() -> PillowCodec:
+    """Lossless PNG, optimize=True."""
+    return PillowCodec("png", "PNG", optimize=True)
+
+
+def jpeg_codec(quality: int = 95, subsampling: str = "4:4:4") -> PillowCodec:
+    """JPEG with chroma subsampling off (4:4:4) unless asked otherwise."""
+    if not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+    name = "jpeg" if subsampling == "4:4:4" else f"jpeg{subsampling.replace(':', '')}"
+    return PillowCodec(name, "JPEG", quality=quality, subsampling=subsampling, optimize=True)

@@ -1,0 +1,28 @@
+"""Shared fixtures: a tiny CIFAR-10 folder built from the bundled sample, and the shared data path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pmc2.runtime.cifar10 import SHARED_DATA, load_npz, SAMPLE_FILE
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder in the npz layout: 500 real train images, and 10,000 'test' images tiled from the sample."""
+    folder = tmp_path_factory.mktemp("tiny_cifar")
+    sample = load_npz(SAMPLE_FILE)
+    np.savez_compressed(folder / "train.npz", x=sample.images, y=sample.labels)
+    np.savez_compressed(folder / "test.npz", x=np.tile(sample.images, (20, 1, 1, 1)), y=np.tile(sample.labels, 20))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shared_cifar() -> Path:
+    """The full CIFAR-10 in ../shared; tests that need it skip, saying why, when it is absent."""
+    if not (SHARED_DATA / "test.npz").is_file():
+        pytest.skip(f"full CIFAR-10 not found at {SHARED_DATA} (CI provides it)")
+    return SHARED_DATA

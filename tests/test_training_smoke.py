@@ -1,0 +1,82 @@
+"""A few training steps of each trainer on tiny real data, and resuming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pmc2.export.perturbation_loss import PerturbationLossConfig
+from pmc2.export.train_classifier import ClassifierConfig
+from pmc2.export.train_classifier import train as train_classifier
+from pmc2.export.train_compressor import CompressorConfig
+from pmc2.export.train_compressor import train as train_compressor
+from pmc2.export.train_generator import GeneratorConfig
+from pmc2.export.train_generator import train as train_generator
+
+LIMIT = 64
+
+
+@pytest.fixture(scope="module")
+def classifiers(tiny_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("classifiers")
+    for model in ("fastnet", "compact_resnet"):
+        train_classifier(ClassifierConfig(model=model, epochs=1, batch_size=32, limit=LIMIT), tiny_cifar, out, False)
+    return out
+
+
+def _epochs(metrics_file: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in metrics_file.read_text().splitlines()]
+
+
+def test_classifier_training_writes_checkpoint_record_and_metrics(classifiers: Path) -> None:
+    record = json.loads((classifiers / "fastnet.record.json").read_text())
+    assert record["checkpoint"] == "fastnet.pt"
+    assert len(record["data_sha256"]) == 64 and record["git_commit"]
+    assert record["config"]["limit"] == LIMIT
+    assert _epochs(classifiers / "fastnet.metrics.jsonl") == [1]
+    state = torch.load(classifiers / "fastnet.pt", weights_only=False)
+    assert state["name"] == "fastnet"
+
+
+def test_classifier_resume_continues_from_the_saved_epoch(tiny_cifar: Path, tmp_path: Path) -> None:
+    config = ClassifierConfig(model="compact_resnet", epochs=1, batch_size=32, limit=LIMIT)
+    train_classifier(config, tiny_cifar, tmp_path, False)
+    first = torch.load(tmp_path / "compact_resnet.state.pt", weights_only=False)["model"]
+    config.epochs = 2
+    train_classifier(config, tiny_cifar, tmp_path, True)
+    assert _epochs(tmp_path / "compact_resnet.metrics.jsonl") == [1, 2]
+    second = torch.load(tmp_path / "compact_resnet.state.pt", weights_only=False)
+    assert second["epoch"] == 2
+    assert not torch.equal(first["head.weight"], second["model"]["head.weight"])
+
+
+@pytest.mark.parametrize("aux_term", ["hinge", "neg-ce"])
+def test_generator_training_and_resume(classifiers: Path, tiny_cifar: Path, tmp_path: Path, aux_term: str) -> None:
+    config = GeneratorConfig(base_width=8, epochs=1, batch_size=32, limit=LIMIT,
+                             loss=PerturbationLossConfig(aux_term=aux_term))
+    args = (tiny_cifar, classifiers / "fastnet.pt", classifiers / "compact_resnet.pt", tmp_path)
+    train_generator(config, *args, False)
+    config.epochs = 2
+    best = train_generator(config, *args, True)
+    assert _epochs(tmp_path / "generator.metrics.jsonl") == [1, 2]
+    assert best["epoch"] in (1, 2)
+    saved = torch.load(tmp_path / "generator.pt", weights_only=False)
+    assert saved["base_width"] == 8 and saved["epoch"] == best["epoch"]
+
+
+@pytest.mark.parametrize("loss", ["rd", "task"])
+def test_compressor_training_on_perturbed_images(classifiers: Path, tiny_cifar: Path, tmp_path: Path, loss: str) -> None:
+    generator_config = GeneratorConfig(base_width=8, epochs=1, batch_size=32, limit=LIMIT)
+    train_generator(generator_config, tiny_cifar, classifiers / "fastnet.pt", classifiers / "compact_resnet.pt",
+                    tmp_path, False)
+    config = CompressorConfig(n=32, m=48, loss=loss, epochs=1, batch_size=16, limit=LIMIT)
+    best = train_compressor(config, tiny_cifar, tmp_path / "generator.pt", classifiers / "fastnet.pt", tmp_path, False)
+    name = "compressor" if loss == "rd" else "compressor_task"
+    assert (tmp_path / f"{name}.pt").is_file() and (tmp_path / f"{name}.record.json").is_file()
+    assert best["validation_bpp"] > 0
+    config.epochs = 2
+    train_compressor(config, tiny_cifar, tmp_path / "generator.pt", classifiers / "fastnet.pt", tmp_path, True)
+    assert _epochs(tmp_path / f"{name}.metrics.jsonl") == [1, 2]
