@@ -1,0 +1,129 @@
+"""ORT-vs-torch parity of the exported models and of the neural codec's bitstreams.
+
+Checks: max |ORT − torch| ≤ 1e-4 and identical argmax for generator and classifiers; the runtime's
+rANS streams byte-identical to CompressAI's compress() for the same latent; each side decodes the
+other's streams to the same ŷ; end-to-end stream differences only where ORT's g_a puts a latent
+value within FLIP_BOUNDARY of a rounding boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pmc2.export.classifiers import load_classifier
+from pmc2.export.compressor import load_compressor
+from pmc2.export.train_compressor import load_generator
+from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
+from pmc2.runtime.model_bundle import ModelBundle, run_single_output
+from pmc2.runtime.pipeline import build_codec, preprocess, to_unit
+
+TOLERANCE = 1e-4
+FLIP_BOUNDARY = 1e-5  # a symbol may flip only if its latent is this close to k + 0.5
+
+
+@dataclass
+class ParityReport:
+    images: int
+    max_abs_difference: dict[str, float]
+    argmax_mismatches: dict[str, int]
+    bitstreams_identical: bool | None = None
+    cross_decode_identical: bool | None = None
+    end_to_end_stream_mismatches: int | None = None
+    max_boundary_distance_of_flips: float | None = None
+
+    def ok(self) -> bool:
+        close = all(value <= TOLERANCE for value in self.max_abs_difference.values())
+        same_labels = not any(self.argmax_mismatches.values())
+        flips_explained = (self.max_boundary_distance_of_flips or 0.0) <= FLIP_BOUNDARY
+        coder_exact = self.bitstreams_identical is not False and self.cross_decode_identical is not False
+        return close and same_labels and coder_exact and flips_explained
+
+    def __str__(self) -> str:
+        lines = [f"parity on {self.images} images: {'OK' if self.ok() else 'FAILED'}"]
+        lines += [f"  {name}: max |ORT - torch| = {value:.2e}" for name, value in self.max_abs_difference.items()]
+        lines += [f"  {name}: argmax mismatches = {value}" for name, value in self.argmax_mismatches.items()]
+        if self.bitstreams_identical is not None:
+            lines.append(f"  rANS streams identical to CompressAI's for the same latent: {self.bitstreams_identical}")
+            lines.append(f"  cross-decoding recovers the same y_hat: {self.cross_decode_identical}")
+            lines.append(f"  end-to-end (ORT g_a) streams differing from CompressAI's: {self.end_to_end_stream_mismatches}"
+                         + (f" (all flips within {self.max_boundary_distance_of_flips:.1e} of a rounding boundary)"
+                            if self.end_to_end_stream_mismatches else ""))
+        return "\n".join(lines)
+
+
+@torch.inference_mode()
+def _compare_networks(bundle: ModelBundle, torch_models: dict, images: np.ndarray, report: ParityReport) -> np.ndarray:
+    """Run generator and classifiers on ``images`` (normalised); returns torch's perturbed images."""
+    perturbed = images
+    if "generator" in torch_models:
+        perturbed = torch_models["generator"](torch.from_numpy(images)).numpy()
+        ort_out = run_single_output(bundle.session("generator"), images)
+        report.max_abs_difference["generator"] = float(np.abs(ort_out - perturbed).max())
+    for name in ("target", "aux"):
+        if name not in torch_models:
+            continue
+        session = bundle.session(name)
+        for space, inputs in (("clean", images), ("perturbed", perturbed)):
+            expected = torch_models[name](torch.from_numpy(inputs)).numpy()
+            got = run_single_output(session, inputs)
+            key = f"{name} ({space})"
+            report.max_abs_difference[key] = float(np.abs(got - expected).max())
+            report.argmax_mismatches[key] = int((got.argmax(1) != expected.argmax(1)).sum())
+    return perturbed
+
+
+@torch.inference_mode()
+def _compare_codec(bundle: ModelBundle, compressor, images_unit: np.ndarray, report: ParityReport) -> None:
+    """Bitstreams and ŷ of the runtime codec against CompressAI, on the same images."""
+    codec = build_codec("neural", bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
+    bottleneck = compressor.entropy_bottleneck
+    latent_torch = compressor.g_a(torch.from_numpy(images_unit))
+    reference = list(bottleneck.compress(latent_torch))
+    # The coder alone, fed CompressAI's own latent, must write exactly CompressAI's bytes.
+    report.bitstreams_identical = codec.coder.encode(latent_torch.numpy()) == reference
+    # End to end, ORT's g_a differs from torch's by ~1e-7, which can move a value across a rounding
+    # boundary; such images are counted, and the distance of their latent to the boundary reported.
+    latent_ort = codec.analyse(images_unit)
+    ours = codec.coder.encode(latent_ort)
+    differing = [i for i, (a, b) in enumerate(zip(ours, reference)) if a != b]
+    report.end_to_end_stream_mismatches = len(differing)
+    if differing:
+        medians = codec.coder.tables.medians.reshape(1, -1, 1, 1)
+        fractional = np.abs((latent_ort[differing] - medians) % 1.0 - 0.5)
+        flipped = codec.coder.symbols(latent_ort[differing]) != codec.coder.symbols(latent_torch.numpy()[differing])
+        report.max_boundary_distance_of_flips = float(fractional[flipped].max())
+    size = tuple(latent_torch.shape[2:])
+    ours_by_torch = bottleneck.decompress(ours, size).numpy()
+    reference_by_ours = codec.coder.decode(reference, codec.latent_size)
+    report.cross_decode_identical = bool(
+        np.array_equal(ours_by_torch, codec.coder.decode(ours, codec.latent_size))
+        and np.array_equal(reference_by_ours, bottleneck.decompress(reference, size).numpy())
+    )
+    expected_x_hat = compressor.g_s(bottleneck.decompress(reference, size)).clamp(0, 1).numpy()
+    report.max_abs_difference["g_s"] = float(np.abs(codec.synthesise(reference_by_ours) - expected_x_hat).max())
+
+
+def check_parity(checkpoints: Path, folder: Path, selected: tuple[str, ...], target: str, aux: str,
+                 compressor_name: str, data: LabelledImages | None = None) -> ParityReport:
+    data = data if data is not None else load_evaluation(None)
+    bundle = ModelBundle.open(folder)
+    torch_models = {}
+    if "generator" in selected:
+        torch_models["generator"] = load_generator(checkpoints / "generator.pt")
+    if "target" in selected:
+        torch_models["target"] = load_classifier(checkpoints / f"{target}.pt")
+    if "aux" in selected:
+        torch_models["aux"] = load_classifier(checkpoints / f"{aux}.pt")
+    report = ParityReport(len(data), {}, {})
+    images = preprocess(data.images)
+    perturbed = np.concatenate([
+        _compare_networks(bundle, torch_models, images[start : start + 500], report)
+        for start in range(0, len(images), 500)
+    ]) if torch_models else images
+    if {"g_a", "g_s"} <= set(selected):
+        _compare_codec(bundle, load_compressor(checkpoints / f"{compressor_name}.pt"), to_unit(perturbed), report)
+    return report

@@ -1,0 +1,80 @@
+"""The folder of exported models: manifest, integrity check and onnxruntime sessions.
+
+    onnx_models/manifest.json ──sha256 check──▶ model bytes ──▶ onnxruntime.InferenceSession
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pmc2.runtime.cifar10 import REPO_ROOT
+from pmc2.runtime.rans import EntropyTables
+from pmc2.runtime.sessions import SessionSettings, create_session
+
+DEFAULT_MODELS = REPO_ROOT / "onnx_models"
+SUPPORTED_MANIFEST_VERSION = 1
+
+
+class ModelIntegrityError(RuntimeError):
+    """A model file is missing or does not match the sha256 in the manifest."""
+
+
+@dataclass
+class ModelBundle:
+    folder: Path
+    manifest: dict = field(repr=False)
+
+    @classmethod
+    def open(cls, folder: Path = DEFAULT_MODELS) -> "ModelBundle":
+        path = Path(folder) / "manifest.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no manifest.json in {folder}; run `python export/to_onnx.py`")
+        manifest = json.loads(path.read_text())
+        if manifest.get("format_version") != SUPPORTED_MANIFEST_VERSION:
+            raise ValueError(f"{path}: unsupported manifest format_version {manifest.get('format_version')!r}")
+        return cls(Path(folder), manifest)
+
+    def _verified_bytes(self, entry: dict) -> bytes:
+        path = self.folder / entry["file"]
+        if not path.is_file():
+            raise ModelIntegrityError(f"{path} is missing")
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != entry["sha256"]:
+            raise ModelIntegrityError(f"{path} has sha256 {digest}, manifest says {entry['sha256']}: refusing to load it")
+        return data
+
+    def model_bytes(self, name: str) -> bytes:
+        if name not in self.manifest["models"]:
+            raise KeyError(f"model {name!r} is not in {self.folder / 'manifest.json'}")
+        return self._verified_bytes(self.manifest["models"][name])
+
+    def session(self, name: str, settings: SessionSettings = SessionSettings()):
+        return create_session(self.model_bytes(name), settings, name=name)
+
+    def entropy_tables(self) -> EntropyTables:
+        entry = self.manifest["entropy_tables"]
+        self._verified_bytes(entry)
+        return EntropyTables.load(self.folder / entry["file"])
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        height, width = self.manifest["entropy_tables"]["latent_size"]
+        return height, width
+
+    def verify_all(self) -> None:
+        """Check every file listed in the manifest; raises ModelIntegrityError on the first mismatch."""
+        for entry in self.manifest["models"].values():
+            self._verified_bytes(entry)
+        if "entropy_tables" in self.manifest:
+            self._verified_bytes(self.manifest["entropy_tables"])
+
+
+def run_single_output(session, inputs: np.ndarray) -> np.ndarray:
+    """Run a one-input, one-output session on a float32 batch."""
+    return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]

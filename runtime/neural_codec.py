@@ -1,0 +1,38 @@
+"""The neural codec: g_a + rANS on the edge, rANS⁻¹ + g_s on the cloud (onnxruntime, no torch).
+
+    encode: x' ∈ [0,1] ──g_a──▶ y ──round(y − medians)──▶ rANS ──▶ one stream per image
+    decode: streams ──rANS⁻¹──▶ symbols ──+ medians──▶ ŷ ──g_s (clamped)──▶ x̂ ∈ [0,1]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pmc2.runtime.model_bundle import run_single_output
+from pmc2.runtime.rans import EntropyTables, RansCoder
+
+
+class NeuralCodec:
+    """Same interface as the Pillow codecs; an edge holds only g_a, a cloud only g_s."""
+
+    name = "neural"
+
+    def __init__(self, tables: EntropyTables, latent_size: tuple[int, int], g_a=None, g_s=None) -> None:
+        self.coder, self.latent_size = RansCoder(tables), latent_size
+        self.g_a, self.g_s = g_a, g_s
+
+    def analyse(self, images_unit: np.ndarray) -> np.ndarray:
+        if self.g_a is None:
+            raise RuntimeError("this neural codec has no g_a session (decode-only)")
+        return run_single_output(self.g_a, images_unit)
+
+    def synthesise(self, latent_hat: np.ndarray) -> np.ndarray:
+        if self.g_s is None:
+            raise RuntimeError("this neural codec has no g_s session (encode-only)")
+        return run_single_output(self.g_s, latent_hat)
+
+    def encode(self, images_unit: np.ndarray) -> list[bytes]:
+        return self.coder.encode(self.analyse(images_unit))
+
+    def decode(self, payloads: list[bytes]) -> np.ndarray:
+        return self.synthesise(self.coder.decode(payloads, self.latent_size))

@@ -1,0 +1,99 @@
+"""CompressAI's rANS coder and the EntropyBottleneck's integer tables, without torch.
+
+The ``ans`` extension of the compressai wheel is loaded straight from its file, so the
+``compressai`` package (which imports torch) is never executed.
+
+    encode: symbols = round(y − medians) ──rANS(cdf[channel])──▶ bytes
+    decode: bytes ──rANS⁻¹(cdf[channel])──▶ symbols ──+ medians──▶ ŷ
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+
+@lru_cache(maxsize=1)
+def load_ans() -> ModuleType:
+    """Import ``compressai/ans*.so`` by file location, bypassing ``compressai/__init__.py``."""
+    package = importlib.util.find_spec("compressai")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("the compressai wheel is not installed (needed only for its rANS extension)")
+    folder = Path(next(iter(package.submodule_search_locations)))
+    candidates = [folder / f"ans{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+    found = [path for path in candidates if path.exists()]
+    if not found:
+        raise ImportError(f"no compiled ans extension in {folder}")
+    spec = importlib.util.spec_from_file_location("compressai.ans", found[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass(frozen=True)
+class EntropyTables:
+    """Per-channel quantised CDFs of a FactorizedPrior's EntropyBottleneck, plus its medians."""
+
+    quantized_cdf: np.ndarray  # int32 [C, max_length]
+    cdf_length: np.ndarray  # int32 [C]
+    offset: np.ndarray  # int32 [C]
+    medians: np.ndarray  # float32 [C]
+
+    @classmethod
+    def load(cls, path: Path) -> "EntropyTables":
+        with np.load(path) as archive:
+            return cls(*(archive[name] for name in ("quantized_cdf", "cdf_length", "offset", "medians")))
+
+    def save(self, path: Path) -> None:
+        with open(path, "wb") as handle:  # a file handle keeps np.savez from touching the name
+            np.savez(handle, quantized_cdf=self.quantized_cdf, cdf_length=self.cdf_length,
+                     offset=self.offset, medians=self.medians)
+
+    @property
+    def channels(self) -> int:
+        return len(self.medians)
+
+
+class RansCoder:
+    """Per-image rANS streams over a latent of shape [N, C, H, W], as CompressAI writes them."""
+
+    def __init__(self, tables: EntropyTables) -> None:
+        ans = load_ans()
+        self.tables = tables
+        self._encoder, self._decoder = ans.RansEncoder(), ans.RansDecoder()
+        self._cdf = tables.quantized_cdf.tolist()
+        self._lengths = tables.cdf_length.astype(np.int32).tolist()
+        self._offsets = tables.offset.astype(np.int32).tolist()
+        self._medians = tables.medians.astype(np.float32).reshape(1, -1, 1, 1)
+
+    def _indexes(self, height: int, width: int) -> list[int]:
+        return np.repeat(np.arange(self.tables.channels, dtype=np.int32), height * width).tolist()
+
+    def symbols(self, latent: np.ndarray) -> np.ndarray:
+        """round(y − medians) as int32, rounding half to even like torch.round."""
+        return np.rint(latent - self._medians).astype(np.int32)
+
+    def encode(self, latent: np.ndarray) -> list[bytes]:
+        if latent.ndim != 4 or latent.shape[1] != self.tables.channels:
+            raise ValueError(f"latent must be [N,{self.tables.channels},H,W], got {latent.shape}")
+        indexes = self._indexes(*latent.shape[2:])
+        return [
+            self._encoder.encode_with_indexes(row.reshape(-1).tolist(), indexes, self._cdf, self._lengths, self._offsets)
+            for row in self.symbols(latent)
+        ]
+
+    def decode(self, streams: list[bytes], latent_size: tuple[int, int]) -> np.ndarray:
+        """ŷ [N, C, H, W] float32 from per-image streams."""
+        indexes = self._indexes(*latent_size)
+        rows = [
+            self._decoder.decode_with_indexes(stream, indexes, self._cdf, self._lengths, self._offsets)
+            for stream in streams
+        ]
+        symbols = np.asarray(rows, dtype=np.int32).reshape(len(streams), self.tables.channels, *latent_size)
+        return symbols.astype(np.float32) + self._medians
