@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[train,runtime,test]"
+	$(BIN)/pip install --quiet -e ".[train,runtime,devcerts,test]"
 	touch $(STAMP)
 
 setup: $(STAMP)

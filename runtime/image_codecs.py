@@ -23,17 +23,27 @@ class Codec(Protocol):
     def decode(self, payloads: list[bytes]) -> np.ndarray: ...
 
 
-def decode_image_bytes(payload: bytes, expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode one PNG/JPEG payload to uint8 [H,W,3]; raises ValueError on anything else."""
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+def decode_image_bytes(payload: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode one PNG/JPEG payload to uint8 [H,W,3]; ValueError for anything else or anything too big.
+
+    The size is checked from the header, before any pixel is decompressed (decompression bombs).
+    """
+    if not payload:
+        raise ValueError("empty image payload")
     try:
         with Image.open(io.BytesIO(payload)) as image:
+            if image.format not in ("PNG", "JPEG"):
+                raise ValueError(f"unsupported image format {image.format}; send PNG or JPEG")
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ValueError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
             image.load()
-            rgb = np.asarray(image.convert("RGB"))
-    except (OSError, Image.DecompressionBombError, SyntaxError) as error:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"not a decodable image: {error}") from error
-    if expected_size is not None and rgb.shape[:2] != expected_size:
-        raise ValueError(f"expected a {expected_size[0]}x{expected_size[1]} image, got {rgb.shape[0]}x{rgb.shape[1]}")
-    return rgb
 
 
 class PillowCodec:

@@ -1,0 +1,57 @@
+"""Times torch eager (inference_mode) and CompressAI's compress()/decompress() in their own process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from pmc2.bench.timing import median_seconds
+from pmc2.export.classifiers import load_classifier
+from pmc2.export.compressor import load_compressor
+from pmc2.export.generator import PerturbationGenerator
+from pmc2.export.train_compressor import load_generator
+
+
+def build(name: str, checkpoints: Path, compressor: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    if name == "generator":
+        return load_generator(checkpoints / "generator.pt"), (3, 32, 32)
+    if name == "generator_base32":
+        return PerturbationGenerator(32).eval(), (3, 32, 32)
+    if name in ("g_a", "g_s"):
+        model = load_compressor(checkpoints / f"{compressor}.pt")
+        channels = model.entropy_bottleneck.channels
+        return (model.g_a, (3, 32, 32)) if name == "g_a" else (model.g_s, (channels, 2, 2))
+    checkpoint = {"target": "fastnet", "aux": "compact_resnet"}[name]
+    return load_classifier(checkpoints / f"{checkpoint}.pt"), (3, 32, 32)
+
+
+@torch.inference_mode()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True, help="generator, generator_base32, g_a, g_s, target, aux or codec")
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--compressor", default="compressor")
+    parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    if args.model == "codec":
+        model = load_compressor(args.checkpoints / f"{args.compressor}.pt")
+        images = torch.rand(args.batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        compressed = model.compress(images)
+        result = {
+            "encode": median_seconds(lambda: model.compress(images), args.repeats),
+            "decode": median_seconds(lambda: model.decompress(compressed["strings"], compressed["shape"]), args.repeats),
+        }
+    else:
+        model, shape = build(args.model, args.checkpoints, args.compressor)
+        inputs = torch.rand(args.batch, *shape, generator=torch.Generator().manual_seed(0))
+        result = {"seconds": median_seconds(lambda: model(inputs), args.repeats)}
+    result["torch_threads"] = torch.get_num_threads()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""python -m pmc2.cloud_server --cert cloud.pem [--client-ca ca.pem]"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from pmc2.cloud_server.app import create_app
+from pmc2.cloud_server.config import CloudConfig
+from pmc2.serving.cli import add_server_arguments, serve, session_settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="PMC² cloud server (HTTPS)")
+    add_server_arguments(parser, default_port=8443)
+    parser.add_argument("--max-batch-images", type=int, default=CloudConfig.max_batch_images)
+    args = parser.parse_args()
+    config = CloudConfig(max_batch_images=args.max_batch_images, sessions=session_settings(args))
+    if args.models:
+        config = replace(config, models=args.models)
+    serve(create_app(config), args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The untrusted cloud server: decode the edge's batch, classify it, return labels.
+
+    POST /v1/classify  (application/x-pmc2: neural / png / jpeg batch)
+      → {"labels": [...], "timings_ms": {"decompression", "recognition", "other_cloud"}, "bytes_received"}
+    GET /healthz · /readyz · /metrics
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from pmc2.cloud_server.config import CloudConfig
+from pmc2.cloud_server.recognition import BadPayload, CloudRecognizer
+from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch, WireFormatError
+from pmc2.serving.http_common import ServiceMetrics, add_health_routes, error_and_metrics_middleware, json_error
+
+CONFIG = web.AppKey("config", CloudConfig)
+RECOGNIZER = web.AppKey("recognizer", CloudRecognizer)
+EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+METRICS = web.AppKey("metrics", ServiceMetrics)
+
+
+async def classify_handler(request: web.Request) -> web.Response:
+    start = time.perf_counter()
+    if request.content_type != CONTENT_TYPE:
+        return json_error(415, f"Content-Type must be {CONTENT_TYPE}, got {request.content_type or 'none'}")
+    body = await request.read()
+    request.app[METRICS].bytes_received.inc(len(body))
+    if not body:
+        return json_error(400, "empty request body")
+    try:
+        batch = EncodedBatch.from_bytes(body, max_images=request.app[CONFIG].max_batch_images)
+    except WireFormatError as error:
+        return json_error(400, f"bad payload: {error}")
+    loop = asyncio.get_running_loop()
+    try:
+        result = await loop.run_in_executor(request.app[EXECUTOR], request.app[RECOGNIZER].recognize, batch)
+    except BadPayload as error:
+        return json_error(422, str(error))
+    request.app[METRICS].images.inc(len(result.labels))
+    total_ms = 1e3 * (time.perf_counter() - start)
+    return web.json_response({
+        "labels": result.labels,
+        "codec": batch.codec,
+        "bytes_received": len(body),
+        "timings_ms": {
+            "decompression": result.decompression_ms,
+            "recognition": result.recognition_ms,
+            "other_cloud": max(0.0, total_ms - result.decompression_ms - result.recognition_ms),
+            "total_cloud": total_ms,
+        },
+    })
+
+
+async def _models(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    app[RECOGNIZER] = CloudRecognizer(ModelBundle.open(config.models), config.sessions, config.max_image_pixels)
+    app[EXECUTOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloud-ort")
+    yield
+    app[EXECUTOR].shutdown(wait=True)
+
+
+def create_app(config: CloudConfig = CloudConfig()) -> web.Application:
+    metrics = ServiceMetrics("pmc2_cloud")
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_and_metrics_middleware(metrics)])
+    app[CONFIG], app[METRICS] = config, metrics
+    app.cleanup_ctx.append(_models)
+    app.router.add_post("/v1/classify", classify_handler)
+    add_health_routes(app, metrics, ready=lambda: RECOGNIZER in app)
+    return app

@@ -1,0 +1,162 @@
+"""The secure edge server (runs in the CoCo pod): perturb, compress, forward, answer.
+
+    POST /v1/recognize  (Bearer token; image/jpeg, image/png, or application/x-pmc2 batch of them;
+                         ?codec=neural|png|jpeg overrides the configured edge→cloud codec)
+      → {"labels", "s2_bytes", "batch_size", "timings_ms": {decode, queue, generation, compression,
+         network_edge_cloud, decompression, recognition, other_cloud, other_edge, total_edge}}
+    GET /healthz · /readyz · /metrics
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from pmc2.edge_server.batching import MicroBatcher
+from pmc2.edge_server.cloud_link import CloudError, CloudLink
+from pmc2.edge_server.config import EdgeConfig
+from pmc2.edge_server.protection import BadImage, EdgeProtector, decode_client_images
+from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch, WireFormatError
+from pmc2.serving.http_common import ServiceMetrics, add_health_routes, error_and_metrics_middleware, json_error
+
+IMAGE_TYPES = ("image/jpeg", "image/png")
+CODECS = ("neural", "png", "jpeg")
+
+
+@dataclass
+class ImageResult:
+    label: int
+    s2_bytes: int
+    timings_ms: dict[str, float]
+
+
+class EdgeState:
+    """Everything a running edge holds: models, the worker thread, the cloud link, one batcher per codec."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        bundle = ModelBundle.open(config.models)
+        bundle.verify_all()
+        self.protector = EdgeProtector(bundle, config.sessions, config.jpeg_quality)
+        # One worker: the ORT sessions already use every CPU the process has.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-ort")
+        self.cloud = CloudLink(config.cloud_url, config.cloud_ca, config.cloud_client_cert,
+                               config.cloud_timeout_s, config.cloud_connect_retries)
+        self.batchers = {
+            codec: MicroBatcher(self._processor(codec), config.max_batch_size, config.max_wait_ms) for codec in CODECS
+        }
+
+    def _processor(self, codec: str):
+        async def process(images) -> list[ImageResult]:
+            loop = asyncio.get_running_loop()
+            protected = await loop.run_in_executor(self.executor, self.protector.protect, images, codec)
+            reply = await self.cloud.classify(EncodedBatch(codec, protected.payloads))
+            cloud = reply.timings_ms
+            timings = {
+                "generation": protected.generation_ms, "compression": protected.compression_ms,
+                "network_edge_cloud": max(0.0, reply.round_trip_ms - cloud["total_cloud"]),
+                "decompression": cloud["decompression"], "recognition": cloud["recognition"],
+                "other_cloud": cloud["other_cloud"],
+            }
+            return [ImageResult(label, len(payload), timings) for label, payload in zip(reply.labels, protected.payloads)]
+
+        return process
+
+    async def close(self) -> None:
+        for batcher in self.batchers.values():
+            await batcher.close()
+        await self.cloud.close()
+        self.executor.shutdown(wait=True)
+
+
+STATE = web.AppKey("state", EdgeState)
+CONFIG = web.AppKey("config", EdgeConfig)
+METRICS = web.AppKey("metrics", ServiceMetrics)
+
+
+def _authorized(request: web.Request, token: str | None) -> bool:
+    if token is None:
+        return True
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.encode(), token.encode())
+
+
+def _client_payloads(content_type: str, body: bytes, max_images: int) -> list[bytes]:
+    if content_type in IMAGE_TYPES:
+        return [body]
+    batch = EncodedBatch.from_bytes(body, max_images=max_images)
+    if batch.codec not in ("png", "jpeg"):
+        raise WireFormatError(f"the edge takes PNG or JPEG images from clients, not {batch.codec}")
+    return batch.payloads
+
+
+def _server_timing(timings: dict[str, float]) -> str:
+    return ", ".join(f"{name};dur={value:.3f}" for name, value in timings.items())
+
+
+async def recognize_handler(request: web.Request) -> web.Response:
+    start = time.perf_counter()
+    config, state = request.app[CONFIG], request.app[STATE]
+    if not _authorized(request, config.token):
+        return json_error(401, "missing or wrong bearer token")
+    codec = request.query.get("codec", config.codec)
+    if codec not in CODECS:
+        return json_error(400, f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
+    if request.content_type not in (*IMAGE_TYPES, CONTENT_TYPE):
+        return json_error(415, f"Content-Type must be one of {', '.join((*IMAGE_TYPES, CONTENT_TYPE))}")
+    body = await request.read()
+    request.app[METRICS].bytes_received.inc(len(body))
+    if not body:
+        return json_error(400, "empty request body")
+    try:
+        payloads = _client_payloads(request.content_type, body, config.max_request_images)
+    except WireFormatError as error:
+        return json_error(400, f"bad payload: {error}")
+    loop = asyncio.get_running_loop()
+    decode_start = time.perf_counter()
+    try:
+        images = await loop.run_in_executor(
+            state.executor, decode_client_images, payloads, config.max_image_pixels, config.resize_policy)
+    except BadImage as error:
+        return json_error(422 if "accepts only" in str(error) else 400, str(error))
+    decode_ms = 1e3 * (time.perf_counter() - decode_start)
+    try:
+        results, queue_ms = await state.batchers[codec].submit(images)
+    except CloudError as error:
+        return json_error(error.status, str(error))
+    request.app[METRICS].images.inc(len(results))
+    timings = {"decode": decode_ms, "queue": queue_ms, **results[0].timings_ms}
+    total_ms = 1e3 * (time.perf_counter() - start)
+    timings["other_edge"] = max(0.0, total_ms - sum(timings.values()))
+    timings["total_edge"] = total_ms
+    response = web.json_response({
+        "labels": [r.label for r in results],
+        "s2_bytes": [r.s2_bytes for r in results],
+        "codec": codec,
+        "timings_ms": timings,
+    })
+    response.headers["Server-Timing"] = _server_timing(timings)
+    return response
+
+
+async def _edge_state(app: web.Application) -> AsyncIterator[None]:
+    app[STATE] = EdgeState(app[CONFIG])
+    yield
+    await app[STATE].close()
+
+
+def create_app(config: EdgeConfig = EdgeConfig()) -> web.Application:
+    metrics = ServiceMetrics("pmc2_edge")
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_and_metrics_middleware(metrics)])
+    app[CONFIG], app[METRICS] = config, metrics
+    app.cleanup_ctx.append(_edge_state)
+    app.router.add_post("/v1/recognize", recognize_handler)
+    add_health_routes(app, metrics, ready=lambda: STATE in app)
+    return app

@@ -1,0 +1,35 @@
+"""Configuration of the edge server (one object, passed to create_app)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pmc2.runtime.model_bundle import DEFAULT_MODELS
+from pmc2.runtime.sessions import SessionSettings
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    cloud_url: str = "https://localhost:8443"
+    cloud_ca: Path | None = None  # CA that signed the cloud's certificate (None: system trust store)
+    cloud_client_cert: Path | None = None  # PEM with key and certificate, for mutual TLS to the cloud
+    token: str | None = None  # bearer token the mobile client must present (None: no auth, dev only)
+    codec: str = "neural"
+    jpeg_quality: int = 95
+    resize_policy: str = "resize"  # or "reject": inputs that are not 32x32
+    max_batch_size: int = 256  # micro-batching: most images per generator call
+    max_wait_ms: float = 2.0  # micro-batching: longest an image waits for company
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_request_images: int = 256
+    max_image_pixels: int = 4096 * 4096
+    cloud_timeout_s: float = 10.0
+    cloud_connect_retries: int = 2
+    models: Path = DEFAULT_MODELS
+    sessions: SessionSettings = field(default_factory=SessionSettings)
+
+    def __post_init__(self) -> None:
+        if self.resize_policy not in ("resize", "reject"):
+            raise ValueError(f"resize_policy must be 'resize' or 'reject', got {self.resize_policy!r}")
+        if self.codec not in ("neural", "png", "jpeg"):
+            raise ValueError(f"codec must be neural, png or jpeg, got {self.codec!r}")

@@ -1,0 +1,87 @@
+"""Send a set of images through one mode with bounded concurrency and rate; summarise the records."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import statistics
+import time
+
+import aiohttp
+import numpy as np
+from tqdm import tqdm
+
+from pmc2.mobile_client.modes import STAGES, ImageRecord, Phone
+from pmc2.runtime.cifar10 import LabelledImages
+
+
+async def run_mode(phone: Phone, mode: str, data: LabelledImages, ssl_context: ssl.SSLContext,
+                   concurrency: int = 1, rate: float | None = None, progress: bool = True) -> list[ImageRecord]:
+    """One request per image; at most ``concurrency`` in flight and ``rate`` started per second."""
+    records = [ImageRecord(i, int(label)) for i, label in enumerate(data.labels)]
+    slots = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(records), desc=mode, disable=not progress, leave=False)
+    connector = aiohttp.TCPConnector(ssl=ssl_context, limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+        async def one(record: ImageRecord) -> None:
+            async with slots:
+                await phone.send(mode, session, data.images[record.index], record)
+                bar.update()
+
+        tasks = []
+        start = time.perf_counter()
+        for number, record in enumerate(records):
+            if rate:
+                await asyncio.sleep(max(0.0, start + number / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(record)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    bar.close()
+    for record in records:
+        record.stages_ms.setdefault("elapsed_run_s", elapsed)
+    return records
+
+
+def summarize(records: list[ImageRecord]) -> dict:
+    done = [r for r in records if r.error is None]
+    latencies = [r.end_to_end_ms for r in done]
+    elapsed = max((r.stages_ms.get("elapsed_run_s", 0.0) for r in records), default=0.0)
+
+    def mean(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
+
+    return {
+        "images": len(records),
+        "errors": len(records) - len(done),
+        "first_error": next((r.error for r in records if r.error), None),
+        "accuracy": 100.0 * sum(r.correct for r in done) / len(records) if records else 0.0,
+        "s1_bytes_mean": mean([r.s1_bytes for r in done]),
+        "s2_bytes_mean": mean([r.s2_bytes for r in done]),
+        "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
+        "latency_p99_ms": float(np.percentile(latencies, 99)) if latencies else None,
+        "throughput_images_per_s": len(done) / elapsed if elapsed else None,
+        "stage_medians_ms": {
+            stage: statistics.median(values)
+            for stage in STAGES
+            if (values := [r.stages_ms[stage] for r in done if stage in r.stages_ms])
+        },
+    }
+
+
+def format_summaries(rows: dict[str, dict]) -> str:
+    """One line per run: accuracy, mean S1/S2, latency percentiles, stage medians."""
+    def show(value, digits: int = 1) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    header = f"{'run':<22}{'acc %':>7}{'S1 B':>9}{'S2 B':>9}{'p50 ms':>8}{'p99 ms':>8}{'img/s':>8}{'err':>5}  stage medians (ms)"
+    lines = [header]
+    for name, s in rows.items():
+        stages = " ".join(f"{k}={v:.2f}" for k, v in s["stage_medians_ms"].items())
+        lines.append(
+            f"{name:<22}{s['accuracy']:>7.2f}{show(s['s1_bytes_mean']):>9}{show(s['s2_bytes_mean'], 2):>9}"
+            f"{show(s['latency_p50_ms']):>8}{show(s['latency_p99_ms']):>8}{show(s['throughput_images_per_s']):>8}"
+            f"{s['errors']:>5}  {stages}"
+        )
+    return "\n".join(lines)

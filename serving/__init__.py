@@ -1,0 +1,1 @@
+"""Pieces both aiohttp services share: TLS contexts, JSON errors, health and Prometheus metrics."""

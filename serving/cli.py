@@ -1,0 +1,34 @@
+"""Command-line pieces shared by the two servers: listen address, TLS files, ORT threads."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from pmc2.runtime.sessions import SessionSettings
+from pmc2.serving.tls import server_context
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=default_port)
+    parser.add_argument("--cert", type=Path, required=True, help="PEM with this server's key and certificate")
+    parser.add_argument("--client-ca", type=Path, default=None, help="require client certificates signed by this CA")
+    parser.add_argument("--models", type=Path, default=None, help="onnx_models folder (default: the shipped one)")
+    parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: CPUs available)")
+    parser.add_argument("--shutdown-timeout", type=float, default=10.0, help="seconds to finish in-flight requests")
+
+
+def session_settings(args: argparse.Namespace) -> SessionSettings:
+    return SessionSettings(intra_op_threads=args.threads)
+
+
+def serve(app: web.Application, args: argparse.Namespace) -> None:
+    """Run until SIGINT/SIGTERM, then let in-flight requests finish (graceful shutdown)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ssl_context = server_context(args.cert, args.cert, args.client_ca)
+    web.run_app(app, host=args.host, port=args.port, ssl_context=ssl_context,
+                shutdown_timeout=args.shutdown_timeout, access_log=None)

@@ -1,0 +1,72 @@
+"""JSON error handling, health/readiness routes and Prometheus metrics for an aiohttp app."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ServiceMetrics:
+    """Request counts, latency histogram and bytes received, in a registry of the app's own."""
+
+    def __init__(self, service: str) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(f"{service}_requests", "HTTP requests", ["path", "status"], registry=self.registry)
+        self.latency = Histogram(
+            f"{service}_request_seconds", "request latency", ["path"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.bytes_received = Counter(f"{service}_received_bytes", "request body bytes", registry=self.registry)
+        self.images = Counter(f"{service}_images", "images processed", registry=self.registry)
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message, "status": status}, status=status)
+
+
+def error_and_metrics_middleware(metrics: ServiceMetrics):
+    """Every failure becomes a JSON body; every request is counted and timed."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        path = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        try:
+            response = await handler(request)
+        except web.HTTPException as error:
+            if error.content_type == "application/json":
+                response = error
+            else:
+                response = json_error(error.status, error.reason if error.status != 413 else error.text)
+        except Exception:  # a bug must not take the service down; log it and answer 500
+            log.exception("unhandled error on %s", request.path)
+            response = json_error(500, "internal server error")
+        metrics.requests.labels(path, str(response.status)).inc()
+        metrics.latency.labels(path).observe(time.perf_counter() - start)
+        return response
+
+    return middleware
+
+
+def add_health_routes(app: web.Application, metrics: ServiceMetrics, ready: Callable[[], bool]) -> None:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.json_response({"ready": True}) if ready() else json_error(503, "not ready")
+
+    async def prometheus(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(metrics.registry))
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return response
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", prometheus)

@@ -1,0 +1,78 @@
+"""The runtime works with torch made unimportable, and its small parts behave."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pmc2.runtime.cpu_budget import available_cpus, cgroup_cpu_limit
+from pmc2.runtime.image_codecs import decode_image_bytes, jpeg_codec, png_codec
+from pmc2.runtime.sessions import SessionSettings
+
+NO_TORCH_SCRIPT = """
+import importlib, pkgutil, sys
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+import pmc2.runtime
+for module in pkgutil.iter_modules(pmc2.runtime.__path__):
+    importlib.import_module(f"pmc2.runtime.{module.name}")
+from pmc2.runtime.cifar10 import load_evaluation
+from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.pipeline import build_codec, classify, perturb, preprocess, to_unit
+bundle = ModelBundle.open()
+data = load_evaluation(None).subset(slice(0, 32))
+perturbed = to_unit(perturb(bundle.session("generator"), preprocess(data.images)))
+codec = build_codec("neural", bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
+streams = codec.encode(perturbed)
+labels = classify(bundle.session("target"), codec.decode(streams))
+assert "torch" not in [name for name, mod in sys.modules.items() if mod is not None and name.split(".")[0] == "torch"]
+print(len(streams), labels.shape[0], sum(len(s) for s in streams))
+"""
+
+
+def test_runtime_runs_the_whole_pipeline_without_torch() -> None:
+    result = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    streams, labels, total_bytes = map(int, result.stdout.split())
+    assert streams == labels == 32 and total_bytes >= 32
+
+
+def test_cgroup_quota_limits_the_cpu_count(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")
+    assert cgroup_cpu_limit(cpu_max) == 1.5
+    assert available_cpus(cpu_max) == min(2, available_cpus(tmp_path / "absent"))
+    cpu_max.write_text("max 100000\n")
+    assert cgroup_cpu_limit(cpu_max) is None
+
+
+def test_session_settings_reach_onnxruntime(tmp_path: Path) -> None:
+    options = SessionSettings(intra_op_threads=3, optimized_model_dir=tmp_path).session_options(Path("g_a.onnx"))
+    assert options.intra_op_num_threads == 3 and options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.optimized_model_filepath.endswith("g_a.optimized.onnx")
+    assert SessionSettings().session_options(Path("m.onnx")).intra_op_num_threads == available_cpus()
+    with pytest.raises(ValueError, match="optimization"):
+        SessionSettings(optimization="fastest")
+
+
+def test_png_is_lossless_and_jpeg_444_keeps_chroma() -> None:
+    rng = np.random.default_rng(0)
+    images = (rng.integers(0, 256, (3, 3, 32, 32)) / 255.0).astype(np.float32)
+    np.testing.assert_array_equal(png_codec().decode(png_codec().encode(images)), images)
+    payload = jpeg_codec(90).encode(images)[0]
+    assert jpeg_codec(90).decode([payload]).shape == (1, 3, 32, 32)
+    with Image.open(io.BytesIO(payload)) as image:
+        assert {component[1:3] for component in image.layer} == {(1, 1)}  # 4:4:4, no chroma subsampling
+
+
+def test_decoding_rejects_non_images_with_a_clear_message() -> None:
+    with pytest.raises(ValueError, match="not a decodable image"):
+        decode_image_bytes(b"definitely not a picture")
+    with pytest.raises(ValueError, match="quality"):
+        jpeg_codec(0)

@@ -1,0 +1,56 @@
+"""The edge→cloud wire format round-trips and rejects what it does not understand."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pmc2.runtime.wire_format import CODEC_IDS, EncodedBatch, WireFormatError
+
+CRC = b"\x00\x00\x00\x00"  # a checksum that matches none of the bodies below
+
+
+@given(st.sampled_from(sorted(CODEC_IDS)), st.lists(st.binary(max_size=64), min_size=1, max_size=40))
+def test_round_trip(codec: str, payloads: list[bytes]) -> None:
+    assert EncodedBatch.from_bytes(EncodedBatch(codec, payloads).to_bytes()) == EncodedBatch(codec, payloads)
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_either_parse_or_raise_wire_format_error(data: bytes) -> None:
+    try:
+        EncodedBatch.from_bytes(data)
+    except WireFormatError:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"PMC", "shorter"),
+        (b"JPEG\x01\x01\x00\x01" + CRC + b"\x00\x00\x00\x00", "magic"),
+        (b"PMC2\x02\x01\x00\x01" + CRC + b"\x00\x00\x00\x00", "version"),
+        (b"PMC2\x01\x09\x00\x01" + CRC + b"\x00\x00\x00\x00", "codec"),
+        (b"PMC2\x01\x01\x00\x00" + CRC, "batch of 0"),
+        (b"PMC2\x01\x01\x00\x02" + CRC + b"\x00\x00", "length table"),
+        (b"PMC2\x01\x01\x00\x01" + CRC + b"\x00\x00\x00\x05abc", "lengths add up"),
+        (b"PMC2\x01\x01\x00\x01" + CRC + b"\x00\x00\x00\x01ab", "lengths add up"),
+        (b"PMC2\x01\x01\x00\x01" + CRC + b"\x00\x00\x00\x01a", "CRC-32"),
+    ],
+)
+def test_malformed_payloads_are_named(data: bytes, message: str) -> None:
+    with pytest.raises(WireFormatError, match=message):
+        EncodedBatch.from_bytes(data)
+
+
+def test_batch_size_limit() -> None:
+    data = EncodedBatch("png", [b"x"] * 5).to_bytes()
+    with pytest.raises(WireFormatError, match="allowed 1..4"):
+        EncodedBatch.from_bytes(data, max_images=4)
+
+
+def test_flipped_bit_is_detected() -> None:
+    data = bytearray(EncodedBatch("neural", [b"\x10\x20\x30\x40\x50\x60\x70\x80"]).to_bytes())
+    data[-3] ^= 0x04
+    with pytest.raises(WireFormatError, match="corrupted"):
+        EncodedBatch.from_bytes(bytes(data))
