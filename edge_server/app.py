@@ -34,6 +34,7 @@ CODECS = ("neural", "png", "jpeg")
 class ImageResult:
     label: int
     s2_bytes: int
+    batch_size: int
     timings_ms: dict[str, float]
 
 
@@ -65,7 +66,8 @@ class EdgeState:
                 "decompression": cloud["decompression"], "recognition": cloud["recognition"],
                 "other_cloud": cloud["other_cloud"],
             }
-            return [ImageResult(label, len(payload), timings) for label, payload in zip(reply.labels, protected.payloads)]
+            return [ImageResult(label, len(payload), len(images), timings)
+                    for label, payload in zip(reply.labels, protected.payloads)]
 
         return process
 
@@ -140,6 +142,7 @@ async def recognize_handler(request: web.Request) -> web.Response:
         "labels": [r.label for r in results],
         "s2_bytes": [r.s2_bytes for r in results],
         "codec": codec,
+        "batch_size": results[0].batch_size,
         "timings_ms": timings,
     })
     response.headers["Server-Timing"] = _server_timing(timings)

@@ -1,0 +1,287 @@
+"""Edge and cloud servers on loopback with real TLS: modes, codecs, security and every error case."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+import zlib
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+from PIL import Image
+
+from pmc2.cloud_server.app import create_app as create_cloud_app
+from pmc2.demo.local_stack import free_port
+from pmc2.edge_server.app import create_app as create_edge_app
+from pmc2.edge_server.config import EdgeConfig
+from pmc2.mobile_client.modes import Phone
+from pmc2.mobile_client.run import run_mode, summarize
+from pmc2.runtime.cifar10 import load_evaluation
+from pmc2.runtime.image_codecs import decode_image_bytes
+from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.pipeline import build_codec, classify, perturb, preprocess, to_unit
+from pmc2.runtime.sessions import SessionSettings
+from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
+from pmc2.serving.dev_certs import create_dev_certificates
+from pmc2.serving.tls import client_context
+from tests.servers import recording_middleware, serve_tls
+
+TOKEN = "test-token-123"
+SESSIONS = SessionSettings(intra_op_threads=1)
+SAMPLE = load_evaluation(None).subset(slice(0, 16))
+
+
+def jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory):
+    return create_dev_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+async def cloud(certificates):
+    bodies: list[bytes] = []
+    app = create_cloud_app()
+    app.middlewares.append(recording_middleware(bodies))
+    async with serve_tls(app, certificates.cloud, client_ca=certificates.ca) as server:
+        server.bodies = bodies
+        yield server
+
+
+def edge_config(certificates, cloud_url: str, **overrides) -> EdgeConfig:
+    config = EdgeConfig(cloud_url=cloud_url, cloud_ca=certificates.ca, cloud_client_cert=certificates.edge_client,
+                        token=TOKEN, sessions=SESSIONS, max_wait_ms=5.0, cloud_timeout_s=2.0)
+    return replace(config, **overrides)
+
+
+@pytest.fixture
+async def edge(certificates, cloud):
+    async with serve_tls(create_edge_app(edge_config(certificates, cloud.url)), certificates.edge) as server:
+        yield server
+
+
+@pytest.fixture
+async def client(certificates):
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(certificates.ca))) as session:
+        yield session
+
+
+async def post_edge(client, edge, body: bytes, content_type: str = "image/jpeg", codec: str | None = None,
+                    token: str | None = TOKEN) -> tuple[int, dict, aiohttp.ClientResponse]:
+    headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
+    url = f"{edge.url}/v1/recognize" + (f"?codec={codec}" if codec else "")
+    async with client.post(url, data=body, headers=headers) as response:
+        return response.status, await response.json(), response
+
+
+@pytest.mark.parametrize("codec", ["neural", "png", "jpeg"])
+async def test_edge_returns_the_labels_the_runtime_computes(client, edge, codec: str) -> None:
+    bundle = ModelBundle.open()
+    pixels = SAMPLE.images[:4]
+    decoded = np.stack([decode_image_bytes(jpeg(p)) for p in pixels])
+    perturbed = to_unit(perturb(bundle.session("generator"), preprocess(decoded)))
+    reference = build_codec(codec, bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
+    expected = classify(bundle.session("target"), reference.decode(reference.encode(perturbed)))
+    for index, image in enumerate(pixels):
+        status, reply, response = await post_edge(client, edge, jpeg(image), codec=codec)
+        assert status == 200, reply
+        assert reply["labels"] == [int(expected[index])] and reply["codec"] == codec
+        assert reply["s2_bytes"][0] > 0
+        assert "generation;dur=" in response.headers["Server-Timing"]
+
+
+async def test_batch_from_the_client_in_one_request(client, edge) -> None:
+    body = EncodedBatch("jpeg", [jpeg(p) for p in SAMPLE.images[:8]]).to_bytes()
+    status, reply, _ = await post_edge(client, edge, body, content_type=CONTENT_TYPE)
+    assert status == 200 and len(reply["labels"]) == 8 and reply["batch_size"] >= 8
+
+
+async def test_original_pixels_never_reach_the_cloud(client, edge, cloud) -> None:
+    originals = [jpeg(p) for p in SAMPLE.images[:6]]
+    for codec in ("neural", "png", "jpeg"):
+        for payload in originals:
+            status, _, _ = await post_edge(client, edge, payload, codec=codec)
+            assert status == 200
+    assert len(cloud.bodies) >= 3
+    decoded_originals = [decode_image_bytes(p) for p in originals]
+    for body in cloud.bodies:
+        for payload, pixels in zip(originals, decoded_originals):
+            assert payload not in body and pixels.tobytes() not in body
+        batch = EncodedBatch.from_bytes(body)
+        if batch.codec == "png":
+            sent = decode_image_bytes(batch.payloads[0])
+            closest = min(np.abs(sent.astype(int) - o.astype(int)).mean() for o in decoded_originals)
+            assert closest > 20, "a PNG sent to the cloud looks like an original image"
+
+
+async def test_micro_batching_serves_concurrent_requests(client, edge) -> None:
+    payloads = [jpeg(p) for p in SAMPLE.images]
+    replies = await asyncio.gather(*(post_edge(client, edge, p) for p in payloads))
+    assert all(status == 200 for status, _, _ in replies)
+    assert max(reply["batch_size"] for _, reply, _ in replies) > 1
+
+
+async def test_mobile_client_modes(certificates, edge, cloud) -> None:
+    bundle = ModelBundle.open()
+    phone = Phone(edge.url, cloud.url, TOKEN, 90, "neural", bundle)
+    context = client_context(certificates.ca, certificates.edge_client, certificates.edge_client)
+    for mode in ("pmc2", "pp-baseline", "unprotected"):
+        records = await run_mode(phone, mode, SAMPLE, context, concurrency=4, progress=False)
+        summary = summarize(records)
+        assert summary["errors"] == 0, summary["first_error"]
+        assert all(r.label is not None and r.s2_bytes for r in records)
+        assert summary["latency_p50_ms"] > 0 and "recognition" in summary["stage_medians_ms"]
+    assert summarize(records)["s1_bytes_mean"] is None  # only pmc2 has a mobile→edge JPEG
+
+
+async def test_cloud_requires_a_client_certificate(certificates, cloud, client) -> None:
+    body = EncodedBatch("png", [b"x"]).to_bytes()
+    with pytest.raises(aiohttp.ClientError):
+        async with client.post(f"{cloud.url}/v1/classify", data=body, headers={"Content-Type": CONTENT_TYPE}):
+            pass
+
+
+async def test_edge_refuses_a_cloud_it_cannot_verify(certificates, cloud, client, tmp_path: Path) -> None:
+    stranger = create_dev_certificates(tmp_path / "other")
+    config = edge_config(certificates, cloud.url, cloud_ca=stranger.ca, cloud_connect_retries=0)
+    async with serve_tls(create_edge_app(config), certificates.edge) as edge:
+        status, reply, _ = await post_edge(client, edge, jpeg(SAMPLE.images[0]))
+    assert status == 502 and "cloud unreachable" in reply["error"]
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"])
+async def test_bearer_token_is_required(client, edge, token) -> None:
+    status, reply, _ = await post_edge(client, edge, jpeg(SAMPLE.images[0]), token=token)
+    assert status == 401 and "token" in reply["error"]
+
+
+def _png_claiming_size(width: int, height: int) -> bytes:
+    """A PNG whose header claims a huge size (what a decompression bomb looks like before inflating)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "codec", "status", "message"),
+    [
+        (b"hello, not an image", "image/jpeg", None, 400, "not a decodable image"),
+        ("truncated", "image/jpeg", None, 400, "image 0"),
+        (_png_claiming_size(5_000, 5_000), "image/png", None, 400, "exceeds the limit"),
+        ("valid", "text/plain", None, 415, "Content-Type"),
+        (b"", "image/jpeg", None, 400, "empty"),
+        ("oversize batch", CONTENT_TYPE, None, 400, "allowed 1..256"),
+        ("valid", "image/jpeg", "webp", 400, "unknown codec"),
+        (b"PMC2 but broken", CONTENT_TYPE, None, 400, "bad payload"),
+        ("neural batch", CONTENT_TYPE, None, 400, "PNG or JPEG"),
+    ],
+)
+async def test_bad_requests_get_a_json_4xx(client, edge, body, content_type, codec, status, message) -> None:
+    valid = jpeg(SAMPLE.images[0])
+    body = {
+        "truncated": valid[: len(valid) // 2], "valid": valid,
+        "oversize batch": EncodedBatch("jpeg", [valid] * 257).to_bytes() if body == "oversize batch" else None,
+        "neural batch": EncodedBatch("neural", [b"12345678"]).to_bytes(),
+    }.get(body, body) if isinstance(body, str) else body
+    got_status, reply, _ = await post_edge(client, edge, body, content_type=content_type, codec=codec)
+    assert got_status == status and message in reply["error"], reply
+
+
+async def test_oversize_body_is_refused(client, certificates, cloud) -> None:
+    async with serve_tls(create_edge_app(edge_config(certificates, cloud.url, max_body_bytes=10_000)),
+                         certificates.edge) as edge:
+        status, reply, _ = await post_edge(client, edge, b"\xff" * 20_000)
+    assert status == 413 and reply["status"] == 413
+
+
+@pytest.mark.parametrize("policy, status", [("resize", 200), ("reject", 422)])
+async def test_inputs_that_are_not_32x32(client, certificates, cloud, policy: str, status: int) -> None:
+    big = np.asarray(Image.fromarray(SAMPLE.images[0]).resize((96, 64)))
+    async with serve_tls(create_edge_app(edge_config(certificates, cloud.url, resize_policy=policy)),
+                         certificates.edge) as edge:
+        got, reply, _ = await post_edge(client, edge, jpeg(big))
+    assert got == status, reply
+
+
+async def test_corrupt_neural_bitstreams_are_rejected_by_the_cloud(certificates, cloud) -> None:
+    context = client_context(certificates.ca, certificates.edge_client, certificates.edge_client)
+    good = EncodedBatch("neural", [b"\x00\x01\x02\x03\x04\x05\x06\x07"]).to_bytes()
+    flipped = bytearray(good)
+    flipped[-1] ^= 0x80
+    cases = [(bytes(flipped), 400, "corrupted"), (EncodedBatch("neural", [b"\x01"]).to_bytes(), 422, "corrupt neural"),
+             (EncodedBatch("png", [b"nope"]).to_bytes(), 422, "image 0"), (b"", 400, "empty")]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        for body, status, message in cases:
+            async with session.post(f"{cloud.url}/v1/classify", data=body,
+                                    headers={"Content-Type": CONTENT_TYPE}) as response:
+                reply = await response.json()
+                assert response.status == status and message in reply["error"], reply
+
+
+async def test_a_bad_request_does_not_disturb_others(client, edge) -> None:
+    good = [post_edge(client, edge, jpeg(p)) for p in SAMPLE.images[:8]]
+    bad = [post_edge(client, edge, b"garbage") for _ in range(8)]
+    results = await asyncio.gather(*good, *bad)
+    assert [status for status, _, _ in results] == [200] * 8 + [400] * 8
+
+
+async def _slow_cloud(delay_s: float) -> web.Application:
+    async def classify(request: web.Request) -> web.Response:
+        batch = EncodedBatch.from_bytes(await request.read())
+        await asyncio.sleep(delay_s)
+        timings = {"decompression": 0.0, "recognition": 0.0, "other_cloud": 0.0, "total_cloud": 0.0}
+        return web.json_response({"labels": [0] * len(batch.payloads), "timings_ms": timings})
+
+    app = web.Application()
+    app.router.add_post("/v1/classify", classify)
+    return app
+
+
+async def test_unreachable_cloud_gives_502_then_service_resumes(client, certificates) -> None:
+    port = free_port()
+    config = edge_config(certificates, f"https://localhost:{port}", cloud_connect_retries=1)
+    async with serve_tls(create_edge_app(config), certificates.edge) as edge:
+        status, reply, _ = await post_edge(client, edge, jpeg(SAMPLE.images[0]))
+        assert status == 502 and "unreachable" in reply["error"]
+        async with serve_tls(create_cloud_app(), certificates.cloud, client_ca=certificates.ca, port=port):
+            status, reply, _ = await post_edge(client, edge, jpeg(SAMPLE.images[0]))
+            assert status == 200, reply
+
+
+async def test_slow_cloud_gives_504_within_the_timeout(client, certificates) -> None:
+    async with serve_tls(await _slow_cloud(3.0), certificates.cloud) as slow:
+        config = edge_config(certificates, slow.url, cloud_timeout_s=0.5, cloud_client_cert=None)
+        async with serve_tls(create_edge_app(config), certificates.edge) as edge:
+            started = asyncio.get_running_loop().time()
+            status, reply, _ = await post_edge(client, edge, jpeg(SAMPLE.images[0]))
+            assert status == 504 and "in time" in reply["error"]
+            assert asyncio.get_running_loop().time() - started < 2.5
+
+
+async def test_graceful_shutdown_finishes_in_flight_requests(client, certificates) -> None:
+    async with serve_tls(await _slow_cloud(1.0), certificates.cloud) as slow:
+        config = edge_config(certificates, slow.url, cloud_client_cert=None)
+        async with serve_tls(create_edge_app(config), certificates.edge) as edge:
+            in_flight = asyncio.create_task(post_edge(client, edge, jpeg(SAMPLE.images[0])))
+            await asyncio.sleep(0.3)
+            await edge.runner.cleanup()
+            status, reply, _ = await in_flight
+    assert status == 200 and reply["labels"] == [0]
+
+
+async def test_health_readiness_and_metrics(client, edge) -> None:
+    await post_edge(client, edge, jpeg(SAMPLE.images[0]))
+    for path, needle in (("/healthz", "ok"), ("/readyz", "true"), ("/metrics", "pmc2_edge_requests_total")):
+        async with client.get(f"{edge.url}{path}") as response:
+            assert response.status == 200 and needle in (await response.text())
