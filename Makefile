@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/python -m pmc2.export.evaluate
+	$(BIN)/python -m pmc2.demo
 
 test: setup
 	$(BIN)/python -m pytest

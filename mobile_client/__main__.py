@@ -9,6 +9,8 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from pmc2.mobile_client.image_sources import load_images
 from pmc2.mobile_client.modes import MODES, Phone
 from pmc2.mobile_client.run import format_summaries, run_mode, summarize
@@ -21,6 +23,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=MODES, default="pmc2")
     parser.add_argument("--images", default=None, help="'sample' (default), a CIFAR-10 folder, an .npz, or an image folder")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--repeat", type=int, default=1, help="send the image set this many times (load tests)")
     parser.add_argument("--edge-url", default="https://localhost:9443")
     parser.add_argument("--cloud-url", default="https://localhost:8443")
     parser.add_argument("--ca", type=Path, required=True, help="CA that signed the servers' certificates")
@@ -34,6 +37,8 @@ def main() -> None:
     data = load_images(args.images)
     if args.limit:
         data = data.subset(slice(0, args.limit))
+    if args.repeat > 1:
+        data = data.subset(np.tile(np.arange(len(data)), args.repeat))
     phone = Phone(args.edge_url, args.cloud_url, os.environ.get(args.token_env), args.jpeg_quality, args.edge_codec,
                   ModelBundle.open() if args.mode == "pp-baseline" else None)
     records = asyncio.run(run_mode(phone, args.mode, data, client_context(args.ca), args.concurrency, args.rate))

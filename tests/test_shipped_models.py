@@ -1,0 +1,45 @@
+"""The trained default models shipped in checkpoints/: records, size, and reproducible evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pmc2.export.evaluate import DEFAULT_CHECKPOINTS, TrainedPipeline, evaluate
+from pmc2.runtime.cifar10 import REPO_ROOT, load_evaluation, load_split
+
+SHIPPED = ("fastnet", "compact_resnet", "generator", "compressor")
+RECORDED = DEFAULT_CHECKPOINTS / "evaluation.json"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_checkpoint_has_a_provenance_record(name: str) -> None:
+    record = json.loads((DEFAULT_CHECKPOINTS / f"{name}.record.json").read_text())
+    assert record["checkpoint"] == f"{name}.pt"
+    assert record["command"] and record["git_commit"] and record["wall_time_seconds"] > 0
+    assert len(record["data_sha256"]) == 64 and "seed" in record["config"]
+
+
+def test_records_name_the_real_training_data(shared_cifar: Path) -> None:
+    digest = load_split(shared_cifar, "train").sha256()
+    for name in SHIPPED:
+        assert json.loads((DEFAULT_CHECKPOINTS / f"{name}.record.json").read_text())["data_sha256"] == digest
+
+
+def test_shipped_model_files_stay_small() -> None:
+    files = [*DEFAULT_CHECKPOINTS.glob("*.pt"), *(REPO_ROOT / "onnx_models").glob("*.onnx")]
+    files = [f for f in files if not f.name.endswith(".state.pt")]
+    assert sum(f.stat().st_size for f in files) < 50 * 1024 * 1024
+
+
+def test_evaluation_reproduces_the_recorded_numbers(shared_cifar: Path) -> None:
+    recorded = json.loads(RECORDED.read_text())
+    fresh = evaluate(TrainedPipeline.load(), load_evaluation(shared_cifar), recorded["jpeg_quality"])
+    assert fresh["images"] == recorded["images"] == 5_000
+    for key, value in recorded["accuracy"].items():
+        assert fresh["accuracy"][key] == pytest.approx(value, abs=0.2), key
+    assert fresh["mean_abs_ssim"] == pytest.approx(recorded["mean_abs_ssim"], abs=1e-3)
+    for key, value in recorded["bytes_mean"].items():
+        assert fresh["bytes_mean"][key] == pytest.approx(value, rel=0.01), key
