@@ -18,12 +18,11 @@ from pmc2.cloud_server.config import CloudConfig
 from pmc2.cloud_server.recognition import BadPayload, CloudRecognizer
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch, WireFormatError
-from pmc2.serving.http_common import ServiceMetrics, add_health_routes, error_and_metrics_middleware, json_error
+from pmc2.serving.http_common import METRICS, json_error, service_app
 
 CONFIG = web.AppKey("config", CloudConfig)
 RECOGNIZER = web.AppKey("recognizer", CloudRecognizer)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
-METRICS = web.AppKey("metrics", ServiceMetrics)
 
 
 async def classify_handler(request: web.Request) -> web.Response:
@@ -67,10 +66,8 @@ async def _models(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: CloudConfig = CloudConfig()) -> web.Application:
-    metrics = ServiceMetrics("pmc2_cloud")
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_and_metrics_middleware(metrics)])
-    app[CONFIG], app[METRICS] = config, metrics
+    app = service_app("pmc2_cloud", config.max_body_bytes, ready_key=RECOGNIZER)
+    app[CONFIG] = config
     app.cleanup_ctx.append(_models)
     app.router.add_post("/v1/classify", classify_handler)
-    add_health_routes(app, metrics, ready=lambda: RECOGNIZER in app)
     return app

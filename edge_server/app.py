@@ -24,7 +24,7 @@ from pmc2.edge_server.config import EdgeConfig
 from pmc2.edge_server.protection import BadImage, EdgeProtector, decode_client_images
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch, WireFormatError
-from pmc2.serving.http_common import ServiceMetrics, add_health_routes, error_and_metrics_middleware, json_error
+from pmc2.serving.http_common import METRICS, json_error, service_app
 
 IMAGE_TYPES = ("image/jpeg", "image/png")
 CODECS = ("neural", "png", "jpeg")
@@ -80,7 +80,6 @@ class EdgeState:
 
 STATE = web.AppKey("state", EdgeState)
 CONFIG = web.AppKey("config", EdgeConfig)
-METRICS = web.AppKey("metrics", ServiceMetrics)
 
 
 def _authorized(request: web.Request, token: str | None) -> bool:
@@ -156,10 +155,8 @@ async def _edge_state(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: EdgeConfig = EdgeConfig()) -> web.Application:
-    metrics = ServiceMetrics("pmc2_edge")
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_and_metrics_middleware(metrics)])
-    app[CONFIG], app[METRICS] = config, metrics
+    app = service_app("pmc2_edge", config.max_body_bytes, ready_key=STATE)
+    app[CONFIG] = config
     app.cleanup_ctx.append(_edge_state)
     app.router.add_post("/v1/recognize", recognize_handler)
-    add_health_routes(app, metrics, ready=lambda: STATE in app)
     return app

@@ -6,7 +6,6 @@ bf16 autocast. Resumable from the per-epoch state file; the final weights and th
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,8 +16,9 @@ from tqdm import tqdm
 from pmc2.export.classifiers import build_classifier
 from pmc2.export.data import as_tensors, batches, normalize, to_unit
 from pmc2.export.fast_classifiers import FastNet
+from pmc2.export.training_cli import parse_training_args, training_parser
 from pmc2.export.records import RunLog, load_state, save_state
-from pmc2.runtime.cifar10 import SHARED_DATA, load_split, load_validation
+from pmc2.runtime.cifar10 import load_split, load_validation
 
 
 @dataclass
@@ -145,23 +145,14 @@ def train(config: ClassifierConfig, data: Path, out: Path, resume: bool) -> dict
 
 def main() -> None:
     defaults = ClassifierConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = training_parser(__doc__.splitlines()[0], defaults.epochs, defaults.seed)
     parser.add_argument("--model", default=defaults.model)
-    parser.add_argument("--data", type=Path, default=SHARED_DATA)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--out", type=Path, default=Path("checkpoints"))
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     parser.add_argument("--no-bf16", dest="bf16", action="store_false")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N images (smoke runs)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_training_args(parser)
     config = ClassifierConfig(
         model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, bf16=args.bf16,

@@ -7,7 +7,6 @@ validation loss, gradient-norm clip 1.0. The best epoch goes to ``--out/compress
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,8 +19,9 @@ from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import PAPER_M, PAPER_N, build_compressor
 from pmc2.export.data import as_tensors, batches, denormalize, normalize
 from pmc2.export.generator import PerturbationGenerator
+from pmc2.export.training_cli import parse_training_args, training_parser
 from pmc2.export.records import RunLog, load_state, save_state
-from pmc2.runtime.cifar10 import SHARED_DATA, load_split, load_validation
+from pmc2.runtime.cifar10 import load_split, load_validation
 
 
 @dataclass
@@ -172,25 +172,16 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
 
 def main() -> None:
     defaults = CompressorConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    parser = training_parser(__doc__.splitlines()[0], defaults.epochs, defaults.seed)
     parser.add_argument("--generator", type=Path, default=Path("checkpoints/generator.pt"))
     parser.add_argument("--target", type=Path, default=Path("checkpoints/fastnet.pt"))
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--out", type=Path, default=Path("checkpoints"))
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--n", type=int, default=defaults.n)
     parser.add_argument("--m", type=int, default=defaults.m)
     parser.add_argument("--loss", choices=("rd", "task"), default=defaults.loss)
     parser.add_argument("--lmbda", type=float, default=defaults.lmbda)
     parser.add_argument("--task-weight", type=float, default=defaults.task_weight)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N images (smoke runs)")
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_training_args(parser)
     config = CompressorConfig(
         n=args.n, m=args.m, loss=args.loss, lmbda=args.lmbda, task_weight=args.task_weight,
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, limit=args.limit,

@@ -7,7 +7,6 @@ whose weights are written to ``--out/generator.pt`` with a record (as MMSys'22).
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,8 +18,9 @@ from pmc2.export.classifiers import load_classifier
 from pmc2.export.data import as_tensors, batches
 from pmc2.export.generator import PerturbationGenerator
 from pmc2.export.perturbation_loss import PerturbationLossConfig, per_image_ssim, perturbation_loss
+from pmc2.export.training_cli import parse_training_args, training_parser
 from pmc2.export.records import RunLog, load_state, save_state
-from pmc2.runtime.cifar10 import SHARED_DATA, load_split, load_validation
+from pmc2.runtime.cifar10 import load_split, load_validation
 
 
 @dataclass
@@ -152,14 +152,9 @@ def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path
 
 def main() -> None:
     defaults, loss_defaults = GeneratorConfig(), PerturbationLossConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    parser = training_parser(__doc__.splitlines()[0], defaults.epochs, defaults.seed)
     parser.add_argument("--target", type=Path, default=Path("checkpoints/fastnet.pt"))
     parser.add_argument("--aux", type=Path, default=Path("checkpoints/compact_resnet.pt"))
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--out", type=Path, default=Path("checkpoints"))
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--base-width", type=int, default=defaults.base_width)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
@@ -170,11 +165,7 @@ def main() -> None:
     parser.add_argument("--aux-margin", type=float, default=loss_defaults.aux_margin)
     parser.add_argument("--similarity", choices=("signed", "abs"), default=loss_defaults.similarity)
     parser.add_argument("--no-bf16", dest="bf16", action="store_false")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N images (smoke runs)")
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_training_args(parser)
     loss = PerturbationLossConfig(
         args.target_weight, args.aux_weight, args.similarity_weight, args.aux_term, args.aux_margin, args.similarity
     )

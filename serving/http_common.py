@@ -55,6 +55,19 @@ def error_and_metrics_middleware(metrics: ServiceMetrics):
     return middleware
 
 
+METRICS = web.AppKey("metrics", ServiceMetrics)
+
+
+def service_app(service: str, max_body_bytes: int, ready_key: web.AppKey) -> web.Application:
+    """An app with JSON errors, request metrics, /healthz, /metrics and a /readyz that turns
+    ready once ``ready_key`` is set (by the app's cleanup context, after its models load)."""
+    metrics = ServiceMetrics(service)
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[error_and_metrics_middleware(metrics)])
+    app[METRICS] = metrics
+    add_health_routes(app, metrics, ready=lambda: ready_key in app)
+    return app
+
+
 def add_health_routes(app: web.Application, metrics: ServiceMetrics, ready: Callable[[], bool]) -> None:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
