@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import replace
+import tempfile
 from pathlib import Path
 
-from pmc2.edge_server.app import create_app
+from pmc2.edge_server.app import create_app, open_edge_bundle
 from pmc2.edge_server.config import EdgeConfig
+from pmc2.runtime.model_bundle import ModelIntegrityError
+from pmc2.runtime.secrets import SecretUnavailable, materialize_secret
 from pmc2.serving.cli import add_server_arguments, serve, session_settings
+
+
+def fetch_tls_files(args: argparse.Namespace) -> argparse.Namespace:
+    """Replace --cert-uri / --cloud-client-cert-uri by private files holding what the data hub released."""
+    secrets_dir = Path(tempfile.mkdtemp(prefix="pmc2-secrets-"))
+    if args.cert_uri:
+        args.cert = materialize_secret(args.cert_uri, secrets_dir, "edge.pem")
+    if args.cloud_client_cert_uri:
+        args.cloud_client_cert = materialize_secret(args.cloud_client_cert_uri, secrets_dir, "edge-client.pem")
+    return args
 
 
 def main() -> None:
     defaults = EdgeConfig()
     parser = argparse.ArgumentParser(description="PMC² secure edge server (HTTPS)")
-    add_server_arguments(parser, default_port=9443)
+    add_server_arguments(parser, default_port=9443, cert_required=False)
     parser.add_argument("--cloud-url", default=defaults.cloud_url)
     parser.add_argument("--cloud-ca", type=Path, default=None, help="CA of the cloud's certificate")
     parser.add_argument("--cloud-client-cert", type=Path, default=None, help="PEM for mutual TLS to the cloud")
@@ -26,15 +38,24 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
     parser.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms)
     parser.add_argument("--cloud-timeout", type=float, default=defaults.cloud_timeout_s)
+    parser.add_argument("--model-key-uri", default=None, help="kbs:///repo/type/tag, file:///path or env://VAR")
+    parser.add_argument("--cert-uri", default=None, help="fetch the server PEM from here instead of --cert")
+    parser.add_argument("--cloud-client-cert-uri", default=None, help="fetch the mutual-TLS PEM from here")
     args = parser.parse_args()
-    config = EdgeConfig(
-        cloud_url=args.cloud_url, cloud_ca=args.cloud_ca, cloud_client_cert=args.cloud_client_cert,
-        token=os.environ.get(args.token_env), codec=args.codec, jpeg_quality=args.jpeg_quality,
-        resize_policy=args.resize_policy, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-        cloud_timeout_s=args.cloud_timeout, sessions=session_settings(args),
-    )
-    if args.models:
-        config = replace(config, models=args.models)
+    try:
+        args = fetch_tls_files(args)
+        if args.cert is None:
+            parser.error("give --cert or --cert-uri")
+        config = EdgeConfig(
+            cloud_url=args.cloud_url, cloud_ca=args.cloud_ca, cloud_client_cert=args.cloud_client_cert,
+            token=os.environ.get(args.token_env), codec=args.codec, jpeg_quality=args.jpeg_quality,
+            resize_policy=args.resize_policy, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+            cloud_timeout_s=args.cloud_timeout, model_key_uri=args.model_key_uri, sessions=session_settings(args),
+            **({"models": args.models} if args.models else {}),
+        )
+        open_edge_bundle(config)
+    except (ModelIntegrityError, SecretUnavailable, FileNotFoundError) as error:
+        raise SystemExit(f"pmc2 edge: refusing to start: {error}") from None
     serve(create_app(config), args)
 
 

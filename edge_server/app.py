@@ -23,10 +23,12 @@ from pmc2.edge_server.cloud_link import CloudError, CloudLink
 from pmc2.edge_server.config import EdgeConfig
 from pmc2.edge_server.protection import BadImage, EdgeProtector, decode_client_images
 from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.secrets import fetch_secret
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch, WireFormatError
 from pmc2.serving.http_common import METRICS, json_error, service_app
 
 IMAGE_TYPES = ("image/jpeg", "image/png")
+EDGE_MODELS = ("generator", "g_a")
 CODECS = ("neural", "png", "jpeg")
 
 
@@ -43,8 +45,7 @@ class EdgeState:
 
     def __init__(self, config: EdgeConfig) -> None:
         self.config = config
-        bundle = ModelBundle.open(config.models)
-        bundle.verify_all()
+        bundle = open_edge_bundle(config)
         self.protector = EdgeProtector(bundle, config.sessions, config.jpeg_quality)
         # One worker: the ORT sessions already use every CPU the process has.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-ort")
@@ -76,6 +77,17 @@ class EdgeState:
             await batcher.close()
         await self.cloud.close()
         self.executor.shutdown(wait=True)
+
+
+def open_edge_bundle(config: EdgeConfig) -> ModelBundle:
+    """The edge's models, decrypted with the data hub's key when configured; every file the edge
+    uses is checked against the manifest's sha256 (ModelIntegrityError otherwise)."""
+    key = fetch_secret(config.model_key_uri) if config.model_key_uri else None
+    bundle = ModelBundle.open(config.models, model_key=key)
+    for name in EDGE_MODELS:
+        bundle.model_bytes(name)
+    bundle.entropy_tables()
+    return bundle
 
 
 STATE = web.AppKey("state", EdgeState)

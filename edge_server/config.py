@@ -26,6 +26,7 @@ class EdgeConfig:
     cloud_timeout_s: float = 10.0
     cloud_connect_retries: int = 2
     models: Path = DEFAULT_MODELS
+    model_key_uri: str | None = None  # kbs:///…, file:///… or env://…: key of AES-GCM-encrypted models
     sessions: SessionSettings = field(default_factory=SessionSettings)
 
     def __post_init__(self) -> None:

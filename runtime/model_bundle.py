@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pmc2.runtime.cifar10 import REPO_ROOT
+from pmc2.runtime.model_encryption import ModelDecryptionError, decrypt_model
 from pmc2.runtime.rans import EntropyTables
 from pmc2.runtime.sessions import SessionSettings, create_session
 
@@ -26,33 +27,46 @@ class ModelIntegrityError(RuntimeError):
 
 @dataclass
 class ModelBundle:
+    """``model_key``: AES-256 key for the models the manifest marks as encrypted (held in memory only)."""
+
     folder: Path
     manifest: dict = field(repr=False)
+    model_key: bytes | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, folder: Path = DEFAULT_MODELS) -> "ModelBundle":
+    def open(cls, folder: Path = DEFAULT_MODELS, model_key: bytes | None = None) -> "ModelBundle":
         path = Path(folder) / "manifest.json"
         if not path.is_file():
             raise FileNotFoundError(f"no manifest.json in {folder}; run `python export/to_onnx.py`")
         manifest = json.loads(path.read_text())
         if manifest.get("format_version") != SUPPORTED_MANIFEST_VERSION:
             raise ValueError(f"{path}: unsupported manifest format_version {manifest.get('format_version')!r}")
-        return cls(Path(folder), manifest)
+        return cls(Path(folder), manifest, model_key)
 
-    def _verified_bytes(self, entry: dict) -> bytes:
+    def _verified_bytes(self, entry: dict, data: bytes | None = None) -> bytes:
         path = self.folder / entry["file"]
-        if not path.is_file():
-            raise ModelIntegrityError(f"{path} is missing")
-        data = path.read_bytes()
+        if data is None:
+            if not path.is_file():
+                raise ModelIntegrityError(f"{path} is missing")
+            data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         if digest != entry["sha256"]:
             raise ModelIntegrityError(f"{path} has sha256 {digest}, manifest says {entry['sha256']}: refusing to load it")
         return data
 
     def model_bytes(self, name: str) -> bytes:
+        """The model's ONNX bytes, decrypted in memory when the bundle has a key and an encrypted copy."""
         if name not in self.manifest["models"]:
             raise KeyError(f"model {name!r} is not in {self.folder / 'manifest.json'}")
-        return self._verified_bytes(self.manifest["models"][name])
+        entry = self.manifest["models"][name]
+        if self.model_key is not None and "encrypted" in entry:
+            blob = self._verified_bytes(entry["encrypted"])
+            try:
+                plaintext = decrypt_model(blob, self.model_key, name)
+            except ModelDecryptionError as error:
+                raise ModelIntegrityError(str(error)) from error
+            return self._verified_bytes(entry, plaintext)
+        return self._verified_bytes(entry)
 
     def session(self, name: str, settings: SessionSettings = SessionSettings()):
         return create_session(self.model_bytes(name), settings, name=name)
@@ -69,8 +83,8 @@ class ModelBundle:
 
     def verify_all(self) -> None:
         """Check every file listed in the manifest; raises ModelIntegrityError on the first mismatch."""
-        for entry in self.manifest["models"].values():
-            self._verified_bytes(entry)
+        for name in self.manifest["models"]:
+            self.model_bytes(name)
         if "entropy_tables" in self.manifest:
             self._verified_bytes(self.manifest["entropy_tables"])
 

@@ -12,10 +12,10 @@ from pmc2.runtime.sessions import SessionSettings
 from pmc2.serving.tls import server_context
 
 
-def add_server_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
+def add_server_arguments(parser: argparse.ArgumentParser, default_port: int, cert_required: bool = True) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=default_port)
-    parser.add_argument("--cert", type=Path, required=True, help="PEM with this server's key and certificate")
+    parser.add_argument("--cert", type=Path, required=cert_required, help="PEM with this server's key and certificate")
     parser.add_argument("--client-ca", type=Path, default=None, help="require client certificates signed by this CA")
     parser.add_argument("--models", type=Path, default=None, help="onnx_models folder (default: the shipped one)")
     parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: CPUs available)")
