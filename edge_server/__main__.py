@@ -10,17 +10,19 @@ from pathlib import Path
 from pmc2.edge_server.app import create_app, open_edge_bundle
 from pmc2.edge_server.config import EdgeConfig
 from pmc2.runtime.model_bundle import ModelIntegrityError
-from pmc2.runtime.secrets import SecretUnavailable, materialize_secret
+from pmc2.runtime.secrets import SecretUnavailable, fetch_secret, materialize_secret
 from pmc2.serving.cli import add_server_arguments, serve, session_settings
 
 
 def fetch_tls_files(args: argparse.Namespace) -> argparse.Namespace:
-    """Replace --cert-uri / --cloud-client-cert-uri by private files holding what the data hub released."""
+    """Replace the --*-uri options by private files holding what the data hub released."""
     secrets_dir = Path(tempfile.mkdtemp(prefix="pmc2-secrets-"))
     if args.cert_uri:
         args.cert = materialize_secret(args.cert_uri, secrets_dir, "edge.pem")
     if args.cloud_client_cert_uri:
         args.cloud_client_cert = materialize_secret(args.cloud_client_cert_uri, secrets_dir, "edge-client.pem")
+    if args.cloud_ca_uri:
+        args.cloud_ca = materialize_secret(args.cloud_ca_uri, secrets_dir, "cloud-ca.pem")
     return args
 
 
@@ -41,6 +43,8 @@ def main() -> None:
     parser.add_argument("--model-key-uri", default=None, help="kbs:///repo/type/tag, file:///path or env://VAR")
     parser.add_argument("--cert-uri", default=None, help="fetch the server PEM from here instead of --cert")
     parser.add_argument("--cloud-client-cert-uri", default=None, help="fetch the mutual-TLS PEM from here")
+    parser.add_argument("--cloud-ca-uri", default=None, help="fetch the cloud's CA from here")
+    parser.add_argument("--token-uri", default=None, help="fetch the bearer token from here instead of --token-env")
     args = parser.parse_args()
     try:
         args = fetch_tls_files(args)
@@ -48,7 +52,8 @@ def main() -> None:
             parser.error("give --cert or --cert-uri")
         config = EdgeConfig(
             cloud_url=args.cloud_url, cloud_ca=args.cloud_ca, cloud_client_cert=args.cloud_client_cert,
-            token=os.environ.get(args.token_env), codec=args.codec, jpeg_quality=args.jpeg_quality,
+            token=fetch_secret(args.token_uri).decode().strip() if args.token_uri else os.environ.get(args.token_env),
+            codec=args.codec, jpeg_quality=args.jpeg_quality,
             resize_policy=args.resize_policy, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
             cloud_timeout_s=args.cloud_timeout, model_key_uri=args.model_key_uri, sessions=session_settings(args),
             **({"models": args.models} if args.models else {}),
