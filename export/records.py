@@ -35,6 +35,7 @@ class RunLog:
         out.mkdir(parents=True, exist_ok=True)
         self.metrics_path = out / f"{name}.metrics.jsonl"
         self.started = time.time()
+        self.commit = git_commit()  # the code that trains, not whatever HEAD is when training ends
 
     def epoch(self, metrics: dict[str, Any]) -> None:
         with open(self.metrics_path, "a") as handle:
@@ -49,7 +50,7 @@ class RunLog:
         record = {
             "checkpoint": checkpoint.name,
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "git_commit": git_commit(),
+            "git_commit": self.commit,
             "data_sha256": self.data_sha256,
             "config": self.config,
             "wall_time_seconds": round(previous_seconds + time.time() - self.started, 1),
