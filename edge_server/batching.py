@@ -26,7 +26,8 @@ BatchProcessor = Callable[[np.ndarray], Awaitable[list]]
 
 
 class MicroBatcher:
-    """Collects images from concurrent callers; ``process`` maps a batch to one result per image."""
+    """Collects images from concurrent callers; ``process`` maps a batch to one result per image.
+    A request's images stay together, so a batch can pass max_batch_size by at most one request."""
 
     def __init__(self, process: BatchProcessor, max_batch_size: int, max_wait_ms: float) -> None:
         self.process, self.max_batch_size, self.max_wait = process, max_batch_size, max_wait_ms / 1e3
@@ -42,18 +43,23 @@ class MicroBatcher:
         return results, 1e3 * (started - pending.enqueued)
 
     async def _collect(self) -> None:
+        """Take what is queued; wait up to max_wait for more only while another batch is in flight
+        (an idle edge answers a lone request at once; a busy one lets batches grow)."""
         while True:
             batch = [await self.queue.get()]
             count = len(batch[0].images)
             deadline = time.perf_counter() + self.max_wait
             while count < self.max_batch_size:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), remaining)
-                except asyncio.TimeoutError:
-                    break
+                if not self.queue.empty():
+                    item = self.queue.get_nowait()
+                else:
+                    remaining = deadline - time.perf_counter()
+                    if not self._tasks or remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self.queue.get(), remaining)
+                    except asyncio.TimeoutError:
+                        break
                 batch.append(item)
                 count += len(item.images)
             task = asyncio.create_task(self._run(batch))
