@@ -1,4 +1,5 @@
-"""The neural compressor: CompressAI's FactorizedPrior (Ballé et al. 2018), N/M configurable.
+"""The neural compressor: CompressAI's FactorizedPrior (Ballé et al. 2018), N/M configurable
+(paper size 128/192; the shipped CPU default 64/96).
 
     x ──g_a──▶ y ──round(y − medians)──▶ rANS ──▶ bytes ──▶ rANS⁻¹ ──+ medians──▶ ŷ ──g_s──▶ x̂
 
@@ -13,6 +14,7 @@ import torch
 from compressai.models import FactorizedPrior
 
 PAPER_N, PAPER_M = 128, 192
+CPU_N, CPU_M = 64, 96  # the shipped default: trains 2-3x faster on 2 cores, 1/4 of the weights
 
 
 def build_compressor(n: int = PAPER_N, m: int = PAPER_M) -> FactorizedPrior:

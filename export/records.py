@@ -63,6 +63,12 @@ class RunLog:
         return time.time() - self.started
 
 
+def shipping_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Floating-point tensors as float16 for the shipped checkpoints (half the size; loading into a
+    float32 model converts back). Training states for --resume stay float32."""
+    return {key: value.half() if value.is_floating_point() else value for key, value in state_dict.items()}
+
+
 def save_state(path: Path, state: dict[str, Any]) -> None:
     """Atomically write a resumable training state."""
     tmp = path.with_suffix(".tmp")

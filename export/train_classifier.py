@@ -17,7 +17,7 @@ from pmc2.export.classifiers import build_classifier
 from pmc2.export.data import as_tensors, batches, normalize, to_unit
 from pmc2.export.fast_classifiers import FastNet
 from pmc2.export.training_cli import parse_training_args, training_parser
-from pmc2.export.records import RunLog, load_state, save_state
+from pmc2.export.records import RunLog, load_state, save_state, shipping_weights
 from pmc2.runtime.cifar10 import load_split, load_validation
 
 
@@ -138,7 +138,7 @@ def train(config: ClassifierConfig, data: Path, out: Path, resume: bool) -> dict
 
     final = log.history()[-1] if log.history() else {}
     checkpoint = out / f"{config.model}.pt"
-    torch.save({"name": config.model, "state_dict": model.state_dict()}, checkpoint)
+    torch.save({"name": config.model, "state_dict": shipping_weights(model.state_dict())}, checkpoint)
     log.write_record(checkpoint, final, previous_seconds)
     return final
 

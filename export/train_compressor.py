@@ -16,18 +16,18 @@ from torch import nn
 from tqdm import tqdm
 
 from pmc2.export.classifiers import load_classifier
-from pmc2.export.compressor import PAPER_M, PAPER_N, build_compressor
+from pmc2.export.compressor import CPU_M, CPU_N, build_compressor
 from pmc2.export.data import as_tensors, batches, denormalize, normalize
 from pmc2.export.generator import PerturbationGenerator
 from pmc2.export.training_cli import parse_training_args, training_parser
-from pmc2.export.records import RunLog, load_state, save_state
+from pmc2.export.records import RunLog, load_state, save_state, shipping_weights
 from pmc2.runtime.cifar10 import load_split, load_validation
 
 
 @dataclass
 class CompressorConfig:
-    n: int = PAPER_N
-    m: int = PAPER_M
+    n: int = CPU_N
+    m: int = CPU_M
     loss: str = "rd"
     lmbda: float = 0.01
     task_weight: float = 1.0
@@ -159,7 +159,7 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
         if metrics["validation_loss"] < best["validation_loss"]:
             best = metrics
             torch.save({"n": config.n, "m": config.m, "loss": config.loss, "lmbda": config.lmbda,
-                        "generator": str(generator_path), "epoch": epoch + 1, "state_dict": model.state_dict()},
+                        "generator": str(generator_path), "epoch": epoch + 1, "state_dict": shipping_weights(model.state_dict())},
                        checkpoint)
             log.write_record(checkpoint, best, previous_seconds)
         save_state(state_path, {

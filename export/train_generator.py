@@ -19,7 +19,7 @@ from pmc2.export.data import as_tensors, batches
 from pmc2.export.generator import PerturbationGenerator
 from pmc2.export.perturbation_loss import PerturbationLossConfig, per_image_ssim, perturbation_loss
 from pmc2.export.training_cli import parse_training_args, training_parser
-from pmc2.export.records import RunLog, load_state, save_state
+from pmc2.export.records import RunLog, load_state, save_state, shipping_weights
 from pmc2.runtime.cifar10 import load_split, load_validation
 
 
@@ -137,7 +137,7 @@ def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path
         if metrics["validation_loss"] < best["validation_loss"]:
             best = metrics
             torch.save(
-                {"base_width": config.base_width, "state_dict": generator.state_dict(),
+                {"base_width": config.base_width, "state_dict": shipping_weights(generator.state_dict()),
                  "target": str(target_path), "aux": str(aux_path), "epoch": epoch + 1},
                 checkpoint,
             )
