@@ -18,7 +18,7 @@ from pmc2.cloud_server.config import CloudConfig
 from pmc2.cloud_server.recognition import BadPayload, CloudRecognizer
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch, WireFormatError
-from pmc2.serving.http_common import METRICS, json_error, service_app
+from pmc2.serving.http_common import METRICS, json_error, read_body, service_app
 
 CONFIG = web.AppKey("config", CloudConfig)
 RECOGNIZER = web.AppKey("recognizer", CloudRecognizer)
@@ -27,12 +27,7 @@ EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 
 async def classify_handler(request: web.Request) -> web.Response:
     start = time.perf_counter()
-    if request.content_type != CONTENT_TYPE:
-        return json_error(415, f"Content-Type must be {CONTENT_TYPE}, got {request.content_type or 'none'}")
-    body = await request.read()
-    request.app[METRICS].bytes_received.inc(len(body))
-    if not body:
-        return json_error(400, "empty request body")
+    body = await read_body(request, (CONTENT_TYPE,))
     try:
         batch = EncodedBatch.from_bytes(body, max_images=request.app[CONFIG].max_batch_images)
     except WireFormatError as error:

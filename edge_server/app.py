@@ -25,7 +25,7 @@ from pmc2.edge_server.protection import BadImage, EdgeProtector, decode_client_i
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.secrets import fetch_secret
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch, WireFormatError
-from pmc2.serving.http_common import METRICS, json_error, service_app
+from pmc2.serving.http_common import METRICS, json_error, read_body, service_app
 
 IMAGE_TYPES = ("image/jpeg", "image/png")
 EDGE_MODELS = ("generator", "g_a")
@@ -122,12 +122,7 @@ async def recognize_handler(request: web.Request) -> web.Response:
     codec = request.query.get("codec", config.codec)
     if codec not in CODECS:
         return json_error(400, f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
-    if request.content_type not in (*IMAGE_TYPES, CONTENT_TYPE):
-        return json_error(415, f"Content-Type must be one of {', '.join((*IMAGE_TYPES, CONTENT_TYPE))}")
-    body = await request.read()
-    request.app[METRICS].bytes_received.inc(len(body))
-    if not body:
-        return json_error(400, "empty request body")
+    body = await read_body(request, (*IMAGE_TYPES, CONTENT_TYPE))
     try:
         payloads = _client_payloads(request.content_type, body, config.max_request_images)
     except WireFormatError as error:

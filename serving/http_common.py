@@ -31,6 +31,26 @@ def json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message, "status": status}, status=status)
 
 
+class RequestRejected(Exception):
+    """Raised by request parsing; the middleware answers ``status`` with ``message`` as JSON."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+async def read_body(request: web.Request, allowed_types: tuple[str, ...]) -> bytes:
+    """The request body, after checking its Content-Type and that it is not empty (counted in metrics)."""
+    if request.content_type not in allowed_types:
+        raise RequestRejected(415, f"Content-Type must be one of {', '.join(allowed_types)}, "
+                                   f"got {request.content_type or 'none'}")
+    body = await request.read()
+    request.app[METRICS].bytes_received.inc(len(body))
+    if not body:
+        raise RequestRejected(400, "empty request body")
+    return body
+
+
 def error_and_metrics_middleware(metrics: ServiceMetrics):
     """Every failure becomes a JSON body; every request is counted and timed."""
 
@@ -40,6 +60,8 @@ def error_and_metrics_middleware(metrics: ServiceMetrics):
         path = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
         try:
             response = await handler(request)
+        except RequestRejected as error:
+            response = json_error(error.status, error.message)
         except web.HTTPException as error:
             if error.content_type == "application/json":
                 response = error
