@@ -69,12 +69,22 @@ def shipping_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return {key: value.half() if value.is_floating_point() else value for key, value in state_dict.items()}
 
 
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    """Atomically write a resumable training state."""
+def save_state(path: Path, parts: dict[str, Any], epoch: int, seconds: float, best: dict | None = None) -> None:
+    """Atomically write a resumable state: every part's state (modules, optimisers, schedulers,
+    torch.Generator) plus the epoch reached, the seconds spent and the best metrics so far."""
+    state = {name: part.get_state() if isinstance(part, torch.Generator) else part.state_dict()
+             for name, part in parts.items()}
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    torch.save({**state, "epoch": epoch, "seconds": seconds, "best": best}, tmp)
     tmp.replace(path)
 
 
-def load_state(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+def restore_state(path: Path, parts: dict[str, Any]) -> tuple[int, float, dict | None]:
+    """Load what ``save_state`` wrote into ``parts``; returns (epoch, seconds, best)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    for name, part in parts.items():
+        if isinstance(part, torch.Generator):
+            part.set_state(state[name])
+        else:
+            part.load_state_dict(state[name])
+    return state["epoch"], state["seconds"], state.get("best")

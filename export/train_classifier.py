@@ -17,7 +17,7 @@ from pmc2.export.classifiers import build_classifier
 from pmc2.export.data import as_tensors, batches, normalize, to_unit
 from pmc2.export.fast_classifiers import FastNet
 from pmc2.export.training_cli import parse_training_args, training_parser
-from pmc2.export.records import RunLog, load_state, save_state, shipping_weights
+from pmc2.export.records import RunLog, restore_state, save_state, shipping_weights
 from pmc2.runtime.cifar10 import load_split, load_validation
 
 
@@ -90,14 +90,10 @@ def train(config: ClassifierConfig, data: Path, out: Path, resume: bool) -> dict
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     log = RunLog(out, config.model, train_set.sha256(), asdict(config))
     state_path = out / f"{config.model}.state.pt"
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "generator": generator}
     start_epoch, previous_seconds = 0, 0.0
     if resume and state_path.exists():
-        state = load_state(state_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        start_epoch, previous_seconds = state["epoch"], state["seconds"]
+        start_epoch, previous_seconds, _ = restore_state(state_path, parts)
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
@@ -130,11 +126,7 @@ def train(config: ClassifierConfig, data: Path, out: Path, resume: bool) -> dict
         }
         log.epoch(metrics)
         tqdm.write(str(metrics))
-        save_state(state_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-            "epoch": epoch + 1, "seconds": metrics["seconds"],
-        })
+        save_state(state_path, parts, epoch + 1, metrics["seconds"])
 
     final = log.history()[-1] if log.history() else {}
     checkpoint = out / f"{config.model}.pt"

@@ -20,7 +20,7 @@ from pmc2.export.compressor import CPU_M, CPU_N, build_compressor
 from pmc2.export.data import as_tensors, batches, denormalize, normalize
 from pmc2.export.generator import PerturbationGenerator
 from pmc2.export.training_cli import parse_training_args, training_parser
-from pmc2.export.records import RunLog, load_state, save_state, shipping_weights
+from pmc2.export.records import RunLog, restore_state, save_state, shipping_weights
 from pmc2.runtime.cifar10 import load_split, load_validation
 
 
@@ -118,15 +118,10 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
     name = "compressor" if config.loss == "rd" else "compressor_task"
     log = RunLog(out, name, train_set.sha256(), {**asdict(config), "generator": str(generator_path)})
     state_path, checkpoint = out / f"{name}.state.pt", out / f"{name}.pt"
+    parts = {"model": model, "optimizer": optimizer, "aux_optimizer": aux_optimizer, "scheduler": scheduler, "rng": rng}
     start_epoch, previous_seconds, best = 0, 0.0, {"validation_loss": float("inf")}
     if resume and state_path.exists():
-        state = load_state(state_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        aux_optimizer.load_state_dict(state["aux_optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rng.set_state(state["rng"])
-        start_epoch, previous_seconds, best = state["epoch"], state["seconds"], state["best"]
+        start_epoch, previous_seconds, best = restore_state(state_path, parts)
 
     steps_per_epoch = -(-len(train_perturbed) // config.batch_size)
     for epoch in range(start_epoch, config.epochs):
@@ -162,11 +157,7 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
                         "generator": str(generator_path), "epoch": epoch + 1, "state_dict": shipping_weights(model.state_dict())},
                        checkpoint)
             log.write_record(checkpoint, best, previous_seconds)
-        save_state(state_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "aux_optimizer": aux_optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "rng": rng.get_state(), "epoch": epoch + 1, "seconds": metrics["seconds"], "best": best,
-        })
+        save_state(state_path, parts, epoch + 1, metrics["seconds"], best)
     return best
 
 

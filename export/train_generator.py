@@ -19,7 +19,7 @@ from pmc2.export.data import as_tensors, batches
 from pmc2.export.generator import PerturbationGenerator
 from pmc2.export.perturbation_loss import PerturbationLossConfig, per_image_ssim, perturbation_loss
 from pmc2.export.training_cli import parse_training_args, training_parser
-from pmc2.export.records import RunLog, load_state, save_state, shipping_weights
+from pmc2.export.records import RunLog, restore_state, save_state, shipping_weights
 from pmc2.runtime.cifar10 import load_split, load_validation
 
 
@@ -104,14 +104,10 @@ def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path
     step = PerturbationStep(generator, target, aux, config)
     log = RunLog(out, "generator", train_set.sha256(), {**asdict(config), "target": str(target_path), "aux": str(aux_path)})
     state_path, checkpoint = out / "generator.state.pt", out / "generator.pt"
+    parts = {"generator": generator, "optimizer": optimizer, "scheduler": scheduler, "rng": rng}
     start_epoch, previous_seconds, best = 0, 0.0, {"validation_loss": float("inf")}
     if resume and state_path.exists():
-        state = load_state(state_path)
-        generator.load_state_dict(state["generator"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rng.set_state(state["rng"])
-        start_epoch, previous_seconds, best = state["epoch"], state["seconds"], state["best"]
+        start_epoch, previous_seconds, best = restore_state(state_path, parts)
 
     for epoch in range(start_epoch, config.epochs):
         generator.train()
@@ -142,11 +138,7 @@ def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path
                 checkpoint,
             )
             log.write_record(checkpoint, best, previous_seconds)
-        save_state(state_path, {
-            "generator": generator.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": rng.get_state(),
-            "epoch": epoch + 1, "seconds": metrics["seconds"], "best": best,
-        })
+        save_state(state_path, parts, epoch + 1, metrics["seconds"], best)
     return best
 
 
