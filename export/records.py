@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -12,6 +13,10 @@ from typing import Any
 import torch
 
 from pmc2.runtime.cifar10 import REPO_ROOT
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def git_commit() -> str:
@@ -88,3 +93,15 @@ def restore_state(path: Path, parts: dict[str, Any]) -> tuple[int, float, dict |
         else:
             part.load_state_dict(state[name])
     return state["epoch"], state["seconds"], state.get("best")
+
+
+def load_initial_weights(model: torch.nn.Module, checkpoint: Path) -> dict[str, Any]:
+    """Copy a shipped checkpoint's weights into ``model`` (fine-tuning) and return what the new
+    record should say about where they came from: the file, its sha256 and its own record."""
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+    record_path = checkpoint.with_suffix(".record.json")
+    return {
+        "file": str(checkpoint),
+        "sha256": sha256_file(checkpoint),
+        "record": json.loads(record_path.read_text()) if record_path.exists() else None,
+    }

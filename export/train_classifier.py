@@ -16,8 +16,8 @@ from tqdm import tqdm
 from pmc2.export.classifiers import build_classifier
 from pmc2.export.data import as_tensors, batches, normalize, to_unit
 from pmc2.export.fast_classifiers import FastNet
+from pmc2.export.records import RunLog, load_initial_weights, restore_state, save_state, shipping_weights
 from pmc2.export.training_cli import parse_training_args, training_parser
-from pmc2.export.records import RunLog, restore_state, save_state, shipping_weights
 from pmc2.runtime.cifar10 import load_split, load_validation
 
 
@@ -66,7 +66,7 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return 100.0 * correct / len(images)
 
 
-def train(config: ClassifierConfig, data: Path, out: Path, resume: bool) -> dict:
+def train(config: ClassifierConfig, data: Path, out: Path, resume: bool, init: Path | None = None) -> dict:
     torch.manual_seed(config.seed)
     train_set = load_split(data, "train")
     if config.limit:
@@ -78,8 +78,12 @@ def train(config: ClassifierConfig, data: Path, out: Path, resume: bool) -> dict
     val_images, val_labels = as_tensors(validation)
 
     model = build_classifier(config.model)
-    if isinstance(model, FastNet):
-        model.init_whitening(normalize(to_unit(train_images[:5000])))
+    if init:
+        origin = load_initial_weights(model, init)
+    else:
+        origin = None
+        if isinstance(model, FastNet):
+            model.init_whitening(normalize(to_unit(train_images[:5000])))
     model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
     steps_per_epoch = -(-len(train_images) // config.batch_size)
@@ -88,7 +92,7 @@ def train(config: ClassifierConfig, data: Path, out: Path, resume: bool) -> dict
     )
     generator = torch.Generator().manual_seed(config.seed)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    log = RunLog(out, config.model, train_set.sha256(), asdict(config))
+    log = RunLog(out, config.model, train_set.sha256(), {**asdict(config), "init": origin})
     state_path = out / f"{config.model}.state.pt"
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "generator": generator}
     start_epoch, previous_seconds = 0, 0.0
@@ -150,7 +154,7 @@ def main() -> None:
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, bf16=args.bf16,
         seed=args.seed, limit=args.limit,
     )
-    train(config, args.data, args.out, args.resume)
+    train(config, args.data, args.out, args.resume, args.init)
 
 
 if __name__ == "__main__":

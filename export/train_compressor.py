@@ -1,6 +1,7 @@
 """Train the FactorizedPrior compressor on the generator's perturbed CIFAR-10 images (as PMC²).
 
-Loss "rd" (default): λ·255²·MSE(x̂, x') + bpp, λ = 0.01.  Loss "task": bpp + β·CE(target(x̂), y).
+Loss "rd" (default): λ·255²·MSE(x̂, x') + bpp, λ = 0.01.  Loss "task": the same plus β·CE(target(x̂), y)
+(the distortion term keeps x̂ inside the pixel range; without it the clamp cuts the CE gradient).
 Adam (lr 1e-4 main, 1e-3 for the entropy bottleneck's quantiles), ReduceLROnPlateau on the
 validation loss, gradient-norm clip 1.0. The best epoch goes to ``--out/compressor.pt``.
 """
@@ -19,8 +20,8 @@ from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import CPU_M, CPU_N, build_compressor
 from pmc2.export.data import as_tensors, batches, denormalize, normalize
 from pmc2.export.generator import PerturbationGenerator
+from pmc2.export.records import RunLog, load_initial_weights, restore_state, save_state, shipping_weights
 from pmc2.export.training_cli import parse_training_args, training_parser
-from pmc2.export.records import RunLog, restore_state, save_state, shipping_weights
 from pmc2.runtime.cifar10 import load_split, load_validation
 
 
@@ -68,12 +69,11 @@ class CompressorObjective:
         bpp = bits_per_pixel(output["likelihoods"]["y"], images)
         x_hat = output["x_hat"]
         terms = {"bpp": bpp, "mse": nn.functional.mse_loss(x_hat, images)}
-        if self.config.loss == "rd":
-            terms["loss"] = self.config.lmbda * 255**2 * terms["mse"] + bpp
-        else:
+        terms["loss"] = self.config.lmbda * 255**2 * terms["mse"] + bpp
+        if self.config.loss == "task":
             logits = self.target(normalize(x_hat.clamp(0, 1)))
             terms["ce"] = nn.functional.cross_entropy(logits, labels)
-            terms["loss"] = bpp + self.config.task_weight * terms["ce"]
+            terms["loss"] = terms["loss"] + self.config.task_weight * terms["ce"]
         return terms
 
 
@@ -96,7 +96,8 @@ def validate(model, objective: CompressorObjective, target: nn.Module, images, l
     }
 
 
-def train(config: CompressorConfig, data: Path, generator_path: Path, target_path: Path, out: Path, resume: bool) -> dict:
+def train(config: CompressorConfig, data: Path, generator_path: Path, target_path: Path, out: Path, resume: bool,
+          init: Path | None = None) -> dict:
     torch.manual_seed(config.seed)
     train_set, validation = load_split(data, "train"), load_validation(data)
     if config.limit:
@@ -108,6 +109,7 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
     val_perturbed = perturb_all(generator, val_images, val_labels)
 
     model = build_compressor(config.n, config.m)
+    origin = load_initial_weights(model, init) if init else None
     main_params = [p for name, p in model.named_parameters() if not name.endswith(".quantiles")]
     aux_params = [p for name, p in model.named_parameters() if name.endswith(".quantiles")]
     optimizer = torch.optim.Adam(main_params, lr=config.lr)
@@ -115,8 +117,8 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min")
     objective = CompressorObjective(config, target)
     rng = torch.Generator().manual_seed(config.seed)
-    name = "compressor" if config.loss == "rd" else "compressor_task"
-    log = RunLog(out, name, train_set.sha256(), {**asdict(config), "generator": str(generator_path)})
+    name = "compressor"
+    log = RunLog(out, name, train_set.sha256(), {**asdict(config), "generator": str(generator_path), "init": origin})
     state_path, checkpoint = out / f"{name}.state.pt", out / f"{name}.pt"
     parts = {"model": model, "optimizer": optimizer, "aux_optimizer": aux_optimizer, "scheduler": scheduler, "rng": rng}
     start_epoch, previous_seconds, best = 0, 0.0, {"validation_loss": float("inf")}
@@ -127,7 +129,7 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
     for epoch in range(start_epoch, config.epochs):
         model.train()
         order = torch.randperm(len(train_perturbed), generator=rng)
-        running = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux_loss": 0.0}
+        running = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux_loss": 0.0} | ({"ce": 0.0} if config.loss == "task" else {})
         progress = tqdm(range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{config.epochs}")
         for index in progress:
             picked = order[index * config.batch_size : (index + 1) * config.batch_size]
@@ -172,12 +174,13 @@ def main() -> None:
     parser.add_argument("--lmbda", type=float, default=defaults.lmbda)
     parser.add_argument("--task-weight", type=float, default=defaults.task_weight)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
     args = parse_training_args(parser)
     config = CompressorConfig(
         n=args.n, m=args.m, loss=args.loss, lmbda=args.lmbda, task_weight=args.task_weight,
-        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, limit=args.limit,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, limit=args.limit,
     )
-    train(config, args.data, args.generator, args.target, args.out, args.resume)
+    train(config, args.data, args.generator, args.target, args.out, args.resume, args.init)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from pmc2.export.classifiers import load_classifier
 from pmc2.export.data import as_tensors, batches
 from pmc2.export.generator import PerturbationGenerator
 from pmc2.export.perturbation_loss import PerturbationLossConfig, per_image_ssim, perturbation_loss
+from pmc2.export.records import RunLog, load_initial_weights, restore_state, save_state, shipping_weights
 from pmc2.export.training_cli import parse_training_args, training_parser
-from pmc2.export.records import RunLog, restore_state, save_state, shipping_weights
 from pmc2.runtime.cifar10 import load_split, load_validation
 
 
@@ -84,7 +84,8 @@ def validate(step: PerturbationStep, images: torch.Tensor, labels: torch.Tensor)
     }
 
 
-def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path, out: Path, resume: bool) -> dict:
+def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path, out: Path, resume: bool,
+          init: Path | None = None) -> dict:
     torch.manual_seed(config.seed)
     train_set, validation = load_split(data, "train"), load_validation(data)
     if config.limit:
@@ -93,7 +94,9 @@ def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path
     val_images, val_labels = as_tensors(validation)
     target = load_classifier(target_path).to(memory_format=torch.channels_last)
     aux = load_classifier(aux_path).to(memory_format=torch.channels_last)
-    generator = PerturbationGenerator(config.base_width).to(memory_format=torch.channels_last)
+    generator = PerturbationGenerator(config.base_width)
+    origin = load_initial_weights(generator, init) if init else None
+    generator = generator.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(generator.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(train_images) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -102,7 +105,7 @@ def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path
     )
     rng = torch.Generator().manual_seed(config.seed)
     step = PerturbationStep(generator, target, aux, config)
-    log = RunLog(out, "generator", train_set.sha256(), {**asdict(config), "target": str(target_path), "aux": str(aux_path)})
+    log = RunLog(out, "generator", train_set.sha256(), {**asdict(config), "target": str(target_path), "aux": str(aux_path), "init": origin})
     state_path, checkpoint = out / "generator.state.pt", out / "generator.pt"
     parts = {"generator": generator, "optimizer": optimizer, "scheduler": scheduler, "rng": rng}
     start_epoch, previous_seconds, best = 0, 0.0, {"validation_loss": float("inf")}
@@ -165,7 +168,7 @@ def main() -> None:
         base_width=args.base_width, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         bf16=args.bf16, seed=args.seed, limit=args.limit, loss=loss,
     )
-    train(config, args.data, args.target, args.aux, args.out, args.resume)
+    train(config, args.data, args.target, args.aux, args.out, args.resume, args.init)
 
 
 if __name__ == "__main__":

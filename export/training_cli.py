@@ -1,4 +1,4 @@
-"""Command-line options every trainer shares: --data --epochs --out --resume --seed --limit --threads."""
+"""Command-line options every trainer shares: --data --epochs --out --resume --seed --limit --threads --init."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ def training_parser(description: str, epochs: int, seed: int) -> argparse.Argume
     parser.add_argument("--seed", type=int, default=seed)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images (smoke runs)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from this checkpoint's weights (fine-tuning) instead of a random initialisation")
     return parser
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from pmc2.export.classifiers import build_classifier
 from pmc2.export.perturbation_loss import PerturbationLossConfig
+from pmc2.export.records import load_initial_weights
 from pmc2.export.train_classifier import ClassifierConfig
 from pmc2.export.train_classifier import train as train_classifier
 from pmc2.export.train_compressor import CompressorConfig
@@ -74,9 +77,23 @@ def test_compressor_training_on_perturbed_images(classifiers: Path, tiny_cifar: 
                     tmp_path, False)
     config = CompressorConfig(n=32, m=48, loss=loss, epochs=1, batch_size=16, limit=LIMIT)
     best = train_compressor(config, tiny_cifar, tmp_path / "generator.pt", classifiers / "fastnet.pt", tmp_path, False)
-    name = "compressor" if loss == "rd" else "compressor_task"
-    assert (tmp_path / f"{name}.pt").is_file() and (tmp_path / f"{name}.record.json").is_file()
-    assert best["validation_bpp"] > 0
+    assert (tmp_path / "compressor.pt").is_file() and (tmp_path / "compressor.record.json").is_file()
+    assert best["validation_bpp"] > 0 and ("train_ce" in best) == (loss == "task")
     config.epochs = 2
     train_compressor(config, tiny_cifar, tmp_path / "generator.pt", classifiers / "fastnet.pt", tmp_path, True)
-    assert _epochs(tmp_path / f"{name}.metrics.jsonl") == [1, 2]
+    assert _epochs(tmp_path / "compressor.metrics.jsonl") == [1, 2]
+
+
+def test_init_starts_from_a_checkpoint_and_records_where_it_came_from(classifiers: Path, tiny_cifar: Path,
+                                                                        tmp_path: Path) -> None:
+    source = classifiers / "compact_resnet.pt"
+    model = build_classifier("compact_resnet")
+    origin = load_initial_weights(model, source)
+    shipped = torch.load(source, weights_only=False)["state_dict"]
+    assert all(torch.equal(value.float(), shipped[key].float()) for key, value in model.state_dict().items())
+    assert origin["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert origin["record"]["checkpoint"] == "compact_resnet.pt"
+    config = ClassifierConfig(model="compact_resnet", epochs=1, batch_size=32, limit=LIMIT)
+    train_classifier(config, tiny_cifar, tmp_path, False, init=source)
+    record = json.loads((tmp_path / "compact_resnet.record.json").read_text())
+    assert record["config"]["init"]["sha256"] == origin["sha256"]
