@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from pmc2.export.generator import PerturbationGenerator  # noqa: E402
+from pmc2.export.generator import PerturbationGenerator, PixelOutput  # noqa: E402
 from pmc2.export.to_onnx import to_onnx_bytes  # noqa: E402
 from pmc2.runtime.cifar10 import REPO_ROOT  # noqa: E402
 
@@ -67,7 +67,7 @@ def onnx_path(models: Path, scratch: Path, name: str) -> Path:
     path = scratch / "generator_base32.onnx"
     if not path.exists():
         torch.manual_seed(0)
-        path.write_bytes(to_onnx_bytes(PerturbationGenerator(32), torch.zeros(1, 3, 32, 32), "images", "perturbed"))
+        path.write_bytes(to_onnx_bytes(PixelOutput(PerturbationGenerator(32)), torch.zeros(1, 3, 32, 32), "images", "perturbed"))
     return path
 
 

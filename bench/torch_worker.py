@@ -11,15 +11,15 @@ import torch
 from pmc2.bench.timing import median_seconds
 from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import load_compressor
-from pmc2.export.generator import PerturbationGenerator
+from pmc2.export.generator import PerturbationGenerator, PixelOutput
 from pmc2.export.train_compressor import load_generator
 
 
 def build(name: str, checkpoints: Path, compressor: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
     if name == "generator":
-        return load_generator(checkpoints / "generator.pt"), (3, 32, 32)
+        return PixelOutput(load_generator(checkpoints / "generator.pt")), (3, 32, 32)
     if name == "generator_base32":
-        return PerturbationGenerator(32).eval(), (3, 32, 32)
+        return PixelOutput(PerturbationGenerator(32).eval()), (3, 32, 32)
     if name in ("g_a", "g_s"):
         model = load_compressor(checkpoints / f"{compressor}.pt")
         channels = model.entropy_bottleneck.channels

@@ -13,7 +13,7 @@ from PIL import Image
 
 from pmc2.runtime.image_codecs import Codec, decode_image_bytes
 from pmc2.runtime.model_bundle import ModelBundle
-from pmc2.runtime.pipeline import build_codec, perturb, preprocess, to_unit
+from pmc2.runtime.pipeline import build_codec, perturb, preprocess
 from pmc2.runtime.sessions import SessionSettings
 
 MODEL_SIZE = (32, 32)
@@ -58,7 +58,7 @@ class EdgeProtector:
 
     def protect(self, images_uint8: np.ndarray, codec: str) -> ProtectedBatch:
         start = time.perf_counter()
-        perturbed = to_unit(perturb(self.generator, preprocess(images_uint8)))
+        perturbed = perturb(self.generator, preprocess(images_uint8))
         generated = time.perf_counter()
         payloads = self.codecs[codec].encode(perturbed)
         done = time.perf_counter()

@@ -6,7 +6,9 @@
 
 DoubleConv blocks (3x3 conv, BN, ReLU, twice), max-pool down, transposed-conv up. At base width 32
 the channels run 32 → 512 and the model has 7.77M parameters. The clamp keeps x' inside the
-normalised image of the [0, 1] pixel cube, so x' is always a valid picture.
+normalised image of the [0, 1] pixel cube, so x' is always a valid picture. ``PixelOutput`` is the
+form that is exported and served: normalised image in, perturbed [0, 1] image out (what the codecs
+and the pp-baseline upload take).
 """
 
 from __future__ import annotations
@@ -71,3 +73,16 @@ class PerturbationGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.minimum(torch.maximum(x + self.perturbation(x), self.lower), self.upper)
+
+
+class PixelOutput(nn.Module):
+    """The generator as the edge runs it: normalised image in, perturbed image in [0, 1] pixels out."""
+
+    def __init__(self, generator: PerturbationGenerator) -> None:
+        super().__init__()
+        self.generator = generator
+        self.register_buffer("mean", torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CIFAR10_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.generator(x) * self.std + self.mean).clamp(0, 1)

@@ -16,12 +16,15 @@ import torch
 
 from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import load_compressor
+from pmc2.export.generator import PixelOutput
 from pmc2.export.train_compressor import load_generator
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.model_bundle import ModelBundle, run_single_output
-from pmc2.runtime.pipeline import build_codec, preprocess, to_unit
+from pmc2.runtime.normalization import CIFAR10_STD, denormalize, normalize
+from pmc2.runtime.pipeline import build_codec, preprocess
 
 TOLERANCE = 1e-4
+STD = np.asarray(CIFAR10_STD, dtype=np.float32).reshape(1, 3, 1, 1)
 FLIP_BOUNDARY = 1e-5  # a symbol may flip only if its latent is this close to k + 0.5
 
 
@@ -59,15 +62,16 @@ class ParityReport:
 
 @torch.inference_mode()
 def _compare_networks(bundle: ModelBundle, torch_models: dict, images: np.ndarray, report: ParityReport) -> np.ndarray:
-    """Run generator and classifiers on ``images`` (normalised); returns torch's perturbed images."""
-    perturbed = images
+    """Run generator and classifiers on ``images`` (normalised); returns torch's perturbed [0, 1]
+    images (the clean ones when the generator is not compared)."""
+    perturbed_unit = np.clip(denormalize(images), 0.0, 1.0)
     if "generator" in torch_models:
-        perturbed = torch_models["generator"](torch.from_numpy(images)).numpy()
-        ort_out = run_single_output(bundle.session("generator"), images)
-        # Gated on the [0, 1] image the generator hands to the codecs; the normalised-space
-        # difference (values up to ±2.7, so ~4x larger) is reported alongside.
-        report.max_abs_difference["generator ([0,1] image)"] = float(np.abs(to_unit(ort_out) - to_unit(perturbed)).max())
-        report.informational["generator (normalised space)"] = float(np.abs(ort_out - perturbed).max())
+        perturbed_unit = torch_models["generator"](torch.from_numpy(images)).numpy()
+        difference = np.abs(run_single_output(bundle.session("generator"), images) - perturbed_unit)
+        report.max_abs_difference["generator"] = float(difference.max())
+        # The same difference before de-normalisation (÷ std, so ~4x larger), for comparison.
+        report.informational["generator (normalised space)"] = float((difference / STD).max())
+    perturbed = normalize(perturbed_unit)
     for name in ("target", "aux"):
         if name not in torch_models:
             continue
@@ -78,7 +82,7 @@ def _compare_networks(bundle: ModelBundle, torch_models: dict, images: np.ndarra
             key = f"{name} ({space})"
             report.max_abs_difference[key] = float(np.abs(got - expected).max())
             report.argmax_mismatches[key] = int((got.argmax(1) != expected.argmax(1)).sum())
-    return perturbed
+    return perturbed_unit
 
 
 @torch.inference_mode()
@@ -118,17 +122,17 @@ def check_parity(checkpoints: Path, folder: Path, selected: tuple[str, ...], tar
     bundle = ModelBundle.open(folder)
     torch_models = {}
     if "generator" in selected:
-        torch_models["generator"] = load_generator(checkpoints / "generator.pt")
+        torch_models["generator"] = PixelOutput(load_generator(checkpoints / "generator.pt"))
     if "target" in selected:
         torch_models["target"] = load_classifier(checkpoints / f"{target}.pt")
     if "aux" in selected:
         torch_models["aux"] = load_classifier(checkpoints / f"{aux}.pt")
     report = ParityReport(len(data), {}, {})
     images = preprocess(data.images)
-    perturbed = np.concatenate([
+    perturbed_unit = np.concatenate([
         _compare_networks(bundle, torch_models, images[start : start + 500], report)
         for start in range(0, len(images), 500)
-    ]) if torch_models else images
+    ])
     if {"g_a", "g_s"} <= set(selected):
-        _compare_codec(bundle, load_compressor(checkpoints / f"{compressor_name}.pt"), to_unit(perturbed), report)
+        _compare_codec(bundle, load_compressor(checkpoints / f"{compressor_name}.pt"), perturbed_unit, report)
     return report

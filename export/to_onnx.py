@@ -25,7 +25,9 @@ from torch import nn
 
 from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import load_compressor
+from pmc2.export.generator import PixelOutput
 from pmc2.export.onnx_parity import check_parity
+from pmc2.export.records import sha256_file
 from pmc2.export.train_compressor import load_generator
 from pmc2.runtime.cifar10 import REPO_ROOT
 from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
@@ -72,10 +74,6 @@ class Synthesis(nn.Module):
 
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
         return self.g_s(y_hat).clamp(0, 1)
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def checkpoint_provenance(path: Path) -> dict:
@@ -131,7 +129,7 @@ def export_all(checkpoints: Path, out: Path, selected: tuple[str, ...], target: 
     compressor = load_compressor(compressor_path) if {"g_a", "g_s"} & set(selected) else None
     latent_channels = compressor.entropy_bottleneck.channels if compressor else None
     modules = {
-        "generator": lambda: (load_generator(generator_path), "images", "perturbed", torch.zeros(1, 3, 32, 32)),
+        "generator": lambda: (PixelOutput(load_generator(generator_path)), "images", "perturbed", torch.zeros(1, 3, 32, 32)),
         "g_a": lambda: (exportable_transform(compressor.g_a), "images", "latent", torch.zeros(1, 3, 32, 32)),
         "g_s": lambda: (Synthesis(compressor.g_s), "latent", "images", torch.zeros(1, latent_channels, 2, 2)),
         "target": lambda: (load_classifier(sources["target"]), "images", "logits", torch.zeros(1, 3, 32, 32)),
@@ -154,6 +152,7 @@ def export_all(checkpoints: Path, out: Path, selected: tuple[str, ...], target: 
             "file": f"{name}.onnx", "sha256": hashlib.sha256(model_bytes).hexdigest(),
             **io_description(model_bytes),
             "input_space": {"generator": "normalized", "g_a": "unit", "g_s": "latent"}.get(name, "normalized"),
+            "output_space": {"generator": "unit", "g_a": "latent", "g_s": "unit"}.get(name, "logits"),
             "checkpoint": checkpoint_provenance(sources[name]),
         }
         if name in ("target", "aux"):

@@ -18,7 +18,7 @@ from PIL import Image
 from pmc2.runtime.image_codecs import png_codec
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.normalization import to_unit_nchw
-from pmc2.runtime.pipeline import perturb, preprocess, to_unit
+from pmc2.runtime.pipeline import perturb, preprocess
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
 
 MODES = ("pmc2", "pp-baseline", "unprotected")
@@ -110,7 +110,7 @@ class Phone:
         if self.generator is None:
             raise RuntimeError("pp-baseline needs the generator: give the Phone a model bundle")
         start = time.perf_counter()
-        perturbed = to_unit(perturb(self.generator, preprocess(pixels[None])))
+        perturbed = perturb(self.generator, preprocess(pixels[None]))
         await self._direct_to_cloud(session, perturbed, record, 1e3 * (time.perf_counter() - start), start)
 
     async def unprotected(self, session: aiohttp.ClientSession, pixels: np.ndarray, record: ImageRecord) -> None:

@@ -1,6 +1,6 @@
 """The PMC² data path as plain functions over numpy batches (no torch).
 
-    uint8 HWC ──preprocess──▶ normalised NCHW ──perturb──▶ x' ──to_unit──▶ [0,1] ──encode──▶ bytes
+    uint8 HWC ──preprocess──▶ normalised NCHW ──perturb──▶ x' in [0,1] ──encode──▶ bytes
     bytes ──decode──▶ [0,1] ──classify (normalises)──▶ labels
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 from pmc2.runtime.image_codecs import Codec, jpeg_codec, png_codec
 from pmc2.runtime.model_bundle import ModelBundle, run_single_output
 from pmc2.runtime.neural_codec import NeuralCodec
-from pmc2.runtime.normalization import denormalize, normalize, to_unit_nchw
+from pmc2.runtime.normalization import normalize, to_unit_nchw
 
 CODEC_NAMES = ("neural", "png", "jpeg")
 
@@ -22,13 +22,8 @@ def preprocess(images_uint8: np.ndarray) -> np.ndarray:
 
 
 def perturb(generator, images_normalized: np.ndarray) -> np.ndarray:
-    """Protective perturbation: normalised in, normalised (clamped) out."""
+    """Protective perturbation: normalised NCHW in, perturbed [0, 1] NCHW out (the form every codec takes)."""
     return run_single_output(generator, images_normalized)
-
-
-def to_unit(images_normalized: np.ndarray) -> np.ndarray:
-    """Normalised NCHW -> [0, 1] NCHW, the form every codec takes."""
-    return np.clip(denormalize(images_normalized), 0.0, 1.0)
 
 
 def classify(classifier, images_unit: np.ndarray) -> np.ndarray:

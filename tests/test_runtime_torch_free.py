@@ -23,10 +23,10 @@ for module in pkgutil.iter_modules(pmc2.runtime.__path__):
     importlib.import_module(f"pmc2.runtime.{module.name}")
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.model_bundle import ModelBundle
-from pmc2.runtime.pipeline import build_codec, classify, perturb, preprocess, to_unit
+from pmc2.runtime.pipeline import build_codec, classify, perturb, preprocess
 bundle = ModelBundle.open()
 data = load_evaluation(None).subset(slice(0, 32))
-perturbed = to_unit(perturb(bundle.session("generator"), preprocess(data.images)))
+perturbed = perturb(bundle.session("generator"), preprocess(data.images))
 codec = build_codec("neural", bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
 streams = codec.encode(perturbed)
 labels = classify(bundle.session("target"), codec.decode(streams))

@@ -24,7 +24,7 @@ from pmc2.mobile_client.run import run_mode, summarize
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.image_codecs import decode_image_bytes
 from pmc2.runtime.model_bundle import ModelBundle
-from pmc2.runtime.pipeline import build_codec, classify, perturb, preprocess, to_unit
+from pmc2.runtime.pipeline import build_codec, classify, perturb, preprocess
 from pmc2.runtime.sessions import SessionSettings
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
 from pmc2.serving.dev_certs import create_dev_certificates
@@ -88,7 +88,7 @@ async def test_edge_returns_the_labels_the_runtime_computes(client, edge, codec:
     bundle = ModelBundle.open()
     pixels = SAMPLE.images[:4]
     decoded = np.stack([decode_image_bytes(jpeg(p)) for p in pixels])
-    perturbed = to_unit(perturb(bundle.session("generator"), preprocess(decoded)))
+    perturbed = perturb(bundle.session("generator"), preprocess(decoded))
     reference = build_codec(codec, bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
     expected = classify(bundle.session("target"), reference.decode(reference.encode(perturbed)))
     for index, image in enumerate(pixels):
