@@ -35,6 +35,10 @@ class CloudRecognizer:
         self.max_image_pixels = max_image_pixels
 
     def _decode(self, batch: EncodedBatch) -> np.ndarray:
+        if batch.codec == "neural-batch":
+            if len(batch.payloads[0]) < MIN_NEURAL_STREAM_BYTES:
+                raise BadPayload(f"corrupt neural bitstream: {len(batch.payloads[0])} bytes for {batch.images} images")
+            return self.neural.decode_stream(batch.payloads[0], batch.images)
         if batch.codec == "neural":
             short = [i for i, p in enumerate(batch.payloads) if len(p) < MIN_NEURAL_STREAM_BYTES]
             if short:

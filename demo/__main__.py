@@ -7,18 +7,12 @@ over the bundled images in every mode and edge→cloud codec, one table, clean s
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import tempfile
 from pathlib import Path
 
-from pmc2.demo.local_stack import local_stack
+from pmc2.demo.end_to_end import run_all_modes
 from pmc2.mobile_client.image_sources import load_images
-from pmc2.mobile_client.modes import Phone
-from pmc2.mobile_client.run import format_summaries, run_mode, summarize
-from pmc2.runtime.model_bundle import ModelBundle
-
-RUNS = (("pmc2", "neural"), ("pmc2", "jpeg"), ("pmc2", "png"), ("pp-baseline", None), ("unprotected", None))
+from pmc2.mobile_client.run import format_summaries
 
 
 def main() -> None:
@@ -32,13 +26,7 @@ def main() -> None:
     data = load_images(args.images)
     if args.limit:
         data = data.subset(slice(0, args.limit))
-    bundle = ModelBundle.open()
-    summaries = {}
-    with tempfile.TemporaryDirectory() as workdir, local_stack(Path(workdir), mutual_tls=False) as stack:
-        for mode, codec in RUNS:
-            phone = Phone(stack.edge_url, stack.cloud_url, stack.token, args.jpeg_quality, codec or "neural", bundle)
-            records = asyncio.run(run_mode(phone, mode, data, stack.client_ssl(), args.concurrency))
-            summaries[f"{mode}/{codec}" if codec else mode] = summarize(records)
+    summaries = run_all_modes(data, args.concurrency, args.jpeg_quality)
     print(f"{len(data)} images, one request each, concurrency {args.concurrency}")
     print(format_summaries(summaries))
     if args.json:

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from pmc2.edge_server.app import create_app, open_edge_bundle
-from pmc2.edge_server.config import EdgeConfig
+from pmc2.edge_server.config import CODECS, EdgeConfig
 from pmc2.runtime.model_bundle import ModelIntegrityError
 from pmc2.runtime.secrets import SecretUnavailable, fetch_secret, materialize_secret
 from pmc2.serving.cli import add_server_arguments, serve, session_settings
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--cloud-ca", type=Path, default=None, help="CA of the cloud's certificate")
     parser.add_argument("--cloud-client-cert", type=Path, default=None, help="PEM for mutual TLS to the cloud")
     parser.add_argument("--token-env", default="PMC2_EDGE_TOKEN", help="environment variable holding the bearer token")
-    parser.add_argument("--codec", choices=("neural", "png", "jpeg"), default=defaults.codec)
+    parser.add_argument("--codec", choices=CODECS, default=defaults.codec)
     parser.add_argument("--jpeg-quality", type=int, default=defaults.jpeg_quality)
     parser.add_argument("--resize-policy", choices=("resize", "reject"), default=defaults.resize_policy)
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)

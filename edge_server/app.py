@@ -20,7 +20,7 @@ from aiohttp import web
 
 from pmc2.edge_server.batching import MicroBatcher
 from pmc2.edge_server.cloud_link import CloudError, CloudLink
-from pmc2.edge_server.config import EdgeConfig
+from pmc2.edge_server.config import CODECS, EdgeConfig
 from pmc2.edge_server.protection import BadImage, EdgeProtector, decode_client_images
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.secrets import fetch_secret
@@ -29,13 +29,12 @@ from pmc2.serving.http_common import METRICS, json_error, read_body, service_app
 
 IMAGE_TYPES = ("image/jpeg", "image/png")
 EDGE_MODELS = ("generator", "g_a")
-CODECS = ("neural", "png", "jpeg")
 
 
 @dataclass
 class ImageResult:
     label: int
-    s2_bytes: int
+    s2_bytes: float  # a batch-wide stream's bytes are shared equally by its images
     batch_size: int
     timings_ms: dict[str, float]
 
@@ -59,7 +58,7 @@ class EdgeState:
         async def process(images) -> list[ImageResult]:
             loop = asyncio.get_running_loop()
             protected = await loop.run_in_executor(self.executor, self.protector.protect, images, codec)
-            reply = await self.cloud.classify(EncodedBatch(codec, protected.payloads))
+            reply = await self.cloud.classify(EncodedBatch(codec, protected.payloads, len(images)))
             cloud = reply.timings_ms
             timings = {
                 "generation": protected.generation_ms, "compression": protected.compression_ms,
@@ -67,8 +66,10 @@ class EdgeState:
                 "decompression": cloud["decompression"], "recognition": cloud["recognition"],
                 "other_cloud": cloud["other_cloud"],
             }
-            return [ImageResult(label, len(payload), len(images), timings)
-                    for label, payload in zip(reply.labels, protected.payloads)]
+            sizes = [len(payload) for payload in protected.payloads]
+            if len(sizes) != len(images):  # one stream for the whole batch
+                sizes = [sizes[0] / len(images)] * len(images)
+            return [ImageResult(label, size, len(images), timings) for label, size in zip(reply.labels, sizes, strict=True)]
 
         return process
 

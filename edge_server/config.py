@@ -7,6 +7,10 @@ from pathlib import Path
 
 from pmc2.runtime.model_bundle import DEFAULT_MODELS
 from pmc2.runtime.sessions import SessionSettings
+from pmc2.runtime.wire_format import CODEC_IDS
+
+# Edge→cloud codecs: one neural stream per image or per micro-batch, or a PNG/JPEG per image.
+CODECS = tuple(CODEC_IDS)
 
 
 @dataclass(frozen=True)
@@ -32,5 +36,5 @@ class EdgeConfig:
     def __post_init__(self) -> None:
         if self.resize_policy not in ("resize", "reject"):
             raise ValueError(f"resize_policy must be 'resize' or 'reject', got {self.resize_policy!r}")
-        if self.codec not in ("neural", "png", "jpeg"):
-            raise ValueError(f"codec must be neural, png or jpeg, got {self.codec!r}")
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")

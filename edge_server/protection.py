@@ -60,6 +60,9 @@ class EdgeProtector:
         start = time.perf_counter()
         perturbed = perturb(self.generator, preprocess(images_uint8))
         generated = time.perf_counter()
-        payloads = self.codecs[codec].encode(perturbed)
+        if codec == "neural-batch":
+            payloads = [self.codecs["neural"].encode_stream(perturbed)]
+        else:
+            payloads = self.codecs[codec].encode(perturbed)
         done = time.perf_counter()
         return ProtectedBatch(payloads, 1e3 * (generated - start), 1e3 * (done - generated))

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from compressai.models import FactorizedPrior
+
+from pmc2.runtime.rans import EntropyTables
 
 PAPER_N, PAPER_M = 128, 192
 CPU_N, CPU_M = 64, 96  # the shipped default: trains 2-3x faster on 2 cores, 1/4 of the weights
@@ -28,3 +31,13 @@ def load_compressor(path: Path) -> FactorizedPrior:
     model.load_state_dict(checkpoint["state_dict"])
     model.update(force=True)
     return model.eval()
+
+
+def entropy_tables(model: FactorizedPrior) -> EntropyTables:
+    """The EntropyBottleneck's integer CDF tables and medians, as the torch-free runtime reads them."""
+    bottleneck = model.entropy_bottleneck
+    return EntropyTables(
+        bottleneck._quantized_cdf.numpy().astype(np.int32), bottleneck._cdf_length.numpy().astype(np.int32),
+        bottleneck._offset.numpy().astype(np.int32),
+        bottleneck._get_medians().detach().reshape(-1).numpy().astype(np.float32),
+    )

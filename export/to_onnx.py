@@ -17,21 +17,19 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 from compressai.layers import GDN
 from torch import nn
 
 from pmc2.export.classifiers import load_classifier
-from pmc2.export.compressor import load_compressor
+from pmc2.export.compressor import entropy_tables, load_compressor
 from pmc2.export.generator import PixelOutput
 from pmc2.export.onnx_parity import check_parity
 from pmc2.export.records import sha256_file
 from pmc2.export.train_compressor import load_generator
 from pmc2.runtime.cifar10 import REPO_ROOT
 from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
-from pmc2.runtime.rans import EntropyTables
 
 OPSET = 17
 MODELS = ("generator", "g_a", "g_s", "target", "aux")
@@ -158,11 +156,7 @@ def export_all(checkpoints: Path, out: Path, selected: tuple[str, ...], target: 
         if name in ("target", "aux"):
             models[name]["architecture"] = torch.load(sources[name], weights_only=False)["name"]
     if compressor is not None:
-        bottleneck = compressor.entropy_bottleneck
-        tables = EntropyTables(
-            bottleneck._quantized_cdf.numpy().astype(np.int32), bottleneck._cdf_length.numpy().astype(np.int32),
-            bottleneck._offset.numpy().astype(np.int32), bottleneck._get_medians().detach().reshape(-1).numpy().astype(np.float32),
-        )
+        tables = entropy_tables(compressor)
         tables.save(out / "entropy_bottleneck.npz")
         manifest["entropy_tables"] = {
             "file": "entropy_bottleneck.npz", "sha256": sha256_file(out / "entropy_bottleneck.npz"),

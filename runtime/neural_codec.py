@@ -1,6 +1,6 @@
 """The neural codec: g_a + rANS on the edge, rANS⁻¹ + g_s on the cloud (onnxruntime, no torch).
 
-    encode: x' ∈ [0,1] ──g_a──▶ y ──round(y − medians)──▶ rANS ──▶ one stream per image
+    encode: x' ∈ [0,1] ──g_a──▶ y ──round(y − medians)──▶ rANS ──▶ one stream per image (or per batch)
     decode: streams ──rANS⁻¹──▶ symbols ──+ medians──▶ ŷ ──g_s (clamped)──▶ x̂ ∈ [0,1]
 """
 
@@ -36,3 +36,10 @@ class NeuralCodec:
 
     def decode(self, payloads: list[bytes]) -> np.ndarray:
         return self.synthesise(self.coder.decode(payloads, self.latent_size))
+
+    def encode_stream(self, images_unit: np.ndarray) -> bytes:
+        """The whole batch as one rANS stream."""
+        return self.coder.encode_batch(self.analyse(images_unit))
+
+    def decode_stream(self, stream: bytes, images: int) -> np.ndarray:
+        return self.synthesise(self.coder.decode_batch(stream, images, self.latent_size))

@@ -61,7 +61,8 @@ class EntropyTables:
 
 
 class RansCoder:
-    """Per-image rANS streams over a latent of shape [N, C, H, W], as CompressAI writes them."""
+    """rANS streams over a latent of shape [N, C, H, W]: one per image, as CompressAI writes them, or
+    one for a whole batch (the coder's final-state flush, ~4-8 bytes, is then paid once per batch)."""
 
     def __init__(self, tables: EntropyTables) -> None:
         ans = load_ans()
@@ -72,16 +73,19 @@ class RansCoder:
         self._offsets = tables.offset.astype(np.int32).tolist()
         self._medians = tables.medians.astype(np.float32).reshape(1, -1, 1, 1)
 
-    def _indexes(self, height: int, width: int) -> list[int]:
-        return np.repeat(np.arange(self.tables.channels, dtype=np.int32), height * width).tolist()
+    def _indexes(self, height: int, width: int, images: int = 1) -> list[int]:
+        return np.tile(np.repeat(np.arange(self.tables.channels, dtype=np.int32), height * width), images).tolist()
+
+    def _check(self, latent: np.ndarray) -> None:
+        if latent.ndim != 4 or latent.shape[1] != self.tables.channels:
+            raise ValueError(f"latent must be [N,{self.tables.channels},H,W], got {latent.shape}")
 
     def symbols(self, latent: np.ndarray) -> np.ndarray:
         """round(y − medians) as int32, rounding half to even like torch.round."""
         return np.rint(latent - self._medians).astype(np.int32)
 
     def encode(self, latent: np.ndarray) -> list[bytes]:
-        if latent.ndim != 4 or latent.shape[1] != self.tables.channels:
-            raise ValueError(f"latent must be [N,{self.tables.channels},H,W], got {latent.shape}")
+        self._check(latent)
         indexes = self._indexes(*latent.shape[2:])
         return [
             self._encoder.encode_with_indexes(row.reshape(-1).tolist(), indexes, self._cdf, self._lengths, self._offsets)
@@ -95,5 +99,21 @@ class RansCoder:
             self._decoder.decode_with_indexes(stream, indexes, self._cdf, self._lengths, self._offsets)
             for stream in streams
         ]
-        symbols = np.asarray(rows, dtype=np.int32).reshape(len(streams), self.tables.channels, *latent_size)
-        return symbols.astype(np.float32) + self._medians
+        return self._dequantize(rows, len(streams), latent_size)
+
+    def _dequantize(self, symbols: list, images: int, latent_size: tuple[int, int]) -> np.ndarray:
+        shape = (images, self.tables.channels, *latent_size)
+        return np.asarray(symbols, dtype=np.int32).reshape(shape).astype(np.float32) + self._medians
+
+    def encode_batch(self, latent: np.ndarray) -> bytes:
+        """One stream for the whole batch: every image's symbols, image after image."""
+        self._check(latent)
+        symbols = self.symbols(latent).reshape(-1).tolist()
+        return self._encoder.encode_with_indexes(
+            symbols, self._indexes(*latent.shape[2:], images=len(latent)), self._cdf, self._lengths, self._offsets)
+
+    def decode_batch(self, stream: bytes, images: int, latent_size: tuple[int, int]) -> np.ndarray:
+        """ŷ [images, C, H, W] float32 from a stream written by ``encode_batch``."""
+        indexes = self._indexes(*latent_size, images=images)
+        symbols = self._decoder.decode_with_indexes(stream, indexes, self._cdf, self._lengths, self._offsets)
+        return self._dequantize(symbols, images, latent_size)

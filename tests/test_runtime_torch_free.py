@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.cpu_budget import available_cpus, cgroup_cpu_limit
 from pmc2.runtime.image_codecs import decode_image_bytes, jpeg_codec, png_codec
+from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.pipeline import build_codec, perturb, preprocess
 from pmc2.runtime.sessions import SessionSettings
 
 NO_TORCH_SCRIPT = """
@@ -76,3 +79,15 @@ def test_decoding_rejects_non_images_with_a_clear_message() -> None:
         decode_image_bytes(b"definitely not a picture")
     with pytest.raises(ValueError, match="quality"):
         jpeg_codec(0)
+
+
+def test_one_stream_per_batch_round_trips_and_pays_the_flush_once() -> None:
+    bundle = ModelBundle.open()
+    codec = build_codec("neural", bundle, g_a=bundle.session("g_a"))
+    data = load_evaluation(None).subset(slice(0, 64))
+    latent = codec.analyse(perturb(bundle.session("generator"), preprocess(data.images)))
+    per_image = codec.coder.encode(latent)
+    batched = codec.coder.encode_batch(latent)
+    np.testing.assert_array_equal(codec.coder.decode_batch(batched, len(latent), codec.latent_size),
+                                  codec.coder.decode(per_image, codec.latent_size))
+    assert len(batched) < sum(len(stream) for stream in per_image) - 2 * (len(latent) - 1)

@@ -99,6 +99,22 @@ async def test_edge_returns_the_labels_the_runtime_computes(client, edge, codec:
         assert "generation;dur=" in response.headers["Server-Timing"]
 
 
+async def test_one_neural_stream_per_micro_batch(client, edge, cloud) -> None:
+    bundle = ModelBundle.open()
+    pixels = SAMPLE.images[:16]
+    perturbed = perturb(bundle.session("generator"), preprocess(np.stack([decode_image_bytes(jpeg(p)) for p in pixels])))
+    reference = build_codec("neural", bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
+    expected = classify(bundle.session("target"), reference.decode(reference.encode(perturbed)))
+    per_image_bytes = [len(stream) for stream in reference.encode(perturbed)]
+    replies = await asyncio.gather(*(post_edge(client, edge, jpeg(p), codec="neural-batch") for p in pixels))
+    assert all(status == 200 for status, _, _ in replies)
+    assert [reply["labels"][0] for _, reply, _ in replies] == expected.tolist()
+    shared = [reply for _, reply, _ in replies if reply["batch_size"] > 1]
+    assert shared, "no two requests shared a micro-batch"
+    assert np.mean([reply["s2_bytes"][0] for reply in shared]) < np.mean(per_image_bytes)
+    assert any(EncodedBatch.from_bytes(body).codec == "neural-batch" for body in cloud.bodies)
+
+
 async def test_batch_from_the_client_in_one_request(client, edge) -> None:
     body = EncodedBatch("jpeg", [jpeg(p) for p in SAMPLE.images[:8]]).to_bytes()
     status, reply, _ = await post_edge(client, edge, body, content_type=CONTENT_TYPE)
@@ -220,6 +236,7 @@ async def test_corrupt_neural_bitstreams_are_rejected_by_the_cloud(certificates,
     flipped = bytearray(good)
     flipped[-1] ^= 0x80
     cases = [(bytes(flipped), 400, "corrupted"), (EncodedBatch("neural", [b"\x01"]).to_bytes(), 422, "corrupt neural"),
+             (EncodedBatch("neural-batch", [b"\x01"], 3).to_bytes(), 422, "corrupt neural"),
              (EncodedBatch("png", [b"nope"]).to_bytes(), 422, "image 0"), (b"", 400, "empty")]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
         for body, status, message in cases:

@@ -6,14 +6,30 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pmc2.runtime.wire_format import CODEC_IDS, EncodedBatch, WireFormatError
+from pmc2.runtime.wire_format import CODEC_IDS, ONE_STREAM_CODECS, EncodedBatch, WireFormatError
 
 CRC = b"\x00\x00\x00\x00"  # a checksum that matches none of the bodies below
 
 
-@given(st.sampled_from(sorted(CODEC_IDS)), st.lists(st.binary(max_size=64), min_size=1, max_size=40))
+@given(st.sampled_from(sorted(set(CODEC_IDS) - ONE_STREAM_CODECS)), st.lists(st.binary(max_size=64), min_size=1, max_size=40))
 def test_round_trip(codec: str, payloads: list[bytes]) -> None:
     assert EncodedBatch.from_bytes(EncodedBatch(codec, payloads).to_bytes()) == EncodedBatch(codec, payloads)
+
+
+@given(st.binary(max_size=64), st.integers(1, 0xFFFF))
+def test_one_stream_batch_round_trips_with_its_image_count(stream: bytes, images: int) -> None:
+    batch = EncodedBatch.from_bytes(EncodedBatch("neural-batch", [stream], images).to_bytes())
+    assert batch == EncodedBatch("neural-batch", [stream], images) and batch.images == images
+
+
+@pytest.mark.parametrize(("batch", "message"), [
+    (EncodedBatch("neural-batch", [b"ab", b"cd"], 2), "exactly one stream"),
+    (EncodedBatch("neural-batch", [b"ab"]), "exactly one stream"),
+    (EncodedBatch("png", [b"ab", b"cd"], 3), "one payload per image"),
+])
+def test_inconsistent_batches_are_refused(batch: EncodedBatch, message: str) -> None:
+    with pytest.raises(WireFormatError, match=message):
+        batch.to_bytes()
 
 
 @given(st.binary(max_size=200))

@@ -1,0 +1,157 @@
+"""Every number of the report, measured by running the shipped models (torch + CompressAI) on images.
+
+    original ──phone JPEG (S1)──▶ edge input ──generator──▶ x' ──PNG / JPEG / neural (S2)──▶ target ──▶ accuracy
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from compressai.models import FactorizedPrior
+from tqdm import tqdm
+
+from pmc2.export.compressor import entropy_tables, load_compressor
+from pmc2.export.data import denormalize, normalize
+from pmc2.export.evaluate import TrainedPipeline
+from pmc2.export.perturbation_loss import per_image_ssim
+from pmc2.mobile_client.modes import jpeg_bytes
+from pmc2.runtime.cifar10 import LabelledImages
+from pmc2.runtime.image_codecs import PillowCodec, decode_image_bytes
+from pmc2.runtime.normalization import to_unit_nchw
+from pmc2.runtime.rans import RansCoder
+
+CHUNK = 500
+
+
+@dataclass
+class CodecResult:
+    """Accuracy (%) of the target on decoded images and the payload size per image."""
+
+    name: str
+    accuracy: float
+    bytes_mean: float
+    bytes_std: float
+    ideal_bytes_mean: float | None = None  # −log2 of the entropy model's likelihoods, in bytes
+    batched_bytes: dict[int, float] = field(default_factory=dict)  # images per stream -> bytes/image
+    settings: dict = field(default_factory=dict)
+
+
+def _chunks(tensor: torch.Tensor):
+    for start in range(0, len(tensor), CHUNK):
+        yield tensor[start : start + CHUNK]
+
+
+@torch.inference_mode()
+def accuracy(model: torch.nn.Module, images_unit: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy (%) of ``model`` on [0, 1] NCHW images."""
+    predictions = torch.cat([model(normalize(chunk)).argmax(1) for chunk in _chunks(images_unit)])
+    return 100.0 * float((predictions == labels).float().mean())
+
+
+class EdgeImages:
+    """The evaluation images as the edge sees them: S1 (phone JPEG) decoded, then perturbed."""
+
+    @torch.inference_mode()
+    def __init__(self, pipeline: TrainedPipeline, data: LabelledImages, phone_quality: int) -> None:
+        self.pipeline, self.phone_quality = pipeline, phone_quality
+        self.labels = torch.from_numpy(data.labels.astype(np.int64))
+        self.original = torch.from_numpy(to_unit_nchw(data.images))
+        self.s1_sizes = []
+        decoded = []
+        for pixels in tqdm(data.images, desc="phone JPEG (S1)", leave=False):
+            payload = jpeg_bytes(pixels, phone_quality)
+            self.s1_sizes.append(len(payload))
+            decoded.append(decode_image_bytes(payload))
+        self.edge_input = torch.from_numpy(to_unit_nchw(np.stack(decoded)))
+        self.perturbed = torch.cat([
+            denormalize(pipeline.generator(normalize(chunk))).clamp(0, 1) for chunk in _chunks(self.edge_input)
+        ])
+
+    @torch.inference_mode()
+    def privacy(self) -> dict[str, float]:
+        """Clean accuracies, and what the perturbation hides: |SSIM| to the original and aux accuracy."""
+        ssim = torch.cat([
+            per_image_ssim(normalize(original), normalize(perturbed)).abs()
+            for original, perturbed in zip(_chunks(self.original), _chunks(self.perturbed), strict=True)
+        ])
+        target, aux = self.pipeline.target, self.pipeline.aux
+        return {
+            "target_clean": accuracy(target, self.original, self.labels),
+            "target_after_s1": accuracy(target, self.edge_input, self.labels),
+            "aux_clean": accuracy(aux, self.original, self.labels),
+            "target_perturbed": accuracy(target, self.perturbed, self.labels),
+            "aux_perturbed": accuracy(aux, self.perturbed, self.labels),
+            "mean_abs_ssim": float(ssim.mean()),
+        }
+
+    def s1(self) -> CodecResult:
+        sizes = np.asarray(self.s1_sizes)
+        return CodecResult("phone JPEG (S1)", accuracy(self.pipeline.target, self.edge_input, self.labels),
+                           float(sizes.mean()), float(sizes.std()), settings={"quality": self.phone_quality})
+
+    def pillow(self, codec: PillowCodec, **settings) -> CodecResult:
+        """A lossless or JPEG link: encode every perturbed image, decode, classify."""
+        sizes, decoded = [], []
+        for chunk in _chunks(self.perturbed):
+            payloads = codec.encode(chunk.numpy())
+            sizes += [len(p) for p in payloads]
+            decoded.append(torch.from_numpy(codec.decode(payloads)))
+        sizes = np.asarray(sizes)
+        return CodecResult(codec.name, accuracy(self.pipeline.target, torch.cat(decoded), self.labels),
+                           float(sizes.mean()), float(sizes.std()), settings=settings)
+
+    @torch.inference_mode()
+    def neural(self, compressor: FactorizedPrior, name: str, batch_sizes: tuple[int, ...], **settings) -> CodecResult:
+        """CompressAI's compress()/decompress() per image, the ideal size from the likelihoods, and the
+        size per image when a whole batch shares one rANS stream."""
+        coder = RansCoder(entropy_tables(compressor))
+        sizes, ideal_bits, decoded, latents = [], [], [], []
+        for chunk in _chunks(self.perturbed):
+            compressed = compressor.compress(chunk)
+            sizes += [len(s) for s in compressed["strings"][0]]
+            decoded.append(compressor.decompress(compressed["strings"], compressed["shape"])["x_hat"].clamp(0, 1))
+            latent = compressor.g_a(chunk)
+            likelihoods = compressor.entropy_bottleneck(latent, training=False)[1]
+            ideal_bits.append(-torch.log2(likelihoods).flatten(1).sum(1))
+            latents.append(latent.numpy())
+        latent = np.concatenate(latents)
+        batched = {
+            size: sum(len(coder.encode_batch(latent[start : start + size])) for start in range(0, len(latent), size))
+            / len(latent)
+            for size in batch_sizes
+        }
+        sizes = np.asarray(sizes)
+        return CodecResult(name, accuracy(self.pipeline.target, torch.cat(decoded), self.labels),
+                           float(sizes.mean()), float(sizes.std()), float(torch.cat(ideal_bits).mean() / 8), batched,
+                           settings)
+
+    @torch.inference_mode()
+    def grid_images(self, compressor: FactorizedPrior, count: int) -> dict[str, np.ndarray]:
+        """uint8 HWC rows for the privacy figure: original, perturbed, neural reconstruction."""
+        perturbed = self.perturbed[:count]
+        compressed = compressor.compress(perturbed)
+        rows = {"original": self.original[:count], "perturbed (edge)": perturbed,
+                "neural reconstruction (cloud)": compressor.decompress(compressed["strings"], compressed["shape"])["x_hat"]}
+        return {name: (row.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+                for name, row in rows.items()}
+
+
+def lowest_matching_quality(sweep: list[CodecResult], reference_accuracy: float, tolerance: float = 0.5) -> CodecResult:
+    """The lowest-quality JPEG whose accuracy is within ``tolerance`` points of the reference (PNG)."""
+    matching = [result for result in sweep if result.accuracy >= reference_accuracy - tolerance]
+    if not matching:
+        return max(sweep, key=lambda result: result.accuracy)
+    return min(matching, key=lambda result: result.settings["quality"])
+
+
+def compressor_variants(folder: Path) -> dict[str, tuple[FactorizedPrior, dict]]:
+    """Every compressor checkpoint in ``folder`` with its training config (loss, λ) from its record."""
+    variants = {}
+    for path in sorted(folder.glob("*.pt")):
+        record = json.loads(path.with_suffix(".record.json").read_text())
+        variants[path.stem] = (load_compressor(path), record["config"])
+    return variants

@@ -1,0 +1,73 @@
+"""The report's figures: rate–accuracy curves, per-stage latency bars, the privacy image grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pmc2.evaluation.measurements import CodecResult  # noqa: E402
+
+
+def rate_accuracy(jpeg_sweep: list[CodecResult], png: CodecResult, neural: list[CodecResult], perturbed_accuracy: float,
+                  path: Path) -> None:
+    """Accuracy vs bytes/image: the JPEG 4:4:4 quality sweep, PNG, and each neural compressor with
+    one stream per image (filled) and one stream per batch of 256 (hollow)."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    axes.plot([r.bytes_mean for r in jpeg_sweep], [r.accuracy for r in jpeg_sweep], "-", color="tab:blue",
+              label="JPEG 4:4:4, quality 50–100")
+    for result in (jpeg_sweep[0], jpeg_sweep[-1]):
+        axes.annotate(f"q{result.settings['quality']}", (result.bytes_mean, result.accuracy), fontsize=8)
+    axes.plot(png.bytes_mean, png.accuracy, "s", color="black", label="PNG (lossless)")
+    markers = iter("o^vD<>p*")
+    for result in neural:
+        marker = next(markers)
+        axes.plot(result.bytes_mean, result.accuracy, marker, color="tab:red", label=f"neural: {result.name}")
+        if 256 in result.batched_bytes:
+            axes.plot(result.batched_bytes[256], result.accuracy, marker, color="tab:red", mfc="none")
+    axes.axhline(perturbed_accuracy, color="grey", linestyle=":", label="perturbed, uncompressed")
+    axes.set_xscale("log")
+    axes.set_xlabel("edge→cloud bytes per image (log scale; hollow = one rANS stream per 256 images)")
+    axes.set_ylabel("target accuracy (%)")
+    axes.legend(fontsize=8, loc="lower right")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def latency_breakdown(summaries: dict[str, dict], path: Path) -> None:
+    """Stacked per-stage median latency for every run through the real servers (PMC² Fig. 4)."""
+    runs = list(summaries)
+    stages = list(dict.fromkeys(stage for run in runs for stage in summaries[run]["stage_medians_ms"]))
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    bottom = np.zeros(len(runs))
+    colours = plt.get_cmap("tab10")
+    for index, stage in enumerate(stages):
+        values = np.array([summaries[run]["stage_medians_ms"].get(stage, 0.0) for run in runs])
+        axes.bar(runs, values, bottom=bottom, label=stage, color=colours(index % 10))
+        bottom += values
+    axes.set_ylabel("median per stage (ms)")
+    axes.legend(fontsize=8, ncol=2)
+    axes.tick_params(axis="x", labelsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def image_grid(rows: dict[str, np.ndarray], path: Path) -> None:
+    """One row per stage of the pipeline, one column per image (MMSys'22 Fig. 6)."""
+    count = len(next(iter(rows.values())))
+    figure, axes = plt.subplots(len(rows), count, figsize=(1.2 * count, 1.35 * len(rows)), squeeze=False)
+    for row, (title, images) in enumerate(rows.items()):
+        for column in range(count):
+            axes[row, column].imshow(images[column], interpolation="nearest")
+            axes[row, column].axis("off")
+        axes[row, 0].set_title(title, fontsize=9, loc="left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
