@@ -1,0 +1,106 @@
+"""Static int8 (QDQ) quantisation of the generator and the target with onnxruntime, calibrated on
+validation images; reports the accuracy change on the evaluation images and the speed-up.
+
+    python -m pmc2.bench.int8_quantization [--data DIR] [--limit N]   # → reports/bench/int8.json
+
+The int8 models are worth shipping only if they are both faster and within 0.5 points; the JSON
+says whether they are. Runs without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
+from tqdm import tqdm
+
+from pmc2.bench.timing import median_seconds
+from pmc2.runtime.cifar10 import REPO_ROOT, SHARED_DATA, load_evaluation, load_validation
+from pmc2.runtime.model_bundle import DEFAULT_MODELS, run_single_output
+from pmc2.runtime.normalization import normalize
+from pmc2.runtime.pipeline import perturb, preprocess
+from pmc2.runtime.sessions import SessionSettings, create_session
+
+MAX_ACCURACY_DROP = 0.5
+CALIBRATION_BATCH = 50
+
+
+class BatchReader(CalibrationDataReader):
+    """Feeds calibration images to the quantiser in batches."""
+
+    def __init__(self, input_name: str, images: np.ndarray) -> None:
+        self.batches = iter([{input_name: images[i : i + CALIBRATION_BATCH]} for i in range(0, len(images), CALIBRATION_BATCH)])
+
+    def get_next(self) -> dict | None:
+        return next(self.batches, None)
+
+
+def quantize(model: Path, calibration: np.ndarray, out: Path) -> Path:
+    prepared = out / f"{model.stem}.prepared.onnx"
+    quant_pre_process(str(model), str(prepared))
+    quantized = out / f"{model.stem}.int8.onnx"
+    input_name = create_session(model, SessionSettings()).get_inputs()[0].name
+    quantize_static(str(prepared), str(quantized), BatchReader(input_name, calibration), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return quantized
+
+
+def accuracy(target, images_normalized: np.ndarray, labels: np.ndarray) -> float:
+    predictions = np.concatenate([run_single_output(target, images_normalized[i : i + 500]).argmax(1)
+                                  for i in range(0, len(images_normalized), 500)])
+    return 100.0 * float((predictions == labels).mean())
+
+
+def perturbed(generator, images_normalized: np.ndarray) -> np.ndarray:
+    return normalize(np.concatenate([perturb(generator, images_normalized[i : i + 500])
+                                     for i in range(0, len(images_normalized), 500)]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    parser.add_argument("--limit", type=int, default=None, help="evaluation images (default all 5,000)")
+    parser.add_argument("--calibration-images", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "bench" / "int8.json")
+    args = parser.parse_args()
+    evaluation = load_evaluation(args.data)
+    if args.limit:
+        evaluation = evaluation.subset(slice(0, args.limit))
+    calibration_clean = preprocess(load_validation(args.data).images[: args.calibration_images])
+    images, labels = preprocess(evaluation.images), evaluation.labels.astype(np.int64)
+    fp32 = {name: create_session(DEFAULT_MODELS / f"{name}.onnx", SessionSettings()) for name in ("generator", "target")}
+    with tempfile.TemporaryDirectory() as scratch:
+        # The generator is calibrated on clean images, the target on the perturbed images it will see.
+        calibration = {"generator": calibration_clean, "target": perturbed(fp32["generator"], calibration_clean)}
+        int8 = {name: create_session(quantize(DEFAULT_MODELS / f"{name}.onnx", calibration[name], Path(scratch)),
+                                     SessionSettings())
+                for name in tqdm(("generator", "target"), desc="quantising")}
+    accuracies = {
+        f"generator {g} / target {t}": accuracy(sessions_t, perturbed(sessions_g, images), labels)
+        for g, sessions_g in (("fp32", fp32["generator"]), ("int8", int8["generator"]))
+        for t, sessions_t in (("fp32", fp32["target"]), ("int8", int8["target"]))
+    }
+    batch = images[:256]
+    latency = {f"{name} {kind} ms/image (batch 256)": 1e3 * median_seconds(
+        lambda s=sessions[name]: run_single_output(s, batch), args.repeats) / len(batch)
+        for kind, sessions in (("fp32", fp32), ("int8", int8)) for name in ("generator", "target")}
+    reference = accuracies["generator fp32 / target fp32"]
+    verdict = {
+        name: (latency[f"{name} int8 ms/image (batch 256)"] < latency[f"{name} fp32 ms/image (batch 256)"]
+               and reference - accuracies[key] <= MAX_ACCURACY_DROP)
+        for name, key in (("generator", "generator int8 / target fp32"), ("target", "generator fp32 / target int8"))
+    }
+    result = {"images": len(labels), "calibration_images": args.calibration_images,
+              "perturbed_accuracy": accuracies, "latency": latency, "int8_worth_shipping": verdict}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
