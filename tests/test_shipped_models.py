@@ -14,10 +14,19 @@ SHIPPED = ("fastnet", "compact_resnet", "generator", "compressor")
 RECORDED = DEFAULT_CHECKPOINTS / "evaluation.json"
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+RATE_ACCURACY = tuple(sorted(path.stem for path in (DEFAULT_CHECKPOINTS / "rate_accuracy").glob("*.pt")))
+
+
+def test_rate_accuracy_compressors_span_three_lambdas() -> None:
+    lambdas = {json.loads((DEFAULT_CHECKPOINTS / "rate_accuracy" / f"{name}.record.json").read_text())["config"]["lmbda"]
+               for name in RATE_ACCURACY}
+    assert len(lambdas) >= 3
+
+
+@pytest.mark.parametrize("name", SHIPPED + tuple(f"rate_accuracy/{name}" for name in RATE_ACCURACY))
 def test_each_checkpoint_has_a_provenance_record(name: str) -> None:
     record = json.loads((DEFAULT_CHECKPOINTS / f"{name}.record.json").read_text())
-    assert record["checkpoint"] == f"{name}.pt"
+    assert record["checkpoint"] == f"{Path(name).name}.pt"
     assert record["command"] and record["git_commit"] and record["wall_time_seconds"] > 0
     assert len(record["data_sha256"]) == 64 and "seed" in record["config"]
 
@@ -29,7 +38,7 @@ def test_records_name_the_real_training_data(shared_cifar: Path) -> None:
 
 
 def test_shipped_model_files_stay_small() -> None:
-    files = [*DEFAULT_CHECKPOINTS.glob("*.pt"), *(REPO_ROOT / "onnx_models").glob("*.onnx")]
+    files = [*DEFAULT_CHECKPOINTS.rglob("*.pt"), *(REPO_ROOT / "onnx_models").glob("*.onnx")]
     files = [f for f in files if not f.name.endswith(".state.pt")]
     assert sum(f.stat().st_size for f in files) < 50 * 1024 * 1024
 
