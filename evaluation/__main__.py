@@ -13,8 +13,7 @@ from tqdm import tqdm
 from pmc2.demo.end_to_end import run_all_modes
 from pmc2.evaluation import plots
 from pmc2.evaluation.markdown import render
-from pmc2.evaluation.measurements import EdgeImages, compressor_variants, lowest_matching_quality
-from pmc2.export.compressor import load_compressor
+from pmc2.evaluation.measurements import EdgeImages, compressor_variants, compressor_with_config, lowest_matching_quality
 from pmc2.export.evaluate import DEFAULT_CHECKPOINTS, TrainedPipeline
 from pmc2.export.records import git_commit
 from pmc2.runtime.cifar10 import REPO_ROOT, SHARED_DATA, load_evaluation
@@ -39,9 +38,7 @@ def measure(args: argparse.Namespace) -> dict:
         for result in (next(r for r in sweep if r.settings["quality"] == quality),
                        edge.pillow(jpeg_codec(quality, "4:2:0"), quality=quality, subsampling="4:2:0"))
     ]
-    default_path = args.checkpoints / "compressor.pt"
-    compressors = {"shipped": (load_compressor(default_path),
-                               json.loads(default_path.with_suffix(".record.json").read_text())["config"])}
+    compressors = {"shipped": compressor_with_config(args.checkpoints / "compressor.pt")}
     compressors.update(compressor_variants(args.checkpoints / "rate_accuracy"))
     neural = [edge.neural(model, name, BATCH_SIZES, **{key: config[key] for key in ("loss", "lmbda", "n", "m")})
               for name, (model, config) in tqdm(compressors.items(), desc="neural compressors")]

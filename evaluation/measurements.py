@@ -106,15 +106,16 @@ class EdgeImages:
 
     @torch.inference_mode()
     def neural(self, compressor: FactorizedPrior, name: str, batch_sizes: tuple[int, ...], **settings) -> CodecResult:
-        """CompressAI's compress()/decompress() per image, the ideal size from the likelihoods, and the
-        size per image when a whole batch shares one rANS stream."""
+        """CompressAI's per-image streams (its compress(): g_a, then the EntropyBottleneck's coder) and
+        decompress(), the ideal size from the likelihoods, and the size per image when a whole batch
+        shares one rANS stream. g_a runs once per chunk for all three."""
         coder = RansCoder(entropy_tables(compressor))
         sizes, ideal_bits, decoded, latents = [], [], [], []
         for chunk in _chunks(self.perturbed):
-            compressed = compressor.compress(chunk)
-            sizes += [len(s) for s in compressed["strings"][0]]
-            decoded.append(compressor.decompress(compressed["strings"], compressed["shape"])["x_hat"].clamp(0, 1))
             latent = compressor.g_a(chunk)
+            strings = compressor.entropy_bottleneck.compress(latent)
+            sizes += [len(s) for s in strings]
+            decoded.append(compressor.decompress([strings], latent.shape[-2:])["x_hat"].clamp(0, 1))
             likelihoods = compressor.entropy_bottleneck(latent, training=False)[1]
             ideal_bits.append(-torch.log2(likelihoods).flatten(1).sum(1))
             latents.append(latent.numpy())
@@ -148,10 +149,11 @@ def lowest_matching_quality(sweep: list[CodecResult], reference_accuracy: float,
     return min(matching, key=lambda result: result.settings["quality"])
 
 
+def compressor_with_config(path: Path) -> tuple[FactorizedPrior, dict]:
+    """A compressor checkpoint and its training config (loss, λ, N/M) from the record beside it."""
+    return load_compressor(path), json.loads(path.with_suffix(".record.json").read_text())["config"]
+
+
 def compressor_variants(folder: Path) -> dict[str, tuple[FactorizedPrior, dict]]:
-    """Every compressor checkpoint in ``folder`` with its training config (loss, λ) from its record."""
-    variants = {}
-    for path in sorted(folder.glob("*.pt")):
-        record = json.loads(path.with_suffix(".record.json").read_text())
-        variants[path.stem] = (load_compressor(path), record["config"])
-    return variants
+    """Every compressor checkpoint in ``folder``, by file stem."""
+    return {path.stem: compressor_with_config(path) for path in sorted(folder.glob("*.pt"))}
