@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 from pathlib import Path
@@ -13,35 +14,50 @@ from tqdm import tqdm
 from pmc2.demo.end_to_end import run_all_modes
 from pmc2.evaluation import plots
 from pmc2.evaluation.markdown import render
-from pmc2.evaluation.measurements import EdgeImages, compressor_variants, compressor_with_config, lowest_matching_quality
-from pmc2.export.evaluate import DEFAULT_CHECKPOINTS, TrainedPipeline
+from pmc2.evaluation.measurements import (
+    JPEG_QUALITIES, EdgeImages, compressor_variants, compressor_with_config, lowest_matching_quality,
+)
+from pmc2.export.evaluate import TrainedPipeline
+from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.export.records import git_commit
-from pmc2.runtime.cifar10 import REPO_ROOT, SHARED_DATA, load_evaluation
+from pmc2.runtime.cifar10 import REPO_ROOT, SHARED_DATA, LabelledImages, load_evaluation
 from pmc2.runtime.image_codecs import jpeg_codec, png_codec
 
 BATCH_SIZES = (16, 256)
 PAPER_SUBSAMPLING_QUALITY = 89
 
 
+def measure_pair(pair: ModelPair, data: LabelledImages, phone_quality: int, full: bool) -> dict:
+    """Table 3, privacy and batched-stream numbers for one pair; ``full`` adds the whole JPEG sweep, the
+    4:2:0 ablation and the rate–distortion compressors (the default pair's rate–accuracy curve)."""
+    edge = EdgeImages(TrainedPipeline.load(pair), data, phone_quality)
+    png = edge.pillow(png_codec())
+    jpeg_at = functools.cache(lambda quality: edge.pillow(jpeg_codec(quality), quality=quality, subsampling="4:4:4"))
+    results = {"pair": pair.name, "target": pair.target.stem, "aux": pair.aux.stem,
+               "privacy": edge.privacy(), "s1": edge.s1(), "png": png}
+    compressors = {"shipped": compressor_with_config(pair.compressor)}
+    if full:
+        results["jpeg_sweep"] = [jpeg_at(quality) for quality in tqdm(JPEG_QUALITIES, desc="JPEG 4:4:4 sweep")]
+    results["jpeg_auto"] = auto = lowest_matching_quality(jpeg_at, png.accuracy)
+    if full:
+        results["jpeg_subsampling"] = [
+            result for quality in sorted({auto.settings["quality"], PAPER_SUBSAMPLING_QUALITY})
+            for result in (jpeg_at(quality), edge.pillow(jpeg_codec(quality, "4:2:0"), quality=quality, subsampling="4:2:0"))
+        ]
+        compressors.update(compressor_variants(pair.rate_accuracy))
+    results["neural"] = [
+        edge.neural(model, name, BATCH_SIZES, **{key: config[key] for key in ("loss", "lmbda", "n", "m")})
+        for name, (model, config) in tqdm(compressors.items(), desc=f"neural compressors ({pair.name})")
+    ]
+    results["_grid"] = edge.grid_images(compressors["shipped"][0], 8)
+    return results
+
+
 def measure(args: argparse.Namespace) -> dict:
     data = load_evaluation(args.data)
     if args.limit:
         data = data.subset(slice(0, args.limit))
-    pipeline = TrainedPipeline.load(args.checkpoints)
-    edge = EdgeImages(pipeline, data, args.phone_quality)
-    png = edge.pillow(png_codec())
-    sweep = [edge.pillow(jpeg_codec(quality), quality=quality, subsampling="4:4:4")
-             for quality in tqdm(range(50, 101), desc="JPEG 4:4:4 sweep")]
-    auto = lowest_matching_quality(sweep, png.accuracy)
-    subsampling = [
-        result for quality in sorted({auto.settings["quality"], PAPER_SUBSAMPLING_QUALITY})
-        for result in (next(r for r in sweep if r.settings["quality"] == quality),
-                       edge.pillow(jpeg_codec(quality, "4:2:0"), quality=quality, subsampling="4:2:0"))
-    ]
-    compressors = {"shipped": compressor_with_config(args.checkpoints / "compressor.pt")}
-    compressors.update(compressor_variants(args.checkpoints / "rate_accuracy"))
-    neural = [edge.neural(model, name, BATCH_SIZES, **{key: config[key] for key in ("loss", "lmbda", "n", "m")})
-              for name, (model, config) in tqdm(compressors.items(), desc="neural compressors")]
+    targets = [measure_pair(pair, data, args.phone_quality, full=pair == DEFAULT_PAIR) for pair in PAIRS.values()]
     latency = None
     if args.latency_images:
         latency = run_all_modes(data.subset(slice(0, args.latency_images)), phone_quality=args.phone_quality)
@@ -49,19 +65,17 @@ def measure(args: argparse.Namespace) -> dict:
         "command": " ".join(["python -m pmc2.evaluation", *sys.argv[1:]]),
         "git_commit": git_commit(),
         "data": "bundled 500-image sample" if args.data is None else str(args.data),
-        "images": len(data), "target": "fastnet", "aux": "compact_resnet",
-        "privacy": edge.privacy(), "s1": edge.s1(), "png": png, "jpeg_sweep": sweep, "jpeg_auto": auto,
-        "jpeg_subsampling": subsampling, "neural": neural,
-        "latency": latency, "latency_images": args.latency_images,
-        "_grid": edge.grid_images(compressors["shipped"][0], 8),
+        "images": len(data), "targets": targets, "latency": latency, "latency_images": args.latency_images,
     }
 
 
 def write_report(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    plots.image_grid(results.pop("_grid"), out / "privacy_grid.png")
-    plots.rate_accuracy(results["jpeg_sweep"], results["png"], results["neural"],
-                        results["privacy"]["target_perturbed"], out / "rate_accuracy.png")
+    default = results["targets"][0]
+    for target in results["targets"]:
+        plots.image_grid(target.pop("_grid"), out / f"privacy_grid_{target['pair']}.png")
+    plots.rate_accuracy(default["jpeg_sweep"], default["png"], default["neural"],
+                        default["privacy"]["target_perturbed"], out / "rate_accuracy.png")
     if results["latency"]:
         plots.latency_breakdown(results["latency"], out / "latency.png")
     (out / "report.md").write_text(render(results))
@@ -74,7 +88,6 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED_DATA if SHARED_DATA.exists() else None,
                         help="CIFAR-10 folder; default ../shared/data/cifar10 when present, else the bundled sample")
     parser.add_argument("--limit", type=int, default=None, help="only the first N evaluation images")
-    parser.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
     parser.add_argument("--phone-quality", type=int, default=90, help="the phone's JPEG quality (S1)")
     parser.add_argument("--latency-images", type=int, default=200,
                         help="images per run through the real servers (0: skip the latency section)")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from pmc2.runtime.normalization import to_unit_nchw
 from pmc2.runtime.rans import RansCoder
 
 CHUNK = 500
+JPEG_QUALITIES = range(50, 101)
 
 
 @dataclass
@@ -141,12 +143,21 @@ class EdgeImages:
                 for name, row in rows.items()}
 
 
-def lowest_matching_quality(sweep: list[CodecResult], reference_accuracy: float, tolerance: float = 0.5) -> CodecResult:
-    """The lowest-quality JPEG whose accuracy is within ``tolerance`` points of the reference (PNG)."""
-    matching = [result for result in sweep if result.accuracy >= reference_accuracy - tolerance]
-    if not matching:
-        return max(sweep, key=lambda result: result.accuracy)
-    return min(matching, key=lambda result: result.settings["quality"])
+def lowest_matching_quality(jpeg_at: Callable[[int], CodecResult], reference_accuracy: float,
+                            qualities: Sequence[int] = JPEG_QUALITIES, tolerance: float = 0.5) -> CodecResult:
+    """The lowest JPEG quality whose accuracy is within ``tolerance`` points of the reference (PNG), found
+    by bisection over ``qualities`` (accuracy taken to rise with quality); the highest quality if none is."""
+    threshold = reference_accuracy - tolerance
+    low, high = 0, len(qualities) - 1
+    if jpeg_at(qualities[high]).accuracy < threshold:
+        return jpeg_at(qualities[high])
+    while low < high:
+        middle = (low + high) // 2
+        if jpeg_at(qualities[middle]).accuracy >= threshold:
+            high = middle
+        else:
+            low = middle + 1
+    return jpeg_at(qualities[low])
 
 
 def compressor_with_config(path: Path) -> tuple[FactorizedPrior, dict]:

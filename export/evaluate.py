@@ -19,12 +19,12 @@ from tqdm import tqdm
 from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import load_compressor
 from pmc2.export.data import as_tensors, denormalize, normalize, to_unit
+from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.export.perturbation_loss import per_image_ssim
 from pmc2.export.train_compressor import load_generator
-from pmc2.runtime.cifar10 import REPO_ROOT, LabelledImages, load_evaluation
+from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.image_codecs import jpeg_codec, png_codec
 
-DEFAULT_CHECKPOINTS = REPO_ROOT / "checkpoints"
 
 
 @dataclass
@@ -35,12 +35,9 @@ class TrainedPipeline:
     compressor: torch.nn.Module
 
     @classmethod
-    def load(cls, folder: Path = DEFAULT_CHECKPOINTS, target: str = "fastnet", aux: str = "compact_resnet",
-             compressor: str = "compressor") -> "TrainedPipeline":
-        return cls(
-            load_classifier(folder / f"{target}.pt"), load_classifier(folder / f"{aux}.pt"),
-            load_generator(folder / "generator.pt"), load_compressor(folder / f"{compressor}.pt"),
-        )
+    def load(cls, pair: ModelPair = DEFAULT_PAIR) -> "TrainedPipeline":
+        return cls(load_classifier(pair.target), load_classifier(pair.aux), load_generator(pair.generator),
+                   load_compressor(pair.compressor))
 
 
 def _correct(model: torch.nn.Module, images_normalized: torch.Tensor, labels: torch.Tensor) -> int:
@@ -105,12 +102,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None,
                         help="CIFAR-10 folder (npz or batches-py); default: the bundled 500-image sample")
-    parser.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
-    parser.add_argument("--compressor", default="compressor", help="compressor checkpoint name in --checkpoints")
+    parser.add_argument("--pair", choices=PAIRS, default=DEFAULT_PAIR.name, help="target/aux pair to evaluate")
     parser.add_argument("--jpeg-quality", type=int, default=95)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
-    pipeline = TrainedPipeline.load(args.checkpoints, compressor=args.compressor)
+    pipeline = TrainedPipeline.load(PAIRS[args.pair])
     results = evaluate(pipeline, load_evaluation(args.data), args.jpeg_quality)
     print(format_table(results))
     if args.json:

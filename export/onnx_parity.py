@@ -17,6 +17,7 @@ import torch
 from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import load_compressor
 from pmc2.export.generator import PixelOutput
+from pmc2.export.pairs import ModelPair
 from pmc2.export.train_compressor import load_generator
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.model_bundle import ModelBundle, run_single_output
@@ -98,7 +99,7 @@ def _compare_codec(bundle: ModelBundle, compressor, images_unit: np.ndarray, rep
     # boundary; such images are counted, and the distance of their latent to the boundary reported.
     latent_ort = codec.analyse(images_unit)
     ours = codec.coder.encode(latent_ort)
-    differing = [i for i, (a, b) in enumerate(zip(ours, reference)) if a != b]
+    differing = [i for i, (a, b) in enumerate(zip(ours, reference, strict=True)) if a != b]
     report.end_to_end_stream_mismatches = len(differing)
     if differing:
         medians = codec.coder.tables.medians.reshape(1, -1, 1, 1)
@@ -116,17 +117,14 @@ def _compare_codec(bundle: ModelBundle, compressor, images_unit: np.ndarray, rep
     report.max_abs_difference["g_s"] = float(np.abs(codec.synthesise(reference_by_ours) - expected_x_hat).max())
 
 
-def check_parity(checkpoints: Path, folder: Path, selected: tuple[str, ...], target: str, aux: str,
-                 compressor_name: str, data: LabelledImages | None = None) -> ParityReport:
+def check_parity(pair: ModelPair, folder: Path, selected: tuple[str, ...],
+                 data: LabelledImages | None = None) -> ParityReport:
+    """Compare the bundle in ``folder`` with ``pair``'s torch checkpoints on ``data`` (default: bundled sample)."""
     data = data if data is not None else load_evaluation(None)
     bundle = ModelBundle.open(folder)
-    torch_models = {}
-    if "generator" in selected:
-        torch_models["generator"] = PixelOutput(load_generator(checkpoints / "generator.pt"))
-    if "target" in selected:
-        torch_models["target"] = load_classifier(checkpoints / f"{target}.pt")
-    if "aux" in selected:
-        torch_models["aux"] = load_classifier(checkpoints / f"{aux}.pt")
+    loaders = {"generator": lambda: PixelOutput(load_generator(pair.generator)),
+               "target": lambda: load_classifier(pair.target), "aux": lambda: load_classifier(pair.aux)}
+    torch_models = {name: load() for name, load in loaders.items() if name in selected}
     report = ParityReport(len(data), {}, {})
     images = preprocess(data.images)
     perturbed_unit = np.concatenate([
@@ -134,5 +132,5 @@ def check_parity(checkpoints: Path, folder: Path, selected: tuple[str, ...], tar
         for start in range(0, len(images), 500)
     ])
     if {"g_a", "g_s"} <= set(selected):
-        _compare_codec(bundle, load_compressor(checkpoints / f"{compressor_name}.pt"), perturbed_unit, report)
+        _compare_codec(bundle, load_compressor(pair.compressor), perturbed_unit, report)
     return report

@@ -1,9 +1,12 @@
-"""Export the shipped generator, g_a, g_s, target and auxiliary classifier to ONNX.
+"""Export each pair's generator, g_a, g_s, target and auxiliary classifier to ONNX.
 
-    checkpoints/*.pt ──torch.onnx.export (opset 17, dynamic batch)──▶ onnx_models/<name>.onnx
-                     ──EntropyBottleneck tables──────────────────────▶ onnx_models/entropy_bottleneck.npz
-                     ──files, sha256, I/O, normalisation, provenance──▶ onnx_models/manifest.json
+    checkpoints ──torch.onnx.export (opset 17, dynamic batch)──▶ <bundle>/<name>.onnx
+                ──EntropyBottleneck tables──────────────────────▶ <bundle>/entropy_bottleneck.npz
+                ──files, sha256, I/O, normalisation, provenance──▶ <bundle>/manifest.json
 
+Weights are stored as float16 wherever that is exact (the checkpoints hold float16 values), with a Cast
+that onnxruntime folds away when it loads the model: half the file size, the same numbers. A second
+pair's bundle refers to the default bundle's classifier files instead of copying them.
 Every file is checked (onnx.checker, shape inference) and compared with torch on the bundled images.
 Run from the repository root: ``python export/to_onnx.py``.
 """
@@ -15,17 +18,21 @@ import copy
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from compressai.layers import GDN
+from onnx import numpy_helper
 from torch import nn
 
 from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import entropy_tables, load_compressor
 from pmc2.export.generator import PixelOutput
 from pmc2.export.onnx_parity import check_parity
+from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.export.records import sha256_file
 from pmc2.export.train_compressor import load_generator
 from pmc2.runtime.cifar10 import REPO_ROOT
@@ -33,8 +40,6 @@ from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
 
 OPSET = 17
 MODELS = ("generator", "g_a", "g_s", "target", "aux")
-DEFAULT_OUT = REPO_ROOT / "onnx_models"
-DEFAULT_CHECKPOINTS = REPO_ROOT / "checkpoints"
 MANIFEST_VERSION = 1
 
 
@@ -85,15 +90,40 @@ def checkpoint_provenance(path: Path) -> dict:
     }
 
 
+def store_weights_as_float16(model: onnx.ModelProto) -> None:
+    """Store each float32 weight matrix or kernel that float16 represents exactly as float16 plus a Cast.
+
+    Vectors (biases, BatchNorm statistics) stay float32: they weigh little, and shape-inference tools
+    such as onnxruntime's quantisation pre-processing evaluate small vector Casts symbolically and fail."""
+    casts = []
+    for initializer in model.graph.initializer:
+        if initializer.data_type != onnx.TensorProto.FLOAT or len(initializer.dims) < 2:
+            continue
+        values = numpy_helper.to_array(initializer)
+        half = values.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), values):
+            continue
+        name = initializer.name
+        initializer.CopyFrom(numpy_helper.from_array(half, f"{name}.float16"))
+        casts.append(onnx.helper.make_node("Cast", [f"{name}.float16"], [name], name=f"{name}.to_float32",
+                                           to=onnx.TensorProto.FLOAT))
+    nodes = [*casts, *model.graph.node]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
 def to_onnx_bytes(module: nn.Module, example: torch.Tensor, input_name: str, output_name: str) -> bytes:
     buffer = io.BytesIO()
+    # PRESERVE (the module is in eval mode) keeps BatchNormalization separate instead of folding it into
+    # the convolutions, so the weights stay the checkpoint's float16 values; onnxruntime fuses them on load.
     torch.onnx.export(
-        module.eval(), (example,), buffer, dynamo=False, opset_version=OPSET,
+        module.eval(), (example,), buffer, dynamo=False, opset_version=OPSET, training=torch.onnx.TrainingMode.PRESERVE,
         input_names=[input_name], output_names=[output_name],
         dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}}, do_constant_folding=True,
     )
     model = onnx.load_from_string(buffer.getvalue())
     model.producer_name, model.producer_version = "pmc2.export.to_onnx", ""
+    store_weights_as_float16(model)
     onnx.checker.check_model(model, full_check=True)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     return model.SerializeToString()
@@ -115,34 +145,48 @@ def io_description(model_bytes: bytes) -> dict:
     return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
 
 
-def export_all(checkpoints: Path, out: Path, selected: tuple[str, ...], target: str, aux: str, compressor_name: str) -> dict:
-    """Write the selected ONNX files, the entropy tables and the manifest; return the manifest."""
+def _shared_classifier_entry(bundle: Path, checkpoint: Path, out: Path) -> dict:
+    """The manifest entry of ``bundle``'s model exported from ``checkpoint``, with its file relative to ``out``."""
+    digest = sha256_file(checkpoint)
+    for entry in json.loads((bundle / "manifest.json").read_text())["models"].values():
+        if entry["checkpoint"]["sha256"] == digest:
+            return {**entry, "file": os.path.relpath(bundle / entry["file"], out)}
+    raise ValueError(f"{bundle} has no model exported from {checkpoint}; export that bundle first")
+
+
+def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ...] = MODELS,
+               classifiers_from: Path | None = None) -> dict:
+    """Write the selected ONNX files, the entropy tables and the manifest of ``pair``; return the manifest.
+
+    With ``classifiers_from`` (a bundle folder), target and aux refer to that bundle's files exported from
+    the same checkpoints instead of being exported again."""
+    out = out or pair.onnx_models
     out.mkdir(parents=True, exist_ok=True)
-    generator_path = checkpoints / "generator.pt"
-    compressor_path = checkpoints / f"{compressor_name}.pt"
-    sources = {
-        "generator": generator_path, "g_a": compressor_path, "g_s": compressor_path,
-        "target": checkpoints / f"{target}.pt", "aux": checkpoints / f"{aux}.pt",
-    }
-    compressor = load_compressor(compressor_path) if {"g_a", "g_s"} & set(selected) else None
+    sources = {"generator": pair.generator, "g_a": pair.compressor, "g_s": pair.compressor,
+               "target": pair.target, "aux": pair.aux}
+    compressor = load_compressor(pair.compressor) if {"g_a", "g_s"} & set(selected) else None
     latent_channels = compressor.entropy_bottleneck.channels if compressor else None
     modules = {
-        "generator": lambda: (PixelOutput(load_generator(generator_path)), "images", "perturbed", torch.zeros(1, 3, 32, 32)),
+        "generator": lambda: (PixelOutput(load_generator(pair.generator)), "images", "perturbed", torch.zeros(1, 3, 32, 32)),
         "g_a": lambda: (exportable_transform(compressor.g_a), "images", "latent", torch.zeros(1, 3, 32, 32)),
         "g_s": lambda: (Synthesis(compressor.g_s), "latent", "images", torch.zeros(1, latent_channels, 2, 2)),
-        "target": lambda: (load_classifier(sources["target"]), "images", "logits", torch.zeros(1, 3, 32, 32)),
-        "aux": lambda: (load_classifier(sources["aux"]), "images", "logits", torch.zeros(1, 3, 32, 32)),
+        "target": lambda: (load_classifier(pair.target), "images", "logits", torch.zeros(1, 3, 32, 32)),
+        "aux": lambda: (load_classifier(pair.aux), "images", "logits", torch.zeros(1, 3, 32, 32)),
     }
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest.update({
         "format_version": MANIFEST_VERSION,
+        "pair": pair.name,
         "opset": OPSET,
         "normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD), "layout": "NCHW",
                           "dtype": "float32", "applies_to": "pixels scaled to [0, 1]"},
     })
     models = manifest.setdefault("models", {})
     for name in selected:
+        if classifiers_from is not None and name in ("target", "aux"):
+            models[name] = _shared_classifier_entry(classifiers_from, sources[name], out)
+            continue
         module, input_name, output_name, example = modules[name]()
         model_bytes = to_onnx_bytes(module, example, input_name, output_name)
         (out / f"{name}.onnx").write_bytes(model_bytes)
@@ -151,6 +195,7 @@ def export_all(checkpoints: Path, out: Path, selected: tuple[str, ...], target: 
             **io_description(model_bytes),
             "input_space": {"generator": "normalized", "g_a": "unit", "g_s": "latent"}.get(name, "normalized"),
             "output_space": {"generator": "unit", "g_a": "latent", "g_s": "unit"}.get(name, "logits"),
+            "weights_storage": "float16 where exact, cast to float32 on load",
             "checkpoint": checkpoint_provenance(sources[name]),
         }
         if name in ("target", "aux"):
@@ -163,7 +208,7 @@ def export_all(checkpoints: Path, out: Path, selected: tuple[str, ...], target: 
             "arrays": {"quantized_cdf": "int32 [C, L]", "cdf_length": "int32 [C]", "offset": "int32 [C]",
                        "medians": "float32 [C]"},
             "channels": tables.channels, "latent_size": [2, 2], "precision_bits": 16,
-            "checkpoint": checkpoint_provenance(compressor_path),
+            "checkpoint": checkpoint_provenance(pair.compressor),
         }
     manifest["exporter"] = {"torch": torch.__version__.split("+")[0], "onnx": onnx.__version__}
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -172,22 +217,26 @@ def export_all(checkpoints: Path, out: Path, selected: tuple[str, ...], target: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pair", choices=("all", *PAIRS), default="all",
+                        help="which pair's bundle to export (default: every pair, the default one first)")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
-    parser.add_argument("--target", default="fastnet", help="target classifier checkpoint name")
-    parser.add_argument("--aux", default="compact_resnet", help="auxiliary classifier checkpoint name")
-    parser.add_argument("--compressor", default="compressor", help="compressor checkpoint name")
+    parser.add_argument("--out", type=Path, default=None, help="bundle folder (only with a single --pair)")
     parser.add_argument("--skip-parity", action="store_true", help="do not compare ORT with torch afterwards")
     args = parser.parse_args()
     selected = tuple(name.strip() for name in args.models.split(",") if name.strip())
     unknown = set(selected) - set(MODELS)
     if unknown:
         parser.error(f"unknown model(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODELS)}")
-    export_all(args.checkpoints, args.out, selected, args.target, args.aux, args.compressor)
-    print(f"exported {', '.join(selected)} to {args.out}")
-    if not args.skip_parity:
-        print(check_parity(args.checkpoints, args.out, selected, args.target, args.aux, args.compressor))
+    if args.out is not None and args.pair == "all":
+        parser.error("--out needs a single --pair")
+    pairs = list(PAIRS.values()) if args.pair == "all" else [PAIRS[args.pair]]
+    for pair in pairs:
+        out = args.out or pair.onnx_models
+        shared = None if pair == DEFAULT_PAIR else DEFAULT_PAIR.onnx_models
+        export_all(pair, out, selected, classifiers_from=shared)
+        print(f"exported {', '.join(selected)} of pair {pair.name} to {out}")
+        if not args.skip_parity:
+            print(check_parity(pair, out, selected))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 Loss "rd" (default): λ·255²·MSE(x̂, x') + bpp, λ = 0.01.  Loss "task": the same plus β·CE(target(x̂), y)
 (the distortion term keeps x̂ inside the pixel range; without it the clamp cuts the CE gradient).
+``--decoder-input rounded`` lets g_s see the rounded latent in training as in coding (straight-through
+gradient) while the rate still comes from the noisy latent; the default adds uniform noise as CompressAI.
 Adam (lr 1e-4 main, 1e-3 for the entropy bottleneck's quantiles), ReduceLROnPlateau on the
 validation loss, gradient-norm clip 1.0. The best epoch goes to ``--out/compressor.pt``.
 """
@@ -13,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from compressai.models import FactorizedPrior
 from torch import nn
 from tqdm import tqdm
 
@@ -32,6 +35,7 @@ class CompressorConfig:
     loss: str = "rd"
     lmbda: float = 0.01
     task_weight: float = 1.0
+    decoder_input: str = "noise"
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-4
@@ -59,6 +63,15 @@ def perturb_all(generator: PerturbationGenerator, images: torch.Tensor, labels: 
 def bits_per_pixel(likelihoods: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     num_pixels = images.shape[0] * images.shape[2] * images.shape[3]
     return torch.log(likelihoods).sum() / (-math.log(2) * num_pixels)
+
+
+def forward_with_rounded_latent(model: FactorizedPrior, images: torch.Tensor) -> dict:
+    """The training forward pass with g_s fed round(y − medians) + medians, gradients passed straight through."""
+    latent = model.g_a(images)
+    _, likelihoods = model.entropy_bottleneck(latent)
+    medians = model.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+    rounded = torch.round(latent - medians) + medians
+    return {"x_hat": model.g_s(latent + (rounded - latent).detach()), "likelihoods": {"y": likelihoods}}
 
 
 class CompressorObjective:
@@ -136,7 +149,8 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
             images, labels = train_perturbed[picked], train_labels[picked]
             optimizer.zero_grad(set_to_none=True)
             aux_optimizer.zero_grad(set_to_none=True)
-            terms = objective(model(images), images, labels)
+            output = forward_with_rounded_latent(model, images) if config.decoder_input == "rounded" else model(images)
+            terms = objective(output, images, labels)
             terms["loss"].backward()
             nn.utils.clip_grad_norm_(main_params, config.clip)
             optimizer.step()
@@ -173,11 +187,12 @@ def main() -> None:
     parser.add_argument("--loss", choices=("rd", "task"), default=defaults.loss)
     parser.add_argument("--lmbda", type=float, default=defaults.lmbda)
     parser.add_argument("--task-weight", type=float, default=defaults.task_weight)
+    parser.add_argument("--decoder-input", choices=("noise", "rounded"), default=defaults.decoder_input)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     args = parse_training_args(parser)
     config = CompressorConfig(
-        n=args.n, m=args.m, loss=args.loss, lmbda=args.lmbda, task_weight=args.task_weight,
+        n=args.n, m=args.m, loss=args.loss, lmbda=args.lmbda, task_weight=args.task_weight, decoder_input=args.decoder_input,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, limit=args.limit,
     )
     train(config, args.data, args.generator, args.target, args.out, args.resume, args.init)

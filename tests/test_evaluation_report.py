@@ -10,13 +10,19 @@ from pathlib import Path
 import pytest
 
 from pmc2.evaluation.measurements import CodecResult, lowest_matching_quality
+from pmc2.export.pairs import PAIRS
 
 
-def test_lowest_matching_quality_picks_the_cheapest_jpeg_close_to_png() -> None:
-    sweep = [CodecResult("jpeg", accuracy, 0.0, 0.0, settings={"quality": quality})
-             for quality, accuracy in ((50, 70.0), (60, 84.6), (70, 84.4), (80, 85.2))]
-    assert lowest_matching_quality(sweep, reference_accuracy=85.0).settings["quality"] == 60
-    assert lowest_matching_quality(sweep, reference_accuracy=95.0).settings["quality"] == 80
+def test_lowest_matching_quality_bisects_to_the_cheapest_jpeg_close_to_png() -> None:
+    evaluated = []
+
+    def jpeg_at(quality: int) -> CodecResult:
+        evaluated.append(quality)
+        return CodecResult("jpeg", 60.0 + 0.5 * (quality - 50), 0.0, 0.0, settings={"quality": quality})
+
+    assert lowest_matching_quality(jpeg_at, reference_accuracy=80.0).settings["quality"] == 89
+    assert len(set(evaluated)) <= 8  # of 51 qualities
+    assert lowest_matching_quality(jpeg_at, reference_accuracy=99.0).settings["quality"] == 100
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +35,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_report_files_and_sections(report: Path) -> None:
-    for name in ("report.md", "results.json", "rate_accuracy.png", "privacy_grid.png", "latency.png"):
+    grids = [f"privacy_grid_{name}.png" for name in PAIRS]
+    for name in ("report.md", "results.json", "rate_accuracy.png", "latency.png", *grids):
         assert (report / name).stat().st_size > 0, name
     text = (report / "report.md").read_text()
     for heading in ("Bandwidth and accuracy", "Batched bitstreams", "chroma subsampling", "Rate–accuracy", "Privacy",
@@ -40,12 +47,16 @@ def test_report_files_and_sections(report: Path) -> None:
 def test_report_numbers_are_consistent(report: Path) -> None:
     results = json.loads((report / "results.json").read_text())
     assert results["images"] == 60
-    qualities = [r["settings"]["quality"] for r in results["jpeg_sweep"]]
+    assert [target["pair"] for target in results["targets"]] == list(PAIRS)
+    default = results["targets"][0]
+    qualities = [r["settings"]["quality"] for r in default["jpeg_sweep"]]
     assert qualities == list(range(50, 101))
-    assert results["jpeg_auto"]["settings"]["quality"] in qualities
-    for neural in results["neural"]:
-        batched = neural["batched_bytes"]
-        # one stream per batch saves the per-stream flush and cannot beat the entropy model's ideal size
-        assert neural["ideal_bytes_mean"] - 0.5 <= batched["256"] <= batched["16"] <= neural["bytes_mean"]
+    for target in results["targets"]:
+        assert 50 <= target["jpeg_auto"]["settings"]["quality"] <= 100
+        for neural in target["neural"]:
+            batched = neural["batched_bytes"]
+            # one stream per batch saves the per-stream flush and cannot beat the entropy model's ideal size
+            assert neural["ideal_bytes_mean"] - 0.5 <= batched["256"] <= batched["16"] <= neural["bytes_mean"]
+    assert len(default["neural"]) >= 4  # shipped + rate–distortion compressors at three λ
     assert {"pmc2/neural", "pp-baseline"} <= set(results["latency"])
     assert all(summary["errors"] == 0 for summary in results["latency"].values())

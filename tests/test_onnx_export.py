@@ -6,23 +6,65 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 from pmc2.export.onnx_parity import check_parity
-from pmc2.export.to_onnx import DEFAULT_CHECKPOINTS, MODELS, export_all
+from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
+from pmc2.export.records import sha256_file
+from pmc2.export.to_onnx import MODELS, export_all, store_weights_as_float16
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.model_bundle import DEFAULT_MODELS, ModelBundle, ModelIntegrityError
+from pmc2.runtime.sessions import create_session
+
+EVERY_PAIR = pytest.mark.parametrize("pair", PAIRS.values(), ids=PAIRS.keys())
 
 
-def test_manifest_describes_every_model_and_the_normalisation() -> None:
-    manifest = ModelBundle.open().manifest
-    assert set(manifest["models"]) == set(MODELS)
+@EVERY_PAIR
+def test_manifest_describes_every_model_and_the_normalisation(pair: ModelPair) -> None:
+    bundle = ModelBundle.open(pair.onnx_models)
+    manifest = bundle.manifest
+    assert set(manifest["models"]) == set(MODELS) and manifest["pair"] == pair.name
     assert manifest["opset"] >= 17
     assert manifest["normalization"]["mean"] == [0.4914, 0.4822, 0.4465]
     for entry in manifest["models"].values():
         assert entry["inputs"][0]["shape"][0] == "batch" and entry["inputs"][0]["dtype"] == "float32"
         assert len(entry["sha256"]) == 64 and entry["checkpoint"]["sha256"]
-    ModelBundle.open().verify_all()
+    sources = {"generator": pair.generator, "g_a": pair.compressor, "target": pair.target, "aux": pair.aux}
+    for name, checkpoint in sources.items():
+        assert manifest["models"][name]["checkpoint"]["sha256"] == sha256_file(checkpoint), name
+    bundle.verify_all()
+
+
+def test_second_pair_refers_to_the_default_bundles_classifiers() -> None:
+    for pair in PAIRS.values():
+        models = ModelBundle.open(pair.onnx_models).manifest["models"]
+        for role in ("target", "aux"):
+            resolved = (pair.onnx_models / models[role]["file"]).resolve()
+            assert resolved.parent == DEFAULT_MODELS.resolve(), (pair.name, role)
+
+
+def test_float16_storage_keeps_exact_weights_and_the_outputs(tmp_path: Path) -> None:
+    exact = np.array([[0.5, -2.0], [0.125, 3.0]], dtype=np.float32)
+    inexact = np.array([[0.1, 0.0], [0.0, 0.2]], dtype=np.float32)
+    bias = np.array([0.5, 1.0], dtype=np.float32)  # exact in float16, but a vector: stays float32
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["xw"]), onnx.helper.make_node("MatMul", ["xw", "v"], ["xwv"]),
+         onnx.helper.make_node("Add", ["xwv", "b"], ["y"])],
+        "affine", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(exact, "w"), numpy_helper.from_array(inexact, "v"), numpy_helper.from_array(bias, "b")],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    store_weights_as_float16(model)
+    onnx.checker.check_model(model, full_check=True)
+    stored = {init.name: init.data_type for init in model.graph.initializer}
+    assert stored == {"w.float16": onnx.TensorProto.FLOAT16, "v": onnx.TensorProto.FLOAT, "b": onnx.TensorProto.FLOAT}
+    x = np.array([[1.0, 2.0]], dtype=np.float32)
+    output = create_session(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(output, x @ exact @ inexact + bias, rtol=1e-6)
 
 
 def test_tampered_model_is_refused(tmp_path: Path) -> None:
@@ -35,23 +77,25 @@ def test_tampered_model_is_refused(tmp_path: Path) -> None:
         ModelBundle.open(folder).session("generator")
 
 
-def test_reexport_reproduces_the_committed_files(tmp_path: Path) -> None:
-    export_all(DEFAULT_CHECKPOINTS, tmp_path, MODELS, "fastnet", "compact_resnet", "compressor")
+@EVERY_PAIR
+def test_reexport_reproduces_the_committed_files(pair: ModelPair, tmp_path: Path) -> None:
+    export_all(pair, tmp_path, MODELS, classifiers_from=None if pair == DEFAULT_PAIR else DEFAULT_MODELS)
     fresh = json.loads((tmp_path / "manifest.json").read_text())
-    committed = json.loads((DEFAULT_MODELS / "manifest.json").read_text())
+    committed = json.loads((pair.onnx_models / "manifest.json").read_text())
     for name in MODELS:
         assert fresh["models"][name]["sha256"] == committed["models"][name]["sha256"], name
     assert fresh["entropy_tables"]["sha256"] == committed["entropy_tables"]["sha256"]
 
 
-def test_parity_on_the_bundled_sample() -> None:
-    report = check_parity(DEFAULT_CHECKPOINTS, DEFAULT_MODELS, MODELS, "fastnet", "compact_resnet", "compressor")
+@EVERY_PAIR
+def test_parity_on_the_bundled_sample(pair: ModelPair) -> None:
+    report = check_parity(pair, pair.onnx_models, MODELS)
     assert report.ok(), str(report)
     assert report.bitstreams_identical and report.cross_decode_identical
 
 
-def test_parity_on_all_evaluation_images(shared_cifar: Path) -> None:
-    report = check_parity(DEFAULT_CHECKPOINTS, DEFAULT_MODELS, ("generator", "target", "aux"), "fastnet",
-                          "compact_resnet", "compressor", data=load_evaluation(shared_cifar))
+@EVERY_PAIR
+def test_parity_on_all_evaluation_images(pair: ModelPair, shared_cifar: Path) -> None:
+    report = check_parity(pair, pair.onnx_models, ("generator", "target", "aux"), data=load_evaluation(shared_cifar))
     assert report.images == 5_000
     assert report.ok(), str(report)

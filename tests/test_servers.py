@@ -16,9 +16,11 @@ from aiohttp import web
 from PIL import Image
 
 from pmc2.cloud_server.app import create_app as create_cloud_app
+from pmc2.cloud_server.config import CloudConfig
 from pmc2.demo.local_stack import free_port
 from pmc2.edge_server.app import create_app as create_edge_app
 from pmc2.edge_server.config import EdgeConfig
+from pmc2.export.pairs import PAIRS
 from pmc2.mobile_client.modes import Phone
 from pmc2.mobile_client.run import run_mode, summarize
 from pmc2.runtime.cifar10 import load_evaluation
@@ -83,20 +85,38 @@ async def post_edge(client, edge, body: bytes, content_type: str = "image/jpeg",
         return response.status, await response.json(), response
 
 
-@pytest.mark.parametrize("codec", ["neural", "png", "jpeg"])
-async def test_edge_returns_the_labels_the_runtime_computes(client, edge, codec: str) -> None:
-    bundle = ModelBundle.open()
-    pixels = SAMPLE.images[:4]
+def runtime_labels(bundle: ModelBundle, pixels: np.ndarray, codec: str) -> np.ndarray:
+    """The labels the runtime computes in-process for phone JPEGs of ``pixels`` sent over ``codec``."""
     decoded = np.stack([decode_image_bytes(jpeg(p)) for p in pixels])
     perturbed = perturb(bundle.session("generator"), preprocess(decoded))
     reference = build_codec(codec, bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
-    expected = classify(bundle.session("target"), reference.decode(reference.encode(perturbed)))
+    return classify(bundle.session("target"), reference.decode(reference.encode(perturbed)))
+
+
+@pytest.mark.parametrize("codec", ["neural", "png", "jpeg"])
+async def test_edge_returns_the_labels_the_runtime_computes(client, edge, codec: str) -> None:
+    pixels = SAMPLE.images[:4]
+    expected = runtime_labels(ModelBundle.open(), pixels, codec)
     for index, image in enumerate(pixels):
         status, reply, response = await post_edge(client, edge, jpeg(image), codec=codec)
         assert status == 200, reply
         assert reply["labels"] == [int(expected[index])] and reply["codec"] == codec
         assert reply["s2_bytes"][0] > 0
         assert "generation;dur=" in response.headers["Server-Timing"]
+
+
+async def test_second_pair_is_served_from_its_own_bundle(certificates, client) -> None:
+    bundle_folder = PAIRS["compact_resnet"].onnx_models
+    pixels = SAMPLE.images[:6]
+    expected = runtime_labels(ModelBundle.open(bundle_folder), pixels, "neural")
+    cloud_app = create_cloud_app(CloudConfig(models=bundle_folder, sessions=SESSIONS))
+    async with serve_tls(cloud_app, certificates.cloud, client_ca=certificates.ca) as cloud:
+        edge_app = create_edge_app(edge_config(certificates, cloud.url, models=bundle_folder))
+        async with serve_tls(edge_app, certificates.edge) as edge:
+            for index, image in enumerate(pixels):
+                status, reply, _ = await post_edge(client, edge, jpeg(image), codec="neural")
+                assert status == 200, reply
+                assert reply["labels"] == [int(expected[index])]
 
 
 async def test_one_neural_stream_per_micro_batch(client, edge, cloud) -> None:
@@ -130,7 +150,7 @@ async def test_original_pixels_never_reach_the_cloud(client, edge, cloud) -> Non
     assert len(cloud.bodies) >= 3
     decoded_originals = [decode_image_bytes(p) for p in originals]
     for body in cloud.bodies:
-        for payload, pixels in zip(originals, decoded_originals):
+        for payload, pixels in zip(originals, decoded_originals, strict=True):
             assert payload not in body and pixels.tobytes() not in body
         batch = EncodedBatch.from_bytes(body)
         if batch.codec == "png":

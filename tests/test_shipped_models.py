@@ -7,25 +7,26 @@ from pathlib import Path
 
 import pytest
 
-from pmc2.export.evaluate import DEFAULT_CHECKPOINTS, TrainedPipeline, evaluate
-from pmc2.runtime.cifar10 import REPO_ROOT, load_evaluation, load_split
+from pmc2.export.evaluate import TrainedPipeline, evaluate
+from pmc2.export.pairs import CHECKPOINTS, ONNX_MODELS, PAIRS, ModelPair
+from pmc2.runtime.cifar10 import load_evaluation, load_split
 
-SHIPPED = ("fastnet", "compact_resnet", "generator", "compressor")
-RECORDED = DEFAULT_CHECKPOINTS / "evaluation.json"
+SHIPPED = tuple(sorted({str(path.relative_to(CHECKPOINTS).with_suffix("")) for pair in PAIRS.values()
+                        for path in (pair.target, pair.aux, pair.generator, pair.compressor)}))
 
 
-RATE_ACCURACY = tuple(sorted(path.stem for path in (DEFAULT_CHECKPOINTS / "rate_accuracy").glob("*.pt")))
+RATE_ACCURACY = tuple(sorted(path.stem for path in (CHECKPOINTS / "rate_accuracy").glob("*.pt")))
 
 
 def test_rate_accuracy_compressors_span_three_lambdas() -> None:
-    lambdas = {json.loads((DEFAULT_CHECKPOINTS / "rate_accuracy" / f"{name}.record.json").read_text())["config"]["lmbda"]
+    lambdas = {json.loads((CHECKPOINTS / "rate_accuracy" / f"{name}.record.json").read_text())["config"]["lmbda"]
                for name in RATE_ACCURACY}
     assert len(lambdas) >= 3
 
 
 @pytest.mark.parametrize("name", SHIPPED + tuple(f"rate_accuracy/{name}" for name in RATE_ACCURACY))
 def test_each_checkpoint_has_a_provenance_record(name: str) -> None:
-    record = json.loads((DEFAULT_CHECKPOINTS / f"{name}.record.json").read_text())
+    record = json.loads((CHECKPOINTS / f"{name}.record.json").read_text())
     assert record["checkpoint"] == f"{Path(name).name}.pt"
     assert record["command"] and record["git_commit"] and record["wall_time_seconds"] > 0
     assert len(record["data_sha256"]) == 64 and "seed" in record["config"]
@@ -34,18 +35,19 @@ def test_each_checkpoint_has_a_provenance_record(name: str) -> None:
 def test_records_name_the_real_training_data(shared_cifar: Path) -> None:
     digest = load_split(shared_cifar, "train").sha256()
     for name in SHIPPED:
-        assert json.loads((DEFAULT_CHECKPOINTS / f"{name}.record.json").read_text())["data_sha256"] == digest
+        assert json.loads((CHECKPOINTS / f"{name}.record.json").read_text())["data_sha256"] == digest
 
 
 def test_shipped_model_files_stay_small() -> None:
-    files = [*DEFAULT_CHECKPOINTS.rglob("*.pt"), *(REPO_ROOT / "onnx_models").glob("*.onnx")]
+    files = [*CHECKPOINTS.rglob("*.pt"), *ONNX_MODELS.rglob("*.onnx")]
     files = [f for f in files if not f.name.endswith(".state.pt")]
     assert sum(f.stat().st_size for f in files) < 50 * 1024 * 1024
 
 
-def test_evaluation_reproduces_the_recorded_numbers(shared_cifar: Path) -> None:
-    recorded = json.loads(RECORDED.read_text())
-    fresh = evaluate(TrainedPipeline.load(), load_evaluation(shared_cifar), recorded["jpeg_quality"])
+@pytest.mark.parametrize("pair", PAIRS.values(), ids=PAIRS.keys())
+def test_evaluation_reproduces_the_recorded_numbers(pair: ModelPair, shared_cifar: Path) -> None:
+    recorded = json.loads(pair.evaluation_record.read_text())
+    fresh = evaluate(TrainedPipeline.load(pair), load_evaluation(shared_cifar), recorded["jpeg_quality"])
     assert fresh["images"] == recorded["images"] == 5_000
     for key, value in recorded["accuracy"].items():
         assert fresh["accuracy"][key] == pytest.approx(value, abs=0.2), key
