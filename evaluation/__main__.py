@@ -29,7 +29,7 @@ PAPER_SUBSAMPLING_QUALITY = 89
 
 def measure_pair(pair: ModelPair, data: LabelledImages, phone_quality: int, full: bool) -> dict:
     """Table 3, privacy and batched-stream numbers for one pair; ``full`` adds the whole JPEG sweep, the
-    4:2:0 ablation and the rate–distortion compressors (the default pair's rate–accuracy curve)."""
+    4:2:0 ablation and the extra compressors of the default pair's rate–accuracy curve."""
     edge = EdgeImages(TrainedPipeline.load(pair), data, phone_quality)
     png = edge.pillow(png_codec())
     jpeg_at = functools.cache(lambda quality: edge.pillow(jpeg_codec(quality), quality=quality, subsampling="4:4:4"))

@@ -20,7 +20,8 @@ def _size(result: CodecResult) -> str:
 def _neural_label(result: CodecResult) -> str:
     settings = result.settings
     loss = "rate–distortion" if settings.get("loss") == "rd" else "rate–distortion + target CE"
-    return f"{result.name} ({loss}, λ={settings.get('lmbda')}, N/M={settings.get('n')}/{settings.get('m')})"
+    straight_through = ", straight-through" if settings.get("straight_through") else ""
+    return f"{result.name} ({loss}, λ={settings.get('lmbda')}{straight_through}, N/M={settings.get('n')}/{settings.get('m')})"
 
 
 def _goal(target: dict) -> str:
@@ -78,7 +79,8 @@ def render(results: dict) -> str:
                [[r.settings["subsampling"], str(r.settings["quality"]), _size(r), f"{r.accuracy:.2f}%"]
                 for r in default["jpeg_subsampling"]]),
         "## Rate–accuracy",
-        f"Target `{default['target']}`: JPEG 4:4:4 at every quality 50–100 and the neural compressors above.",
+        f"Target `{default['target']}`: JPEG 4:4:4 at every quality 50–100 and the neural compressors above "
+        "(red: rate–distortion, purple: task-aware; filled: one stream per image, hollow: one per 256 images).",
         "![rate–accuracy](rate_accuracy.png)",
         _table(["JPEG 4:4:4 quality", "S2 bytes", "accuracy"],
                [[str(r.settings["quality"]), f"{r.bytes_mean:.1f}", f"{r.accuracy:.2f}%"]

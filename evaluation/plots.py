@@ -15,8 +15,8 @@ from pmc2.evaluation.measurements import CodecResult  # noqa: E402
 
 def rate_accuracy(jpeg_sweep: list[CodecResult], png: CodecResult, neural: list[CodecResult], perturbed_accuracy: float,
                   path: Path) -> None:
-    """Accuracy vs bytes/image: the JPEG 4:4:4 quality sweep, PNG, and each neural compressor with
-    one stream per image (filled) and one stream per batch of 256 (hollow)."""
+    """Accuracy vs bytes/image: the JPEG 4:4:4 quality sweep, PNG, and each neural compressor (red:
+    rate–distortion, purple: task-aware) with one stream per image (filled) and per 256 images (hollow)."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
     axes.plot([r.bytes_mean for r in jpeg_sweep], [r.accuracy for r in jpeg_sweep], "-", color="tab:blue",
               label="JPEG 4:4:4, quality 50–100")
@@ -26,9 +26,10 @@ def rate_accuracy(jpeg_sweep: list[CodecResult], png: CodecResult, neural: list[
     markers = iter("o^vD<>p*")
     for result in neural:
         marker = next(markers)
-        axes.plot(result.bytes_mean, result.accuracy, marker, color="tab:red", label=f"neural: {result.name}")
+        colour = "tab:red" if result.settings.get("loss") == "rd" else "tab:purple"
+        axes.plot(result.bytes_mean, result.accuracy, marker, color=colour, label=f"neural: {result.name}")
         if 256 in result.batched_bytes:
-            axes.plot(result.batched_bytes[256], result.accuracy, marker, color="tab:red", mfc="none")
+            axes.plot(result.batched_bytes[256], result.accuracy, marker, color=colour, mfc="none")
     axes.axhline(perturbed_accuracy, color="grey", linestyle=":", label="perturbed, uncompressed")
     axes.set_xscale("log")
     axes.set_xlabel("edge→cloud bytes per image (log scale; hollow = one rANS stream per 256 images)")

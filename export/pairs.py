@@ -20,7 +20,7 @@ ONNX_MODELS = REPO_ROOT / "onnx_models"
 class ModelPair:
     """Checkpoint files of one pair and the folder its ONNX bundle is exported to.
 
-    ``rate_accuracy``: folder of extra compressors (one per rate–distortion λ) for the rate–accuracy curve."""
+    ``rate_accuracy``: folder of extra compressors (rate–distortion at several λ, task-aware) for the rate–accuracy curve."""
 
     name: str
     target: Path

@@ -2,8 +2,9 @@
 
 Loss "rd" (default): λ·255²·MSE(x̂, x') + bpp, λ = 0.01.  Loss "task": the same plus β·CE(target(x̂), y)
 (the distortion term keeps x̂ inside the pixel range; without it the clamp cuts the CE gradient).
-``--decoder-input rounded`` lets g_s see the rounded latent in training as in coding (straight-through
-gradient) while the rate still comes from the noisy latent; the default adds uniform noise as CompressAI.
+``--straight-through`` trains on what coding computes: g_s sees the rounded latent (the rate still comes
+from the noisy one) and the target sees the clamped x̂, both with straight-through gradients; without it,
+g_s sees the latent plus uniform noise as in CompressAI.
 Adam (lr 1e-4 main, 1e-3 for the entropy bottleneck's quantiles), ReduceLROnPlateau on the
 validation loss, gradient-norm clip 1.0. The best epoch goes to ``--out/compressor.pt``.
 """
@@ -35,7 +36,7 @@ class CompressorConfig:
     loss: str = "rd"
     lmbda: float = 0.01
     task_weight: float = 1.0
-    decoder_input: str = "noise"
+    straight_through: bool = False
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-4
@@ -65,13 +66,18 @@ def bits_per_pixel(likelihoods: torch.Tensor, images: torch.Tensor) -> torch.Ten
     return torch.log(likelihoods).sum() / (-math.log(2) * num_pixels)
 
 
+def straight_through(exact: torch.Tensor, differentiable: torch.Tensor) -> torch.Tensor:
+    """``exact`` in the forward pass, the gradient of ``differentiable`` in the backward pass."""
+    return differentiable + (exact - differentiable).detach()
+
+
 def forward_with_rounded_latent(model: FactorizedPrior, images: torch.Tensor) -> dict:
     """The training forward pass with g_s fed round(y − medians) + medians, gradients passed straight through."""
     latent = model.g_a(images)
     _, likelihoods = model.entropy_bottleneck(latent)
     medians = model.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
-    rounded = torch.round(latent - medians) + medians
-    return {"x_hat": model.g_s(latent + (rounded - latent).detach()), "likelihoods": {"y": likelihoods}}
+    rounded = straight_through(torch.round(latent - medians) + medians, latent)
+    return {"x_hat": model.g_s(rounded), "likelihoods": {"y": likelihoods}}
 
 
 class CompressorObjective:
@@ -84,7 +90,8 @@ class CompressorObjective:
         terms = {"bpp": bpp, "mse": nn.functional.mse_loss(x_hat, images)}
         terms["loss"] = self.config.lmbda * 255**2 * terms["mse"] + bpp
         if self.config.loss == "task":
-            logits = self.target(normalize(x_hat.clamp(0, 1)))
+            clamped = straight_through(x_hat.clamp(0, 1), x_hat) if self.config.straight_through else x_hat.clamp(0, 1)
+            logits = self.target(normalize(clamped))
             terms["ce"] = nn.functional.cross_entropy(logits, labels)
             terms["loss"] = terms["loss"] + self.config.task_weight * terms["ce"]
         return terms
@@ -149,7 +156,7 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
             images, labels = train_perturbed[picked], train_labels[picked]
             optimizer.zero_grad(set_to_none=True)
             aux_optimizer.zero_grad(set_to_none=True)
-            output = forward_with_rounded_latent(model, images) if config.decoder_input == "rounded" else model(images)
+            output = forward_with_rounded_latent(model, images) if config.straight_through else model(images)
             terms = objective(output, images, labels)
             terms["loss"].backward()
             nn.utils.clip_grad_norm_(main_params, config.clip)
@@ -187,12 +194,13 @@ def main() -> None:
     parser.add_argument("--loss", choices=("rd", "task"), default=defaults.loss)
     parser.add_argument("--lmbda", type=float, default=defaults.lmbda)
     parser.add_argument("--task-weight", type=float, default=defaults.task_weight)
-    parser.add_argument("--decoder-input", choices=("noise", "rounded"), default=defaults.decoder_input)
+    parser.add_argument("--straight-through", action="store_true",
+                        help="train g_s on the rounded latent and the target on the clamped x̂ (straight-through gradients)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     args = parse_training_args(parser)
     config = CompressorConfig(
-        n=args.n, m=args.m, loss=args.loss, lmbda=args.lmbda, task_weight=args.task_weight, decoder_input=args.decoder_input,
+        n=args.n, m=args.m, loss=args.loss, lmbda=args.lmbda, task_weight=args.task_weight, straight_through=args.straight_through,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, limit=args.limit,
     )
     train(config, args.data, args.generator, args.target, args.out, args.resume, args.init)

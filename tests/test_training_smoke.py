@@ -14,7 +14,8 @@ from pmc2.export.perturbation_loss import PerturbationLossConfig
 from pmc2.export.records import load_initial_weights
 from pmc2.export.train_classifier import ClassifierConfig
 from pmc2.export.train_classifier import train as train_classifier
-from pmc2.export.train_compressor import CompressorConfig
+from pmc2.export.compressor import build_compressor
+from pmc2.export.train_compressor import CompressorConfig, forward_with_rounded_latent
 from pmc2.export.train_compressor import train as train_compressor
 from pmc2.export.train_generator import GeneratorConfig
 from pmc2.export.train_generator import train as train_generator
@@ -70,12 +71,13 @@ def test_generator_training_and_resume(classifiers: Path, tiny_cifar: Path, tmp_
     assert saved["base_width"] == 8 and saved["epoch"] == best["epoch"]
 
 
-@pytest.mark.parametrize("loss", ["rd", "task"])
-def test_compressor_training_on_perturbed_images(classifiers: Path, tiny_cifar: Path, tmp_path: Path, loss: str) -> None:
+@pytest.mark.parametrize(("loss", "straight_through"), [("rd", False), ("task", False), ("task", True)])
+def test_compressor_training_on_perturbed_images(classifiers: Path, tiny_cifar: Path, tmp_path: Path, loss: str,
+                                                 straight_through: bool) -> None:
     generator_config = GeneratorConfig(base_width=8, epochs=1, batch_size=32, limit=LIMIT)
     train_generator(generator_config, tiny_cifar, classifiers / "fastnet.pt", classifiers / "compact_resnet.pt",
                     tmp_path, False)
-    config = CompressorConfig(n=32, m=48, loss=loss, epochs=1, batch_size=16, limit=LIMIT)
+    config = CompressorConfig(n=32, m=48, loss=loss, straight_through=straight_through, epochs=1, batch_size=16, limit=LIMIT)
     best = train_compressor(config, tiny_cifar, tmp_path / "generator.pt", classifiers / "fastnet.pt", tmp_path, False)
     assert (tmp_path / "compressor.pt").is_file() and (tmp_path / "compressor.record.json").is_file()
     assert best["validation_bpp"] > 0 and ("train_ce" in best) == (loss == "task")
@@ -97,3 +99,16 @@ def test_init_starts_from_a_checkpoint_and_records_where_it_came_from(classifier
     train_classifier(config, tiny_cifar, tmp_path, False, init=source)
     record = json.loads((tmp_path / "compact_resnet.record.json").read_text())
     assert record["config"]["init"]["sha256"] == origin["sha256"]
+
+
+def test_straight_through_forward_decodes_what_coding_decodes_and_passes_gradients() -> None:
+    torch.manual_seed(0)
+    model = build_compressor(16, 24)
+    images = torch.rand(4, 3, 32, 32)
+    output = forward_with_rounded_latent(model.train(), images)
+    output["x_hat"].sum().backward()
+    assert model.g_a[0].weight.grad is not None and model.g_a[0].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        coded = model.eval()(images)["x_hat"]
+    assert torch.allclose(output["x_hat"], coded, atol=1e-6)
+    assert output["likelihoods"]["y"].shape == coded.new_empty(4, 24, 2, 2).shape
