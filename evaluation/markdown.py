@@ -20,8 +20,7 @@ def _size(result: CodecResult) -> str:
 def _neural_label(result: CodecResult) -> str:
     settings = result.settings
     loss = "rate–distortion" if settings.get("loss") == "rd" else "rate–distortion + target CE"
-    straight_through = ", straight-through" if settings.get("straight_through") else ""
-    return f"{result.name} ({loss}, λ={settings.get('lmbda')}{straight_through}, N/M={settings.get('n')}/{settings.get('m')})"
+    return f"{result.name} ({loss}, λ={settings.get('lmbda')}, N/M={settings.get('n')}/{settings.get('m')})"
 
 
 def _goal(target: dict) -> str:

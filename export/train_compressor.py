@@ -200,8 +200,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=defaults.lr)
     args = parse_training_args(parser)
     config = CompressorConfig(
-        n=args.n, m=args.m, loss=args.loss, lmbda=args.lmbda, task_weight=args.task_weight, straight_through=args.straight_through,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, limit=args.limit,
+        n=args.n, m=args.m, loss=args.loss, lmbda=args.lmbda, task_weight=args.task_weight,
+        straight_through=args.straight_through, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        seed=args.seed, limit=args.limit,
     )
     train(config, args.data, args.generator, args.target, args.out, args.resume, args.init)
 
