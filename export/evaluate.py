@@ -26,7 +26,6 @@ from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.image_codecs import jpeg_codec, png_codec
 
 
-
 @dataclass
 class TrainedPipeline:
     target: torch.nn.Module
