@@ -11,8 +11,7 @@ import torch
 from pmc2.bench.timing import median_seconds
 from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import load_compressor
-from pmc2.export.generator import PerturbationGenerator, PixelOutput
-from pmc2.export.train_compressor import load_generator
+from pmc2.export.generator import PerturbationGenerator, PixelOutput, load_generator
 
 
 def build(name: str, checkpoints: Path, compressor: str) -> tuple[torch.nn.Module, tuple[int, ...]]:

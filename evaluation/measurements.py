@@ -19,9 +19,8 @@ from pmc2.export.compressor import entropy_tables, load_compressor
 from pmc2.export.data import denormalize, normalize
 from pmc2.export.evaluate import TrainedPipeline
 from pmc2.export.perturbation_loss import per_image_ssim
-from pmc2.mobile_client.modes import jpeg_bytes
 from pmc2.runtime.cifar10 import LabelledImages
-from pmc2.runtime.image_codecs import PillowCodec, decode_image_bytes
+from pmc2.runtime.image_codecs import PillowCodec, decode_image_bytes, jpeg_bytes
 from pmc2.runtime.normalization import to_unit_nchw
 from pmc2.runtime.rans import RansCoder
 

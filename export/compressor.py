@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from compressai.models import FactorizedPrior
 
+from pmc2.export.records import shipping_weights
 from pmc2.runtime.rans import EntropyTables
 
 PAPER_N, PAPER_M = 128, 192
@@ -24,12 +25,34 @@ def build_compressor(n: int = PAPER_N, m: int = PAPER_M) -> FactorizedPrior:
     return FactorizedPrior(N=n, M=m)
 
 
+TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
+
+
+class MissingEntropyTables(ValueError):
+    """A compressor checkpoint without its integer CDF tables (they are never recomputed at load)."""
+
+
+def save_compressor(model: FactorizedPrior, path: Path, metadata: dict) -> None:
+    """Write a trained compressor with float16 weights and its entropy tables.
+
+    The tables are computed here, once, from the float16 weights the checkpoint holds (CompressAI's
+    ``update()`` is float math whose last bits depend on the CPU); every later reader takes them as
+    stored, so edge and cloud agree on the bytes whatever CPU computed them."""
+    model.load_state_dict(shipping_weights(model.state_dict()))
+    model.update(force=True)
+    torch.save({"n": model.g_a[0].out_channels, "m": model.entropy_bottleneck.channels, **metadata,
+                "state_dict": shipping_weights(model.state_dict())}, path)
+
+
 def load_compressor(path: Path) -> FactorizedPrior:
-    """Rebuild a compressor from a checkpoint and refresh its integer CDF tables for coding."""
+    """Rebuild a compressor from a checkpoint, with the entropy tables stored in it (never recomputed)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    stored = {name: checkpoint["state_dict"].get(f"entropy_bottleneck.{name}") for name in TABLE_BUFFERS}
+    if any(table is None or table.numel() == 0 for table in stored.values()):
+        raise MissingEntropyTables(f"{path} holds no entropy tables; store them once with "
+                                   "`python -m pmc2.export.store_entropy_tables`")
     model = build_compressor(checkpoint["n"], checkpoint["m"])
     model.load_state_dict(checkpoint["state_dict"])
-    model.update(force=True)
     return model.eval()
 
 

@@ -17,11 +17,11 @@ import torch
 from tqdm import tqdm
 
 from pmc2.export.classifiers import load_classifier
+from pmc2.export.generator import load_generator
 from pmc2.export.compressor import load_compressor
 from pmc2.export.data import as_tensors, denormalize, normalize, to_unit
 from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.export.perturbation_loss import per_image_ssim
-from pmc2.export.train_compressor import load_generator
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.image_codecs import jpeg_codec, png_codec
 

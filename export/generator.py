@@ -1,4 +1,6 @@
-"""The MMSys'22 protective-perturbation generator: a U-Net that adds δ to a normalised image.
+"""Protective-perturbation generators: U-Nets from a normalised image to a perturbed one.
+
+``unet`` (MMSys'22): a plain U-Net that adds δ to the image:
 
     x ──inc──▶ d1 ──▶ d2 ──▶ d3 ──▶ d4 (bottom, 16·base channels)
     │    └──────┴──────┴──────┴── skip connections ──▶ up4 … up1 ──1x1──▶ δ
@@ -9,13 +11,26 @@ the channels run 32 → 512 and the model has 7.77M parameters. The clamp keeps 
 normalised image of the [0, 1] pixel cube, so x' is always a valid picture. ``PixelOutput`` is the
 form that is exported and served: normalised image in, perturbed [0, 1] image out (what the codecs
 and the pp-baseline upload take).
+
+``feature_unet``: a U-Net whose contracting path is FastNet's feature extractor (initialised from a
+trained FastNet, so the generator starts out knowing the class) and whose expanding path draws x'
+from scratch (no identity path from x to x'):
+
+    x ──stem──▶ e0 (24, 32²) ──▶ e1 (64, 16²) ──▶ e2 (256, 8²) ──▶ e3 (256, 4²)
+                 └───────────────┴───────────────┴── skips ──▶ up ×3 ──1x1──▶ x' (inside the pixel cube)
+
+``load_generator`` rebuilds either from a checkpoint, which names its architecture.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from pmc2.export.fast_classifiers import FastNet
 from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
 
 
@@ -37,17 +52,40 @@ class Down(nn.Sequential):
 
 
 class Up(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    """Double the resolution, concatenate the skip, DoubleConv (skip width defaults to in/2 as in a U-Net)."""
+
+    def __init__(self, in_channels: int, out_channels: int, skip_channels: int | None = None) -> None:
         super().__init__()
+        skip_channels = in_channels // 2 if skip_channels is None else skip_channels
         self.up = nn.ConvTranspose2d(in_channels, in_channels // 2, kernel_size=2, stride=2)
-        self.conv = DoubleConv(in_channels, out_channels)
+        self.conv = DoubleConv(skip_channels + in_channels // 2, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat([skip, self.up(x)], dim=1))
 
 
-class PerturbationGenerator(nn.Module):
+class PixelCube(nn.Module):
+    """Bounds of the normalised image of the [0, 1] pixel cube, as buffers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+        self.register_buffer("lower", (0 - mean) / std, persistent=False)
+        self.register_buffer("upper", (1 - mean) / std, persistent=False)
+
+    def clamp(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(torch.maximum(x, self.lower), self.upper)
+
+    def squash(self, x: torch.Tensor) -> torch.Tensor:
+        """Any real tensor into the cube (a sigmoid per pixel)."""
+        return self.lower + (self.upper - self.lower) * torch.sigmoid(x)
+
+
+class PerturbationGenerator(PixelCube):
     """U-Net generator; input and output are normalised NCHW images."""
+
+    architecture = "unet"
 
     def __init__(self, base_width: int = 32) -> None:
         super().__init__()
@@ -57,10 +95,6 @@ class PerturbationGenerator(nn.Module):
         self.downs = nn.ModuleList(Down(widths[i], widths[i + 1]) for i in range(4))
         self.ups = nn.ModuleList(Up(widths[i + 1], widths[i]) for i in reversed(range(4)))
         self.outc = nn.Conv2d(widths[0], 3, kernel_size=1)
-        mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
-        self.register_buffer("lower", (0 - mean) / std, persistent=False)
-        self.register_buffer("upper", (1 - mean) / std, persistent=False)
 
     def perturbation(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.inc(x)]
@@ -72,7 +106,59 @@ class PerturbationGenerator(nn.Module):
         return self.outc(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.minimum(torch.maximum(x + self.perturbation(x), self.lower), self.upper)
+        return self.clamp(x + self.perturbation(x))
+
+
+class FeatureUNet(PixelCube):
+    """U-Net with FastNet's feature extractor as its contracting path; draws x' without adding it to x."""
+
+    architecture = "feature_unet"
+
+    def __init__(self, base_width: int = 32) -> None:
+        super().__init__()
+        self.base_width = base_width
+        encoder = FastNet()
+        self.stem, self.groups = encoder.stem, encoder.layers
+        stem_width = encoder.stem.out_channels
+        widths = [group[0].out_channels for group in encoder.layers]  # 64, 256, 256
+        decoder = [4 * base_width, 2 * base_width, base_width]
+        self.up3 = Up(widths[2], decoder[0], skip_channels=widths[1])
+        self.up2 = Up(decoder[0], decoder[1], skip_channels=widths[0])
+        self.up1 = Up(decoder[1], decoder[2], skip_channels=stem_width)
+        self.outc = nn.Conv2d(decoder[2], 3, kernel_size=1)
+
+    def init_from_fastnet(self, fastnet: FastNet) -> None:
+        """Copy a trained FastNet's stem and conv groups into the contracting path."""
+        self.stem.load_state_dict(fastnet.stem.state_dict())
+        self.groups.load_state_dict(fastnet.layers.state_dict())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e0 = nn.functional.gelu(self.stem(nn.functional.pad(x, (0, 1, 0, 1), mode="replicate")))
+        e1 = self.groups[0](e0)
+        e2 = self.groups[1](e1)
+        e3 = self.groups[2](e2)
+        return self.squash(self.outc(self.up1(self.up2(self.up3(e3, e2), e1), e0)))
+
+
+GENERATORS: dict[str, Callable[[int], PixelCube]] = {
+    PerturbationGenerator.architecture: PerturbationGenerator,
+    FeatureUNet.architecture: FeatureUNet,
+}
+
+
+def build_generator(architecture: str, base_width: int) -> PixelCube:
+    if architecture not in GENERATORS:
+        raise ValueError(f"unknown generator architecture {architecture!r}; choose from {', '.join(GENERATORS)}")
+    return GENERATORS[architecture](base_width)
+
+
+def load_generator(path: Path) -> PixelCube:
+    """A trained generator from its checkpoint (eval mode, frozen); old checkpoints are plain U-Nets."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    generator = build_generator(checkpoint.get("architecture", PerturbationGenerator.architecture),
+                                checkpoint["base_width"])
+    generator.load_state_dict(checkpoint["state_dict"])
+    return generator.eval().requires_grad_(False)
 
 
 class PixelOutput(nn.Module):

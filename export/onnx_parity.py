@@ -16,9 +16,8 @@ import torch
 
 from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import load_compressor
-from pmc2.export.generator import PixelOutput
+from pmc2.export.generator import PixelOutput, load_generator
 from pmc2.export.pairs import ModelPair
-from pmc2.export.train_compressor import load_generator
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.model_bundle import ModelBundle, run_single_output
 from pmc2.runtime.normalization import CIFAR10_STD, denormalize, normalize

@@ -30,11 +30,10 @@ from torch import nn
 
 from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import entropy_tables, load_compressor
-from pmc2.export.generator import PixelOutput
+from pmc2.export.generator import PixelOutput, load_generator
 from pmc2.export.onnx_parity import check_parity
 from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.export.records import sha256_file
-from pmc2.export.train_compressor import load_generator
 from pmc2.runtime.cifar10 import REPO_ROOT
 from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import CPU_M, CPU_N, build_compressor
 from pmc2.export.data import as_tensors, batches, denormalize, normalize
-from pmc2.export.generator import PerturbationGenerator
+from pmc2.export.generator import PixelCube, load_generator
 from pmc2.export.records import RunLog, load_initial_weights, restore_state, save_state, shipping_weights
 from pmc2.export.training_cli import parse_training_args, training_parser
 from pmc2.runtime.cifar10 import load_split, load_validation
@@ -46,15 +46,8 @@ class CompressorConfig:
     limit: int | None = None
 
 
-def load_generator(path: Path) -> PerturbationGenerator:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    generator = PerturbationGenerator(checkpoint["base_width"])
-    generator.load_state_dict(checkpoint["state_dict"])
-    return generator.eval().requires_grad_(False)
-
-
 @torch.inference_mode()
-def perturb_all(generator: PerturbationGenerator, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def perturb_all(generator: PixelCube, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """[0, 1] perturbed images for a whole uint8 set."""
     out = [denormalize(generator(batch)).clamp(0, 1) for batch, _ in tqdm(
         batches(images, labels, 500), total=-(-len(images) // 500), desc="perturbing")]

@@ -7,15 +7,13 @@
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
 import numpy as np
-from PIL import Image
 
-from pmc2.runtime.image_codecs import png_codec
+from pmc2.runtime.image_codecs import jpeg_bytes, png_codec
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.normalization import to_unit_nchw
 from pmc2.runtime.pipeline import perturb, preprocess
@@ -44,12 +42,6 @@ class ImageRecord:
     @property
     def correct(self) -> bool:
         return self.label is not None and self.label == self.truth
-
-
-def jpeg_bytes(pixels: np.ndarray, quality: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
 
 
 async def _post_json(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict) -> dict:

@@ -46,6 +46,18 @@ def decode_image_bytes(payload: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np
         raise ValueError(f"not a decodable image: {error}") from error
 
 
+def jpeg_bytes(pixels: np.ndarray, quality: int) -> bytes:
+    """One uint8 [H,W,3] image as the phone sends it: Pillow's JPEG at ``quality`` (4:2:0 chroma)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def through_phone_jpeg(images_uint8: np.ndarray, quality: int) -> np.ndarray:
+    """uint8 [N,H,W,3] images after the phone's JPEG and the edge's decode (what the edge receives)."""
+    return np.stack([decode_image_bytes(jpeg_bytes(pixels, quality)) for pixels in images_uint8])
+
+
 class PillowCodec:
     """Encode each image with Pillow in a given format."""
 

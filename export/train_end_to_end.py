@@ -1,0 +1,250 @@
+"""Train the generator and the compressor together, with the bitstream's rate in the loss.
+
+The edge's input is the phone's JPEG (quality 90) of each training image, flipped and translated.
+The objective is ``end_to_end_objective`` (target CE on x̂, rate, aux hinge on shifted/erased x̂, an
+inverse-network adversary trained alongside). λ warms up linearly over ``--rate-warmup-epochs``;
+learning rates warm up for 200 steps, then decay on a cosine. bf16 autocast for the networks, float32
+for the compressor. After each epoch the validation images are coded as the runtime codes them
+(rounded latent; bits = −log2 of their likelihoods) and the best epoch's generator and compressor go
+to ``--out/{generator,compressor}.pt``; the compressor's entropy tables are computed there, once.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from pmc2.export.classifiers import load_classifier
+from pmc2.export.compressor import CPU_M, CPU_N, build_compressor, save_compressor
+from pmc2.export.data import as_tensors, denormalize, flip_and_translate, normalize, to_unit
+from pmc2.export.end_to_end_objective import (EndToEndLossConfig, EndToEndObjective, InverseNetwork, per_image_mse,
+                                              shift_and_erase)
+from pmc2.export.generator import FeatureUNet, build_generator
+from pmc2.export.perturbation_loss import per_image_ssim
+from pmc2.export.records import RunLog, load_initial_weights, restore_state, save_state, shipping_weights
+from pmc2.export.train_generator import warmup_cosine
+from pmc2.export.training_cli import parse_training_args, training_parser
+from pmc2.runtime.cifar10 import LabelledImages, load_split, load_validation
+from pmc2.runtime.image_codecs import through_phone_jpeg
+
+PHONE_JPEG_QUALITY = 90
+LR_WARMUP_STEPS = 200
+
+
+@dataclass
+class EndToEndConfig:
+    architecture: str = FeatureUNet.architecture
+    base_width: int = 16
+    n: int = CPU_N
+    m: int = CPU_M
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 5e-4
+    compressor_lr: float = 3e-4
+    quantile_lr: float = 1e-3
+    inverse_lr: float = 1e-3
+    weight_decay: float = 5e-4
+    rate_warmup_epochs: float = 2.0
+    clip: float = 1.0
+    bf16: bool = True
+    seed: int = 0
+    limit: int | None = None
+    loss: EndToEndLossConfig = field(default_factory=EndToEndLossConfig)
+
+
+def edge_inputs(data: LabelledImages) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 NCHW images after the phone's JPEG, and their labels."""
+    received = LabelledImages(through_phone_jpeg(data.images, PHONE_JPEG_QUALITY), data.labels)
+    return as_tensors(received)
+
+
+def class_mean_images(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[10, 3, H, W] mean [0, 1] image of each class: the label-only attacker's best guess under MSE."""
+    unit = to_unit(images)
+    return torch.stack([unit[labels == label].mean(0) for label in range(10)])
+
+
+@torch.inference_mode()
+def validate(objective: EndToEndObjective, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Code the images as the runtime does (rounded latent) and measure accuracy, bits, aux and leakage."""
+    objective.generator.eval(), objective.compressor.eval(), objective.inverse.eval()
+    config, sums = objective.config, dict.fromkeys(
+        ("loss", "bits", "target", "aux", "aux_erased", "abs_ssim", "inverse_mse", "label_only_mse"), 0.0)
+    rng = torch.Generator().manual_seed(0)
+    for start in range(0, len(images), 500):
+        unit, batch_labels = to_unit(images[start : start + 500]), labels[start : start + 500]
+        perturbed = denormalize(objective.generator(normalize(unit)).float()).clamp(0, 1)
+        output = objective.compressor(perturbed)
+        decoded = output["x_hat"].clamp(0, 1)
+        bits = -torch.log2(output["likelihoods"]["y"]).flatten(1).sum(1)
+        target_logits = objective.target(normalize(decoded))
+        ce = torch.nn.functional.cross_entropy(target_logits, batch_labels, reduction="sum")
+        sums["loss"] += (config.target_weight * ce + config.rate_weight * bits.sum()).item()
+        sums["bits"] += bits.sum().item()
+        sums["target"] += (target_logits.argmax(1) == batch_labels).sum().item()
+        sums["aux"] += (objective.aux(normalize(decoded)).argmax(1) == batch_labels).sum().item()
+        erased = shift_and_erase(decoded, config.erase_size, rng)
+        sums["aux_erased"] += (objective.aux(normalize(erased)).argmax(1) == batch_labels).sum().item()
+        sums["abs_ssim"] += per_image_ssim(normalize(unit), normalize(decoded)).abs().sum().item()
+        sums["inverse_mse"] += per_image_mse(objective.inverse(decoded), unit).sum().item()
+        sums["label_only_mse"] += per_image_mse(objective.class_means[batch_labels], unit).sum().item()
+    n = len(images)
+    means = {key: value / n for key, value in sums.items()}
+    return {
+        "validation_loss": means["loss"], "validation_bytes_ideal": means["bits"] / 8,
+        "validation_target_accuracy": 100 * means["target"], "validation_aux_accuracy": 100 * means["aux"],
+        "validation_aux_accuracy_shift_erase": 100 * means["aux_erased"], "validation_abs_ssim": means["abs_ssim"],
+        "validation_inverse_mse": means["inverse_mse"], "validation_label_only_mse": means["label_only_mse"],
+    }
+
+
+
+def build_models(config: EndToEndConfig, generator_init: Path | None,
+                 encoder_init: Path | None, compressor_init: Path | None):
+    """Generator (from a checkpoint, or with FastNet's trained features as its contracting path) and compressor."""
+    generator = build_generator(config.architecture, config.base_width)
+    origins = {}
+    if generator_init:
+        origins["generator"] = load_initial_weights(generator, generator_init)
+    elif encoder_init:
+        encoder = load_classifier(encoder_init)
+        generator.init_from_fastnet(encoder)
+        origins["encoder"] = str(encoder_init)
+    compressor = build_compressor(config.n, config.m)
+    if compressor_init:
+        origins["compressor"] = load_initial_weights(compressor, compressor_init)
+    return generator, compressor, origins
+
+
+def train(config: EndToEndConfig, data: Path, target_path: Path, aux_path: Path, out: Path, resume: bool,
+          generator_init: Path | None = None, encoder_init: Path | None = None,
+          compressor_init: Path | None = None) -> dict:
+    torch.manual_seed(config.seed)
+    train_set, validation = load_split(data, "train"), load_validation(data)
+    if config.limit:
+        train_set, validation = train_set.subset(slice(0, config.limit)), validation.subset(slice(0, config.limit))
+    train_images, train_labels = edge_inputs(train_set)
+    val_images, val_labels = edge_inputs(validation)
+    target = load_classifier(target_path).to(memory_format=torch.channels_last)
+    aux = load_classifier(aux_path).to(memory_format=torch.channels_last)
+    generator, compressor, origins = build_models(config, generator_init, encoder_init, compressor_init)
+    generator = generator.to(memory_format=torch.channels_last)
+    inverse = InverseNetwork()
+    objective = EndToEndObjective(config.loss, generator, compressor, target, aux, inverse,
+                                  class_mean_images(train_images, train_labels), config.bf16)
+
+    compressor_main = [p for name, p in compressor.named_parameters() if not name.endswith(".quantiles")]
+    quantiles = [p for name, p in compressor.named_parameters() if name.endswith(".quantiles")]
+    trained = [*generator.parameters(), *compressor_main]
+    optimizer = torch.optim.AdamW([
+        {"params": list(generator.parameters()), "lr": config.lr},
+        {"params": compressor_main, "lr": config.compressor_lr, "weight_decay": 0.0},
+    ], weight_decay=config.weight_decay)
+    quantile_optimizer = torch.optim.Adam(quantiles, lr=config.quantile_lr)
+    inverse_optimizer = torch.optim.Adam(inverse.parameters(), lr=config.inverse_lr)
+    steps_per_epoch = -(-len(train_images) // config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, LR_WARMUP_STEPS))
+    rng = torch.Generator().manual_seed(config.seed)
+    log = RunLog(out, "end_to_end", train_set.sha256(),
+                 {**asdict(config), "target": str(target_path), "aux": str(aux_path), "init": origins})
+    state_path = out / "end_to_end.state.pt"
+    parts = {"generator": generator, "compressor": compressor, "inverse": inverse, "optimizer": optimizer,
+             "quantile_optimizer": quantile_optimizer, "inverse_optimizer": inverse_optimizer,
+             "scheduler": scheduler, "rng": rng}
+    start_epoch, previous_seconds, best = 0, 0.0, {"validation_loss": float("inf")}
+    if resume and state_path.exists():
+        start_epoch, previous_seconds, best = restore_state(state_path, parts)
+
+    rate_warmup_steps = max(1, int(config.rate_warmup_epochs * steps_per_epoch))
+    for epoch in range(start_epoch, config.epochs):
+        generator.train(), compressor.train(), inverse.train()
+        order = torch.randperm(len(train_images), generator=rng)
+        running = dict.fromkeys(("loss", "bits", "target_ce", "aux_ce", "leak", "inverse_mse", "target_acc"), 0.0)
+        progress = tqdm(range(steps_per_epoch), desc=f"end-to-end epoch {epoch + 1}/{config.epochs}")
+        for index in progress:
+            step = epoch * steps_per_epoch + index
+            picked = order[index * config.batch_size : (index + 1) * config.batch_size]
+            images = to_unit(flip_and_translate(train_images[picked], rng)).contiguous(memory_format=torch.channels_last)
+            labels = train_labels[picked]
+            terms = objective(images, labels, min(1.0, step / rate_warmup_steps), rng)
+            optimizer.zero_grad(set_to_none=True)
+            quantile_optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(trained, config.clip)
+            optimizer.step()
+            scheduler.step()
+            compressor.aux_loss().backward()
+            quantile_optimizer.step()
+            inverse_optimizer.zero_grad(set_to_none=True)
+            inverse_mse = objective.inverse_loss(terms["decoded"], images)
+            inverse_mse.backward()
+            inverse_optimizer.step()
+            values = {key: terms[key].item() for key in ("loss", "bits", "target_ce", "aux_ce", "leak")}
+            values |= {"inverse_mse": inverse_mse.item(), "target_acc": terms["target_correct"].item() / len(labels)}
+            for key in running:
+                running[key] += (values[key] - running[key]) / (index + 1)
+            progress.set_postfix({key: f"{value:.3f}" for key, value in running.items()})
+        metrics = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in running.items()},
+                   **validate(objective, val_images, val_labels)}
+        metrics["seconds"] = round(previous_seconds + log.elapsed(), 1)
+        log.epoch(metrics)
+        tqdm.write(str(metrics))
+        if metrics["validation_loss"] < best["validation_loss"]:
+            best = metrics
+            save_checkpoints(config, generator, compressor, out, log, best, previous_seconds, target_path, aux_path)
+        save_state(state_path, parts, epoch + 1, metrics["seconds"], best)
+    return best
+
+
+def save_checkpoints(config: EndToEndConfig, generator, compressor, out: Path, log: RunLog, best: dict,
+                     previous_seconds: float, target_path: Path, aux_path: Path) -> None:
+    """The best epoch's generator and compressor (entropy tables computed here, once), each with its record."""
+    generator_path = out / "generator.pt"
+    torch.save({"architecture": config.architecture, "base_width": config.base_width, "link_image": config.loss.tie,
+                "state_dict": shipping_weights(generator.state_dict()), "target": str(target_path),
+                "aux": str(aux_path), "epoch": best["epoch"]}, generator_path)
+    log.write_record(generator_path, best, previous_seconds)
+    compressor_path = out / "compressor.pt"
+    save_compressor(copy.deepcopy(compressor), compressor_path, {"loss": "end_to_end", "generator": str(generator_path),
+                                                                 "epoch": best["epoch"]})
+    log.write_record(compressor_path, best, previous_seconds)
+
+
+def main() -> None:
+    defaults, loss_defaults = EndToEndConfig(), EndToEndLossConfig()
+    parser = training_parser(__doc__.splitlines()[0], defaults.epochs, defaults.seed)
+    parser.add_argument("--target", type=Path, default=Path("checkpoints/fastnet.pt"))
+    parser.add_argument("--aux", type=Path, default=Path("checkpoints/compact_resnet.pt"))
+    parser.add_argument("--encoder-init", type=Path, default=Path("checkpoints/fastnet.pt"),
+                        help="a trained FastNet whose features start the feature_unet's contracting path")
+    parser.add_argument("--compressor-init", type=Path, default=Path("checkpoints/compressor.pt"))
+    parser.add_argument("--architecture", default=defaults.architecture)
+    parser.add_argument("--base-width", type=int, default=defaults.base_width)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--compressor-lr", type=float, default=defaults.compressor_lr)
+    parser.add_argument("--rate-warmup-epochs", type=float, default=defaults.rate_warmup_epochs)
+    parser.add_argument("--rate-weight", type=float, default=loss_defaults.rate_weight, help="λ per bit")
+    parser.add_argument("--aux-weight", type=float, default=loss_defaults.aux_weight)
+    parser.add_argument("--inverse-weight", type=float, default=loss_defaults.inverse_weight)
+    parser.add_argument("--tie", choices=("decoded", "distortion"), default=loss_defaults.tie)
+    parser.add_argument("--distortion-weight", type=float, default=loss_defaults.distortion_weight)
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false")
+    args = parse_training_args(parser)
+    loss = EndToEndLossConfig(rate_weight=args.rate_weight, aux_weight=args.aux_weight,
+                              inverse_weight=args.inverse_weight, tie=args.tie, distortion_weight=args.distortion_weight)
+    config = EndToEndConfig(architecture=args.architecture, base_width=args.base_width, epochs=args.epochs,
+                            batch_size=args.batch_size, lr=args.lr, compressor_lr=args.compressor_lr,
+                            rate_warmup_epochs=args.rate_warmup_epochs, bf16=args.bf16, seed=args.seed,
+                            limit=args.limit, loss=loss)
+    train(config, args.data, args.target, args.aux, args.out, args.resume, args.init,
+          None if args.init else args.encoder_init, args.compressor_init)
+
+
+if __name__ == "__main__":
+    main()
