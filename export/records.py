@@ -54,6 +54,7 @@ class RunLog:
     def write_record(self, checkpoint: Path, metrics: dict[str, Any], previous_seconds: float = 0.0) -> None:
         record = {
             "checkpoint": checkpoint.name,
+            "checkpoint_sha256": sha256_file(checkpoint),
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "git_commit": self.commit,
             "data_sha256": self.data_sha256,

@@ -11,6 +11,7 @@ validation loss, gradient-norm clip 1.0. The best epoch goes to ``--out/compress
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,10 +22,10 @@ from torch import nn
 from tqdm import tqdm
 
 from pmc2.export.classifiers import load_classifier
-from pmc2.export.compressor import CPU_M, CPU_N, build_compressor
+from pmc2.export.compressor import CPU_M, CPU_N, build_compressor, save_compressor
 from pmc2.export.data import as_tensors, batches, denormalize, normalize
 from pmc2.export.generator import PixelCube, load_generator
-from pmc2.export.records import RunLog, load_initial_weights, restore_state, save_state, shipping_weights
+from pmc2.export.records import RunLog, load_initial_weights, restore_state, save_state
 from pmc2.export.training_cli import parse_training_args, training_parser
 from pmc2.runtime.cifar10 import load_split, load_validation
 
@@ -169,9 +170,8 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
         tqdm.write(str(metrics))
         if metrics["validation_loss"] < best["validation_loss"]:
             best = metrics
-            torch.save({"n": config.n, "m": config.m, "loss": config.loss, "lmbda": config.lmbda,
-                        "generator": str(generator_path), "epoch": epoch + 1, "state_dict": shipping_weights(model.state_dict())},
-                       checkpoint)
+            save_compressor(copy.deepcopy(model), checkpoint, {"loss": config.loss, "lmbda": config.lmbda,
+                                                               "generator": str(generator_path), "epoch": epoch + 1})
             log.write_record(checkpoint, best, previous_seconds)
         save_state(state_path, parts, epoch + 1, metrics["seconds"], best)
     return best

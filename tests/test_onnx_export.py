@@ -9,14 +9,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import numpy_helper
 
+from pmc2.export.compressor import TABLE_BUFFERS, MissingEntropyTables, entropy_tables, load_compressor
 from pmc2.export.onnx_parity import check_parity
 from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.export.records import sha256_file
+from pmc2.export.store_entropy_tables import computed_tables, store_tables
 from pmc2.export.to_onnx import MODELS, export_all, store_weights_as_float16
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.model_bundle import DEFAULT_MODELS, ModelBundle, ModelIntegrityError
+from pmc2.runtime.rans import EntropyTables
 from pmc2.runtime.sessions import create_session
 
 EVERY_PAIR = pytest.mark.parametrize("pair", PAIRS.values(), ids=PAIRS.keys())
@@ -99,3 +103,53 @@ def test_parity_on_all_evaluation_images(pair: ModelPair, shared_cifar: Path) ->
     report = check_parity(pair, pair.onnx_models, ("generator", "target", "aux"), data=load_evaluation(shared_cifar))
     assert report.images == 5_000
     assert report.ok(), str(report)
+
+
+def test_loading_a_compressor_keeps_its_stored_tables_and_never_recomputes(tmp_path: Path) -> None:
+    checkpoint = torch.load(DEFAULT_PAIR.compressor, map_location="cpu", weights_only=False)
+    recomputed = computed_tables(checkpoint)["_quantized_cdf"]
+    stored = recomputed.clone()
+    stored[0, 1] += 1  # a table that update() would never give
+    path = tmp_path / "compressor.pt"
+    torch.save(checkpoint, path)
+    store_tables(path, {"_quantized_cdf": stored})
+    loaded = entropy_tables(load_compressor(path)).quantized_cdf
+    np.testing.assert_array_equal(loaded, stored.numpy())
+    assert not np.array_equal(loaded, recomputed.numpy())
+
+
+def test_a_compressor_without_tables_is_refused(tmp_path: Path) -> None:
+    checkpoint = torch.load(DEFAULT_PAIR.compressor, map_location="cpu", weights_only=False)
+    for name in TABLE_BUFFERS:
+        checkpoint["state_dict"][f"entropy_bottleneck.{name}"] = torch.empty(0, dtype=torch.int32)
+    torch.save(checkpoint, tmp_path / "compressor.pt")
+    with pytest.raises(MissingEntropyTables, match="store_entropy_tables"):
+        load_compressor(tmp_path / "compressor.pt")
+
+
+def test_shipped_tables_are_the_ones_stored_in_each_checkpoint() -> None:
+    for pair in PAIRS.values():
+        shipped = ModelBundle.open(pair.onnx_models).entropy_tables()
+        stored = entropy_tables(load_compressor(pair.compressor))
+        for name in ("quantized_cdf", "cdf_length", "offset", "medians"):
+            np.testing.assert_array_equal(getattr(shipped, name), getattr(stored, name), err_msg=f"{pair.name}: {name}")
+
+
+def test_parity_reports_streams_written_with_other_tables_without_crashing(tmp_path: Path) -> None:
+    """Same symbols, other bytes: the bundle's tables are not the checkpoint's. Parity must say so."""
+    folder = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_MODELS, folder)
+    tables = EntropyTables.load(folder / "entropy_bottleneck.npz")
+    cdf = tables.quantized_cdf.copy()
+    lengths = tables.cdf_length
+    for channel in range(len(cdf)):  # move probability between the two most likely symbols of each channel
+        top = np.argsort(np.diff(cdf[channel, : lengths[channel]]))[-2:]
+        cdf[channel, min(top) + 1 : max(top) + 1] += 64 if top[0] < top[1] else -64
+    EntropyTables(cdf, lengths, tables.offset, tables.medians).save(folder / "entropy_bottleneck.npz")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["entropy_tables"]["sha256"] = sha256_file(folder / "entropy_bottleneck.npz")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    report = check_parity(DEFAULT_PAIR, folder, ("g_a", "g_s"))
+    assert report.streams_differing_without_a_flip > 0 and report.bitstreams_identical is False
+    assert not report.ok()
+    assert "FAILED" in str(report)

@@ -9,6 +9,7 @@ import pytest
 
 from pmc2.export.evaluate import TrainedPipeline, evaluate
 from pmc2.export.pairs import CHECKPOINTS, ONNX_MODELS, PAIRS, ModelPair
+from pmc2.export.records import sha256_file
 from pmc2.runtime.cifar10 import load_evaluation, load_split
 
 SHIPPED = tuple(sorted({str(path.relative_to(CHECKPOINTS).with_suffix("")) for pair in PAIRS.values()
@@ -30,6 +31,7 @@ def test_each_checkpoint_has_a_provenance_record(name: str) -> None:
     assert record["checkpoint"] == f"{Path(name).name}.pt"
     assert record["command"] and record["git_commit"] and record["wall_time_seconds"] > 0
     assert len(record["data_sha256"]) == 64 and "seed" in record["config"]
+    assert record["checkpoint_sha256"] == sha256_file(CHECKPOINTS / f"{name}.pt")
 
 
 def test_records_name_the_real_training_data(shared_cifar: Path) -> None:
