@@ -19,7 +19,8 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from tqdm import tqdm
 
 from pmc2.bench.timing import median_seconds
-from pmc2.runtime.cifar10 import REPO_ROOT, SHARED_DATA, load_evaluation, load_validation
+from pmc2.runtime.cifar10 import load_evaluation, load_validation
+from pmc2.runtime.paths import REPORTS, SHARED_DATA
 from pmc2.runtime.model_bundle import DEFAULT_MODELS, run_single_output
 from pmc2.runtime.normalization import normalize
 from pmc2.runtime.pipeline import perturb, preprocess
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="evaluation images (default all 5,000)")
     parser.add_argument("--calibration-images", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "bench" / "int8.json")
+    parser.add_argument("--out", type=Path, default=REPORTS / "bench" / "int8.json")
     args = parser.parse_args()
     evaluation = load_evaluation(args.data)
     if args.limit:

@@ -22,7 +22,7 @@ from tqdm import tqdm  # noqa: E402
 
 from pmc2.export.generator import PerturbationGenerator, PixelOutput  # noqa: E402
 from pmc2.export.to_onnx import to_onnx_bytes  # noqa: E402
-from pmc2.runtime.cifar10 import REPO_ROOT  # noqa: E402
+from pmc2.runtime.paths import CHECKPOINTS, ONNX_MODELS, REPO_ROOT, REPORTS  # noqa: E402
 
 MODELS = ("generator", "generator_base32", "g_a", "g_s", "target", "aux")
 BATCHES = (1, 16, 256)
@@ -145,10 +145,10 @@ def format_table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=Path, default=REPO_ROOT / "onnx_models")
-    parser.add_argument("--checkpoints", type=Path, default=REPO_ROOT / "checkpoints")
+    parser.add_argument("--models", type=Path, default=ONNX_MODELS)
+    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINTS)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "bench")
+    parser.add_argument("--out", type=Path, default=REPORTS / "bench")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = benchmark(args.models, args.checkpoints, args.repeats)

@@ -1,7 +1,7 @@
 """The untrusted cloud server: decode the edge's batch, classify it, return labels.
 
     POST /v1/classify  (application/x-pmc2: neural / png / jpeg batch)
-      → {"labels": [...], "timings_ms": {"decompression", "recognition", "other_cloud"}, "bytes_received"}
+      → {"labels": [...], "classes": [...], "timings_ms": {"decompression", "recognition", "other_cloud"}, "bytes_received"}
     GET /healthz · /readyz · /metrics
 """
 
@@ -41,6 +41,7 @@ async def classify_handler(request: web.Request) -> web.Response:
     total_ms = 1e3 * (time.perf_counter() - start)
     return web.json_response({
         "labels": result.labels,
+        "classes": [request.app[RECOGNIZER].class_names[label] for label in result.labels],
         "codec": batch.codec,
         "bytes_received": len(body),
         "timings_ms": {

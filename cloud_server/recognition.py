@@ -31,6 +31,7 @@ class Recognition:
 class CloudRecognizer:
     def __init__(self, bundle: ModelBundle, settings: SessionSettings, max_image_pixels: int) -> None:
         self.target = bundle.session("target", settings)
+        self.class_names = bundle.class_names
         self.neural = build_codec("neural", bundle, g_s=bundle.session("g_s", settings))
         self.max_image_pixels = max_image_pixels
 

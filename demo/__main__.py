@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pmc2.demo.end_to_end import run_all_modes
 from pmc2.mobile_client.image_sources import load_images
-from pmc2.mobile_client.run import format_summaries
+from pmc2.mobile_client.run import format_accuracy_by_class, format_summaries
 
 
 def main() -> None:
@@ -29,6 +29,7 @@ def main() -> None:
     summaries = run_all_modes(data, args.concurrency, args.jpeg_quality)
     print(f"{len(data)} images, one request each, concurrency {args.concurrency}")
     print(format_summaries(summaries))
+    print(format_accuracy_by_class(summaries))
     if args.json:
         args.json.write_text(json.dumps(summaries, indent=2) + "\n")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -26,8 +27,17 @@ def fetch_tls_files(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def bearer_token(args: argparse.Namespace) -> str:
+    """The token from --token-uri or the --token-env variable; an edge never starts without one by accident."""
+    token = fetch_secret(args.token_uri).decode().strip() if args.token_uri else os.environ.get(args.token_env, "")
+    if not token:
+        raise ValueError(f"no bearer token: set {args.token_env} or --token-uri "
+                         "(or, for development only, pass --insecure-dev-no-auth)")
+    return token
+
+
 def main() -> None:
-    defaults = EdgeConfig()
+    defaults = EdgeConfig  # the dataclass holds its field defaults
     parser = argparse.ArgumentParser(description="PMC² secure edge server (HTTPS)")
     add_server_arguments(parser, default_port=9443, cert_required=False)
     parser.add_argument("--cloud-url", default=defaults.cloud_url)
@@ -45,6 +55,8 @@ def main() -> None:
     parser.add_argument("--cloud-client-cert-uri", default=None, help="fetch the mutual-TLS PEM from here")
     parser.add_argument("--cloud-ca-uri", default=None, help="fetch the cloud's CA from here")
     parser.add_argument("--token-uri", default=None, help="fetch the bearer token from here instead of --token-env")
+    parser.add_argument("--insecure-dev-no-auth", action="store_true",
+                        help="DEVELOPMENT ONLY: serve every caller without a bearer token")
     args = parser.parse_args()
     try:
         args = fetch_tls_files(args)
@@ -52,16 +64,20 @@ def main() -> None:
             parser.error("give --cert or --cert-uri")
         config = EdgeConfig(
             cloud_url=args.cloud_url, cloud_ca=args.cloud_ca, cloud_client_cert=args.cloud_client_cert,
-            token=fetch_secret(args.token_uri).decode().strip() if args.token_uri else os.environ.get(args.token_env),
+            token=None if args.insecure_dev_no_auth else bearer_token(args),
+            allow_unauthenticated=args.insecure_dev_no_auth,
             codec=args.codec, jpeg_quality=args.jpeg_quality,
             resize_policy=args.resize_policy, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
             cloud_timeout_s=args.cloud_timeout, model_key_uri=args.model_key_uri, sessions=session_settings(args),
             **({"models": args.models} if args.models else {}),
         )
-        open_edge_bundle(config)
-    except (ModelIntegrityError, SecretUnavailable, FileNotFoundError) as error:
+        bundle = open_edge_bundle(config)
+    except (ModelIntegrityError, SecretUnavailable, FileNotFoundError, ValueError) as error:
         raise SystemExit(f"pmc2 edge: refusing to start: {error}") from None
-    serve(create_app(config), args)
+    if config.allow_unauthenticated:
+        logging.getLogger("pmc2.edge").warning("INSECURE: --insecure-dev-no-auth: this edge serves ANY caller "
+                                               "without a bearer token; never use it outside development")
+    serve(create_app(config, bundle), args)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     POST /v1/recognize  (Bearer token; image/jpeg, image/png, or application/x-pmc2 batch of them;
                          ?codec=neural|png|jpeg overrides the configured edge→cloud codec)
-      → {"labels", "s2_bytes", "batch_size", "timings_ms": {decode, queue, generation, compression,
+      → {"labels", "classes", "s2_bytes", "batch_size", "timings_ms": {decode, queue, generation, compression,
          network_edge_cloud, decompression, recognition, other_cloud, other_edge, total_edge}}
     GET /healthz · /readyz · /metrics
 """
@@ -42,9 +42,9 @@ class ImageResult:
 class EdgeState:
     """Everything a running edge holds: models, the worker thread, the cloud link, one batcher per codec."""
 
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, bundle: ModelBundle) -> None:
         self.config = config
-        bundle = open_edge_bundle(config)
+        self.class_names = bundle.class_names
         self.protector = EdgeProtector(bundle, config.sessions, config.jpeg_quality)
         # One worker: the ORT sessions already use every CPU the process has.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-ort")
@@ -95,9 +95,10 @@ STATE = web.AppKey("state", EdgeState)
 CONFIG = web.AppKey("config", EdgeConfig)
 
 
-def _authorized(request: web.Request, token: str | None) -> bool:
-    if token is None:
+def _authorized(request: web.Request, config: EdgeConfig) -> bool:
+    if config.allow_unauthenticated:
         return True
+    token = config.token
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(presented.encode(), token.encode())
 
@@ -118,7 +119,7 @@ def _server_timing(timings: dict[str, float]) -> str:
 async def recognize_handler(request: web.Request) -> web.Response:
     start = time.perf_counter()
     config, state = request.app[CONFIG], request.app[STATE]
-    if not _authorized(request, config.token):
+    if not _authorized(request, config):
         return json_error(401, "missing or wrong bearer token")
     codec = request.query.get("codec", config.codec)
     if codec not in CODECS:
@@ -147,6 +148,7 @@ async def recognize_handler(request: web.Request) -> web.Response:
     timings["total_edge"] = total_ms
     response = web.json_response({
         "labels": [r.label for r in results],
+        "classes": [state.class_names[r.label] for r in results],
         "s2_bytes": [r.s2_bytes for r in results],
         "codec": codec,
         "batch_size": results[0].batch_size,
@@ -156,15 +158,16 @@ async def recognize_handler(request: web.Request) -> web.Response:
     return response
 
 
-async def _edge_state(app: web.Application) -> AsyncIterator[None]:
-    app[STATE] = EdgeState(app[CONFIG])
-    yield
-    await app[STATE].close()
-
-
-def create_app(config: EdgeConfig = EdgeConfig()) -> web.Application:
+def create_app(config: EdgeConfig, bundle: ModelBundle | None = None) -> web.Application:
+    """The edge app; ``bundle``, when the caller has already opened and checked it, is used as it is."""
     app = service_app("pmc2_edge", config.max_body_bytes, ready_key=STATE)
     app[CONFIG] = config
-    app.cleanup_ctx.append(_edge_state)
+
+    async def edge_state(app: web.Application) -> AsyncIterator[None]:
+        app[STATE] = EdgeState(config, bundle or open_edge_bundle(config))
+        yield
+        await app[STATE].close()
+
+    app.cleanup_ctx.append(edge_state)
     app.router.add_post("/v1/recognize", recognize_handler)
     return app

@@ -18,7 +18,8 @@ class EdgeConfig:
     cloud_url: str = "https://localhost:8443"
     cloud_ca: Path | None = None  # CA that signed the cloud's certificate (None: system trust store)
     cloud_client_cert: Path | None = None  # PEM with key and certificate, for mutual TLS to the cloud
-    token: str | None = None  # bearer token the mobile client must present (None: no auth, dev only)
+    token: str | None = None  # bearer token every client must present
+    allow_unauthenticated: bool = False  # development only: serve without a token
     codec: str = "neural"
     jpeg_quality: int = 95
     resize_policy: str = "resize"  # or "reject": inputs that are not 32x32
@@ -34,6 +35,11 @@ class EdgeConfig:
     sessions: SessionSettings = field(default_factory=SessionSettings)
 
     def __post_init__(self) -> None:
+        if self.token is None and not self.allow_unauthenticated:
+            raise ValueError("the edge needs a bearer token (PMC2_EDGE_TOKEN, --token-uri); serving without one "
+                             "takes --insecure-dev-no-auth")
+        if self.token is not None and self.allow_unauthenticated:
+            raise ValueError("give a token or allow unauthenticated access, not both")
         if self.resize_policy not in ("resize", "reject"):
             raise ValueError(f"resize_policy must be 'resize' or 'reject', got {self.resize_policy!r}")
         if self.codec not in CODECS:

@@ -20,7 +20,8 @@ from pmc2.evaluation.measurements import (
 from pmc2.export.evaluate import TrainedPipeline
 from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.export.records import git_commit
-from pmc2.runtime.cifar10 import REPO_ROOT, SHARED_DATA, LabelledImages, load_evaluation
+from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
+from pmc2.runtime.paths import REPORTS, SHARED_DATA
 from pmc2.runtime.image_codecs import jpeg_codec, png_codec
 
 BATCH_SIZES = (16, 256)
@@ -91,7 +92,7 @@ def main() -> None:
     parser.add_argument("--phone-quality", type=int, default=90, help="the phone's JPEG quality (S1)")
     parser.add_argument("--latency-images", type=int, default=200,
                         help="images per run through the real servers (0: skip the latency section)")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "evaluation")
+    parser.add_argument("--out", type=Path, default=REPORTS / "evaluation")
     args = parser.parse_args()
     results = measure(args)
     write_report(results, args.out)

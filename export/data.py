@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pmc2.runtime.cifar10 import SAMPLE_FILE, SHARED_DATA, SPLIT_FILE, LabelledImages, load_split
+from pmc2.runtime.cifar10 import SAMPLE_FILE, SPLIT_FILE, LabelledImages, load_split
+from pmc2.runtime.paths import SHARED_DATA
 from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
 
 SAMPLE_SIZE = 500

@@ -10,10 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pmc2.runtime.cifar10 import REPO_ROOT
+from pmc2.runtime.paths import CHECKPOINTS, ONNX_MODELS
 
-CHECKPOINTS = REPO_ROOT / "checkpoints"
-ONNX_MODELS = REPO_ROOT / "onnx_models"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from pmc2.runtime.cifar10 import REPO_ROOT
+from pmc2.runtime.paths import REPO_ROOT
 
 
 def sha256_file(path: Path) -> str:

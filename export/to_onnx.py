@@ -34,7 +34,8 @@ from pmc2.export.generator import PixelOutput, load_generator
 from pmc2.export.onnx_parity import check_parity
 from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.export.records import sha256_file
-from pmc2.runtime.cifar10 import REPO_ROOT
+from pmc2.runtime.cifar10 import CLASSES
+from pmc2.runtime.paths import REPO_ROOT
 from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
 
 OPSET = 17
@@ -178,6 +179,7 @@ def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ..
         "format_version": MANIFEST_VERSION,
         "pair": pair.name,
         "opset": OPSET,
+        "classes": list(CLASSES),
         "normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD), "layout": "NCHW",
                           "dtype": "float32", "applies_to": "pixels scaled to [0, 1]"},
     })

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from pmc2.runtime.cifar10 import SHARED_DATA
+from pmc2.runtime.paths import SHARED_DATA
 
 
 def training_parser(description: str, epochs: int, seed: int) -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ import numpy as np
 
 from pmc2.mobile_client.image_sources import load_images
 from pmc2.mobile_client.modes import MODES, Phone
-from pmc2.mobile_client.run import format_summaries, run_mode, summarize
+from pmc2.mobile_client.run import format_accuracy_by_class, format_summaries, run_mode, summarize
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.wire_format import CODEC_IDS
 from pmc2.serving.tls import client_context
@@ -44,7 +44,9 @@ def main() -> None:
                   ModelBundle.open() if args.mode == "pp-baseline" else None)
     records = asyncio.run(run_mode(phone, args.mode, data, client_context(args.ca), args.concurrency, args.rate))
     summary = summarize(records)
-    print(format_summaries({f"{args.mode}/{args.edge_codec}" if args.mode == "pmc2" else args.mode: summary}))
+    rows = {f"{args.mode}/{args.edge_codec}" if args.mode == "pmc2" else args.mode: summary}
+    print(format_summaries(rows))
+    print(format_accuracy_by_class(rows))
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "records": [asdict(r) for r in records]}, indent=1))
 

@@ -33,6 +33,7 @@ class ImageRecord:
     index: int
     truth: int
     label: int | None = None
+    class_name: str | None = None
     s1_bytes: int | None = None
     s2_bytes: int | None = None
     end_to_end_ms: float | None = None
@@ -71,7 +72,8 @@ class Phone:
         reply = await _post_json(session, self.edge_url, payload, {**self.headers, "Content-Type": "image/jpeg"})
         done = time.perf_counter()
         edge = reply["timings_ms"]
-        record.label, record.s1_bytes, record.s2_bytes = reply["labels"][0], len(payload), reply["s2_bytes"][0]
+        record.label, record.class_name = reply["labels"][0], reply["classes"][0]
+        record.s1_bytes, record.s2_bytes = len(payload), reply["s2_bytes"][0]
         record.stages_ms = {
             "jpeg_mobile": 1e3 * (encoded - start),
             "network_mobile_edge": max(0.0, 1e3 * (done - encoded) - edge["total_edge"]),
@@ -90,7 +92,7 @@ class Phone:
         reply = await _post_json(session, self.cloud_url, body, {"Content-Type": CONTENT_TYPE})
         done = time.perf_counter()
         cloud = reply["timings_ms"]
-        record.label, record.s2_bytes = reply["labels"][0], len(payload)
+        record.label, record.class_name, record.s2_bytes = reply["labels"][0], reply["classes"][0], len(payload)
         record.stages_ms = {
             "generation": generation_ms, "compression": 1e3 * (encoded - encode_start),
             "network_edge_cloud": max(0.0, 1e3 * (done - encoded) - cloud["total_cloud"]),

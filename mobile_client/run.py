@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pmc2.mobile_client.modes import STAGES, ImageRecord, Phone
-from pmc2.runtime.cifar10 import LabelledImages
+from pmc2.runtime.cifar10 import CLASSES, LabelledImages
 
 
 async def run_mode(phone: Phone, mode: str, data: LabelledImages, ssl_context: ssl.SSLContext,
@@ -62,6 +62,10 @@ def summarize(records: list[ImageRecord]) -> dict:
         "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
         "latency_p99_ms": float(np.percentile(latencies, 99)) if latencies else None,
         "throughput_images_per_s": len(done) / elapsed if elapsed else None,
+        "accuracy_by_class": {
+            name: 100.0 * sum(r.correct for r in done if r.truth == label) / count
+            for label, name in enumerate(CLASSES) if (count := sum(r.truth == label for r in records))
+        },
         "stage_medians_ms": {
             stage: statistics.median(values)
             for stage in STAGES
@@ -84,4 +88,14 @@ def format_summaries(rows: dict[str, dict]) -> str:
             f"{show(s['latency_p50_ms']):>8}{show(s['latency_p99_ms']):>8}{show(s['throughput_images_per_s']):>8}"
             f"{s['errors']:>5}  {stages}"
         )
+    return "\n".join(lines)
+
+
+def format_accuracy_by_class(rows: dict[str, dict]) -> str:
+    """Accuracy per true class (by name), one column per run."""
+    names = list(rows)
+    lines = [f"{'class':<12}" + "".join(f"{name:>16}" for name in names)]
+    for class_name in CLASSES:
+        cells = [rows[name]["accuracy_by_class"].get(class_name) for name in names]
+        lines.append(f"{class_name:<12}" + "".join("-".rjust(16) if c is None else f"{c:>15.1f}%" for c in cells))
     return "\n".join(lines)

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BUNDLED_DATA = REPO_ROOT / "data"
+from pmc2.runtime.paths import BUNDLED_DATA
+
 SAMPLE_FILE = BUNDLED_DATA / "cifar10_eval_sample.npz"
 SPLIT_FILE = BUNDLED_DATA / "cifar10_test_split.json"
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "cifar10"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 

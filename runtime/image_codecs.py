@@ -10,7 +10,7 @@ import io
 from typing import Protocol
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pmc2.runtime.normalization import to_uint8_nhwc, to_unit_nchw
 
@@ -29,7 +29,8 @@ MAX_IMAGE_PIXELS = 4096 * 4096
 def decode_image_bytes(payload: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode one PNG/JPEG payload to uint8 [H,W,3]; ValueError for anything else or anything too big.
 
-    The size is checked from the header, before any pixel is decompressed (decompression bombs).
+    The size is checked from the header, before any pixel is decompressed (decompression bombs);
+    an EXIF orientation (phone photos) is applied, so the picture comes out upright.
     """
     if not payload:
         raise ValueError("empty image payload")
@@ -41,7 +42,7 @@ def decode_image_bytes(payload: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np
             if width * height > max_pixels:
                 raise ValueError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
             image.load()
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"not a decodable image: {error}") from error
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pmc2.runtime.cifar10 import REPO_ROOT
+from pmc2.runtime.paths import ONNX_MODELS
 from pmc2.runtime.model_encryption import ModelDecryptionError, decrypt_model
 from pmc2.runtime.rans import EntropyTables
 from pmc2.runtime.sessions import SessionSettings, create_session
 
-DEFAULT_MODELS = REPO_ROOT / "onnx_models"
+DEFAULT_MODELS = ONNX_MODELS
 SUPPORTED_MANIFEST_VERSION = 1
 
 
@@ -75,6 +75,11 @@ class ModelBundle:
         entry = self.manifest["entropy_tables"]
         self._verified_bytes(entry)
         return EntropyTables.load(self.folder / entry["file"])
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The target's class names, by label id."""
+        return tuple(self.manifest["classes"])
 
     @property
     def latent_size(self) -> tuple[int, int]:

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pmc2.runtime.cifar10 import SHARED_DATA, load_npz, SAMPLE_FILE
+from pmc2.runtime.cifar10 import SAMPLE_FILE, load_npz
+from pmc2.runtime.paths import SHARED_DATA
 
 
 @pytest.fixture(scope="session")

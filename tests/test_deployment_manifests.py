@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from pmc2.runtime.cifar10 import REPO_ROOT
+from pmc2.runtime.paths import REPO_ROOT
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.37.0"

@@ -1,22 +1,27 @@
-"""The edge's own environment: a fresh venv from deploy/requirements-edge.txt alone (no torch),
-serving real requests end to end against a cloud server."""
+"""The edge's own environment: the built wheel with only its ``runtime`` extra (plus CompressAI's rANS
+extension, installed without its dependencies) in a fresh venv with no torch, serving real requests
+from outside the checkout; and the pinned deploy requirements checked against that extra."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
 import time
 import urllib.request
 import venv
+from configparser import ConfigParser
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 from PIL import Image
 
 from pmc2.demo.local_stack import free_port
-from pmc2.runtime.cifar10 import REPO_ROOT, load_evaluation
+from pmc2.runtime.cifar10 import CLASSES, load_evaluation
+from pmc2.runtime.paths import REPO_ROOT
 from pmc2.serving.dev_certs import create_dev_certificates
 from pmc2.serving.tls import client_context
 
@@ -40,12 +45,34 @@ def _wait_ready(url: str, context, process: subprocess.Popen, timeout: float = 1
     raise TimeoutError(url)
 
 
+def _runtime_requirements() -> dict[str, Requirement]:
+    """install_requires + the ``runtime`` extra of setup.cfg, by package name."""
+    config = ConfigParser()
+    config.read(REPO_ROOT / "setup.cfg")
+    lines = config["options"]["install_requires"].split() + config["options.extras_require"]["runtime"].split()
+    return {(r := Requirement(line)).name.lower().replace("_", "-"): r for line in lines}
+
+
+def test_pinned_edge_requirements_are_the_runtime_extra() -> None:
+    pinned = {(r := Requirement(line)).name.lower().replace("_", "-"): r for line in REQUIREMENTS.read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    extra = _runtime_requirements()
+    assert set(pinned) == set(extra)
+    for name, requirement in pinned.items():
+        (version,) = [spec.version for spec in requirement.specifier if spec.operator == "=="]
+        assert extra[name].specifier.contains(version), f"{name}=={version} is outside setup.cfg's {extra[name]}"
+
+
 @pytest.fixture(scope="module")
 def edge_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("edge-venv")
+    wheels = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels),
+                    str(REPO_ROOT)], check=True, timeout=600)
+    (wheel,) = wheels.glob("pmc2-*.whl")
     venv.create(folder, with_pip=True)
     python = folder / "bin" / "python"
-    for args in (["-r", str(REQUIREMENTS)], ["--no-deps", "compressai==1.2.8"], ["--no-deps", str(REPO_ROOT)]):
+    for args in ([f"{wheel}[runtime]"], ["--no-deps", "compressai==1.2.8"]):
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", *args], check=True, timeout=900)
     return folder
 
@@ -63,12 +90,14 @@ def test_edge_from_its_venv_serves_end_to_end(edge_venv: Path, tmp_path: Path) -
     certificates = create_dev_certificates(tmp_path / "certs")
     cloud_port, edge_port = free_port(), free_port()
     cloud_url, edge_url = f"https://localhost:{cloud_port}", f"https://localhost:{edge_port}"
-    environment = {**os.environ, "PMC2_EDGE_TOKEN": "venv-token"}
-    cloud = subprocess.Popen([sys.executable, "-m", "pmc2.cloud_server", "--port", str(cloud_port),
-                              "--cert", str(certificates.cloud), "--threads", "1"])
+    # the cloud finds its bundle through PMC2_MODELS, the edge through --models
+    environment = {**os.environ, "PMC2_EDGE_TOKEN": "venv-token", "PMC2_MODELS": str(REPO_ROOT / "onnx_models")}
+    python = str(edge_venv / "bin" / "python")
+    cloud = subprocess.Popen([python, "-m", "pmc2.cloud_server", "--port", str(cloud_port),
+                              "--cert", str(certificates.cloud), "--threads", "1"], env=environment, cwd=tmp_path)
     started = time.monotonic()
     edge = subprocess.Popen(
-        [str(edge_venv / "bin" / "python"), "-m", "pmc2.edge_server", "--port", str(edge_port),
+        [python, "-m", "pmc2.edge_server", "--port", str(edge_port),
          "--cert", str(certificates.edge), "--cloud-url", cloud_url, "--cloud-ca", str(certificates.ca),
          "--models", str(REPO_ROOT / "onnx_models"), "--threads", "1"],
         env=environment, cwd=tmp_path,
@@ -84,7 +113,8 @@ def test_edge_from_its_venv_serves_end_to_end(edge_venv: Path, tmp_path: Path) -
                                          headers={"Content-Type": "image/jpeg", "Authorization": "Bearer venv-token"})
         with urllib.request.urlopen(request, context=context, timeout=30) as response:
             assert response.status == 200
-            assert b'"labels"' in response.read()
+            reply = json.loads(response.read())
+        assert reply["classes"] == [CLASSES[reply["labels"][0]]]
     finally:
         for process in (edge, cloud):
             process.terminate()

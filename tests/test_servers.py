@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import socket
+import ssl
 import struct
+import subprocess
+import sys
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +28,7 @@ from pmc2.edge_server.config import EdgeConfig
 from pmc2.export.pairs import PAIRS
 from pmc2.mobile_client.modes import Phone
 from pmc2.mobile_client.run import run_mode, summarize
-from pmc2.runtime.cifar10 import load_evaluation
+from pmc2.runtime.cifar10 import CLASSES, load_evaluation
 from pmc2.runtime.image_codecs import decode_image_bytes
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.pipeline import build_codec, classify, perturb, preprocess
@@ -175,15 +180,32 @@ async def test_mobile_client_modes(certificates, edge, cloud) -> None:
         summary = summarize(records)
         assert summary["errors"] == 0, summary["first_error"]
         assert all(r.label is not None and r.s2_bytes for r in records)
+        assert all(r.class_name == CLASSES[r.label] for r in records)
+        assert set(summary["accuracy_by_class"]) == {CLASSES[label] for label in SAMPLE.labels}
         assert summary["latency_p50_ms"] > 0 and "recognition" in summary["stage_medians_ms"]
     assert summarize(records)["s1_bytes_mean"] is None  # only pmc2 has a mobile→edge JPEG
 
 
-async def test_cloud_requires_a_client_certificate(certificates, cloud, client) -> None:
-    body = EncodedBatch("png", [b"x"]).to_bytes()
-    with pytest.raises(aiohttp.ClientError):
-        async with client.post(f"{cloud.url}/v1/classify", data=body, headers={"Content-Type": CONTENT_TYPE}):
-            pass
+def _first_tls_response(url: str, context: ssl.SSLContext) -> bytes:
+    """Open a TLS connection, send one plain GET /healthz and return what comes back first."""
+    host, port = url.removeprefix("https://").split(":")
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=host) as tls:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            return tls.recv(64)
+
+
+async def test_cloud_requires_a_client_certificate(certificates, cloud) -> None:
+    """TLS 1.2, where the server checks the client's certificate inside the handshake: without one the
+    handshake itself fails (an SSL error, not an HTTP answer or a refused connection); with one, the
+    same client gets its 200."""
+    without = client_context(certificates.ca)
+    with_certificate = client_context(certificates.ca, certificates.edge_client, certificates.edge_client)
+    for context in (without, with_certificate):
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises(ssl.SSLError):
+        await asyncio.to_thread(_first_tls_response, cloud.url, without)
+    assert (await asyncio.to_thread(_first_tls_response, cloud.url, with_certificate)).startswith(b"HTTP/1.1 200")
 
 
 async def test_edge_refuses_a_cloud_it_cannot_verify(certificates, cloud, client, tmp_path: Path) -> None:
@@ -191,13 +213,59 @@ async def test_edge_refuses_a_cloud_it_cannot_verify(certificates, cloud, client
     config = edge_config(certificates, cloud.url, cloud_ca=stranger.ca, cloud_connect_retries=0)
     async with serve_tls(create_edge_app(config), certificates.edge) as edge:
         status, reply, _ = await post_edge(client, edge, jpeg(SAMPLE.images[0]))
-    assert status == 502 and "cloud unreachable" in reply["error"]
+    assert status == 502 and "cloud unreachable" in reply["error"] and "CERTIFICATE_VERIFY_FAILED" in reply["error"]
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token"])
 async def test_bearer_token_is_required(client, edge, token) -> None:
     status, reply, _ = await post_edge(client, edge, jpeg(SAMPLE.images[0]), token=token)
     assert status == 401 and "token" in reply["error"]
+
+
+def test_an_edge_without_a_token_needs_the_loud_development_flag(certificates) -> None:
+    with pytest.raises(ValueError, match="insecure-dev-no-auth"):
+        edge_config(certificates, "https://localhost:1", token=None)
+    assert edge_config(certificates, "https://localhost:1", token=None, allow_unauthenticated=True).token is None
+
+
+def test_the_edge_command_refuses_to_start_without_a_token(certificates, tmp_path: Path) -> None:
+    environment = {key: value for key, value in os.environ.items() if key != "PMC2_EDGE_TOKEN"}
+    result = subprocess.run([sys.executable, "-m", "pmc2.edge_server", "--cert", str(certificates.edge)],
+                            capture_output=True, text=True, env=environment, timeout=120, cwd=tmp_path)
+    assert result.returncode != 0 and "no bearer token" in result.stderr and "--insecure-dev-no-auth" in result.stderr
+
+
+def _rotated_jpeg(pixels: np.ndarray) -> bytes:
+    """A phone photo stored sideways: pixels turned 90° clockwise, EXIF orientation 8 (rotate back on display)."""
+    sideways = Image.fromarray(pixels).transpose(Image.Transpose.ROTATE_270)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # Orientation: the viewer turns the image 90° anticlockwise
+    buffer = io.BytesIO()
+    sideways.save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_a_rotated_phone_photo_decodes_upright() -> None:
+    upright = SAMPLE.images[3]
+    decoded = decode_image_bytes(_rotated_jpeg(upright)).astype(np.float32)
+    assert np.abs(decoded - upright).mean() < 6.0  # JPEG noise only
+    assert np.abs(np.rot90(decoded) - upright).mean() > 20.0  # while a wrong turn is far off
+
+
+async def test_edge_classifies_a_rotated_photo_as_upright_and_names_the_class(client, edge) -> None:
+    bundle = ModelBundle.open()
+    for pixels in SAMPLE.images[:4]:
+        status, rotated, _ = await post_edge(client, edge, _rotated_jpeg(pixels), codec="png")
+        status_upright, upright, _ = await post_edge(client, edge, _upright_jpeg(pixels), codec="png")
+        assert status == status_upright == 200, rotated
+        assert rotated["labels"] == upright["labels"]
+        assert rotated["classes"] == [bundle.class_names[rotated["labels"][0]]] == [CLASSES[rotated["labels"][0]]]
+
+
+def _upright_jpeg(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
 
 
 def _png_claiming_size(width: int, height: int) -> bytes:
