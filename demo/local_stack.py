@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Iterator
 
@@ -32,9 +32,13 @@ class LocalStack:
     edge_url: str
     cloud_url: str
     token: str
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def client_ssl(self) -> ssl.SSLContext:
         return client_context(self.certificates.ca)
+
+    def alive(self) -> dict[str, bool]:
+        return {name: process.poll() is None for name, process in self.processes.items()}
 
 
 def _wait_ready(url: str, context: ssl.SSLContext, process: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -82,6 +86,7 @@ def local_stack(workdir: Path, edge_threads: int = 1, cloud_threads: int = 1, mu
                              stdout=logs["cloud"], stderr=subprocess.STDOUT, env=environment)
     edge = subprocess.Popen([sys.executable, "-m", "pmc2.edge_server", *edge_args],
                             stdout=logs["edge"], stderr=subprocess.STDOUT, env=environment)
+    stack.processes.update(cloud=cloud, edge=edge)
     try:
         context = stack.client_ssl()
         if mutual_tls:

@@ -60,6 +60,20 @@ class EntropyTables:
         return len(self.medians)
 
 
+def decoder_safe(stream: bytes, symbols: int) -> bytes:
+    """``stream`` followed by enough zero bytes that CompressAI's decoder cannot read past the buffer.
+
+    The C++ decoder reads 32-bit words with no bounds check, so a short or corrupted stream would make it
+    read (and crash) beyond the end. It reads two words to start and at most one per step, where a step
+    is a symbol, or a 4-bit read of the bypass code of an out-of-range value. Once the stream's own bytes
+    are used up it reads zeros, which end every bypass run at once; before that, each 4-bit value of 15
+    taken from the stream's bits (at most 2·len + 16 of them, with the 64-bit state) lengthens a run by
+    one step plus at most 15 more. So 2 + 17·symbols + 16·(2·len + 16) words always suffice; a valid
+    stream is decoded exactly as before (the decoder never reaches the zeros)."""
+    words = 2 + 17 * symbols + 16 * (2 * len(stream) + 16)
+    return stream + bytes(4 * words)
+
+
 class RansCoder:
     """rANS streams over a latent of shape [N, C, H, W]: one per image, as CompressAI writes them, or
     one for a whole batch (the coder's final-state flush, ~4-8 bytes, is then paid once per batch)."""
@@ -96,7 +110,8 @@ class RansCoder:
         """ŷ [N, C, H, W] float32 from per-image streams."""
         indexes = self._indexes(*latent_size)
         rows = [
-            self._decoder.decode_with_indexes(stream, indexes, self._cdf, self._lengths, self._offsets)
+            self._decoder.decode_with_indexes(decoder_safe(stream, len(indexes)), indexes, self._cdf, self._lengths,
+                                              self._offsets)
             for stream in streams
         ]
         return self._dequantize(rows, len(streams), latent_size)
@@ -115,5 +130,6 @@ class RansCoder:
     def decode_batch(self, stream: bytes, images: int, latent_size: tuple[int, int]) -> np.ndarray:
         """ŷ [images, C, H, W] float32 from a stream written by ``encode_batch``."""
         indexes = self._indexes(*latent_size, images=images)
-        symbols = self._decoder.decode_with_indexes(stream, indexes, self._cdf, self._lengths, self._offsets)
+        symbols = self._decoder.decode_with_indexes(decoder_safe(stream, len(indexes)), indexes, self._cdf,
+                                                    self._lengths, self._offsets)
         return self._dequantize(symbols, images, latent_size)
