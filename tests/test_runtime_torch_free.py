@@ -91,3 +91,27 @@ def test_one_stream_per_batch_round_trips_and_pays_the_flush_once() -> None:
     np.testing.assert_array_equal(codec.coder.decode_batch(batched, len(latent), codec.latent_size),
                                   codec.coder.decode(per_image, codec.latent_size))
     assert len(batched) < sum(len(stream) for stream in per_image) - 2 * (len(latent) - 1)
+
+
+DECODE_GARBAGE = """
+import numpy as np
+from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.rans import RansCoder
+coder = RansCoder(ModelBundle.open().entropy_tables())
+rng = np.random.default_rng(0)
+streams = [b"", b"\\xff" * 64, bytes(40), rng.bytes(8), rng.bytes(37), b"\\xf0" * 300]
+streams += [rng.bytes(int(n)) for n in rng.integers(0, 300, 2000)]
+for stream in streams:
+    coder.decode([stream], (2, 2))
+for images in (1, 256, 1024):  # 8 bytes claiming 1,024 images crashed the unpadded decoder
+    for stream in streams[:6]:
+        assert coder.decode_batch(stream, images, (2, 2)).shape == (images, 96, 2, 2)
+print("survived")
+"""
+
+
+def test_garbage_rans_streams_decode_without_reading_past_the_buffer() -> None:
+    """CompressAI's decoder has no bounds checks; the runtime's padding must keep it inside its buffer.
+    Run in a child process, so that a crash is a failed test and not a dead test run."""
+    result = subprocess.run([sys.executable, "-c", DECODE_GARBAGE], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "survived" in result.stdout, (result.returncode, result.stderr[-1000:])
