@@ -107,3 +107,53 @@ def render(results: dict) -> str:
             "![latency breakdown](latency.png)",
         ]
     return "\n\n".join(sections) + "\n"
+
+
+def _percent(value: float) -> str:
+    return f"{value:.1f}%"
+
+
+def _met(flag: bool) -> str:
+    return "✓" if flag else "✗"
+
+
+def render_privacy(privacy: dict) -> str:
+    """The privacy-attack section: attacker model, per pair and view the attacks beside the label-only baseline."""
+    goals = privacy["goals"]
+    sections = [
+        "## Privacy under attack",
+        f"Attacker: {privacy['attacker']}. {privacy['evaluation_images']} evaluation images. The cloud learns the "
+        "label by design, so each attack is shown next to the **label-only baseline** (the class-mean image of the "
+        "public training set): the gap between them is what the view leaks beyond the label. Goals: attack SSIM ≤ "
+        f"baseline + {goals['ssim_margin']}, PSNR ≤ baseline + {goals['psnr_margin_db']} dB, two-choice linkability "
+        f"≤ {goals['two_choice_max']:.0f}%, judges no better on any view (masked or not) or reconstruction than on the "
+        f"baseline image, aux ≤ {goals['aux_max']:.0f}% with and without masking.",
+    ]
+    for pair in privacy["pairs"]:
+        baseline = pair["label_only"]
+        judges = list(baseline["judges"])
+        rows = [["label-only baseline", f"{baseline['psnr_db']:.2f}", f"{baseline['ssim']:.3f}",
+                 *[_percent(baseline["judges"][j]) for j in judges], "", "50.0% / 50.0%", "0.1% / 0.1%", ""]]
+        for view, result in pair["views"].items():
+            attack, met = result["inverse_attack"], result["goals_met"]
+            rows.append([
+                f"{view}: inverse attack", f"{attack['psnr_db']:.2f}", f"{attack['ssim']:.3f}",
+                *[_percent(result["judges_on_reconstruction"][j]) for j in judges], "",
+                " / ".join(_percent(v) for v in result["two_choice"].values()),
+                " / ".join(_percent(v) for v in result["rank1_of_1000"].values()),
+                " ".join(f"{name} {_met(flag)}" for name, flag in met.items()),
+            ])
+            rows.append([
+                f"{view}: the view itself", "", "",
+                *[f"{_percent(result['classifiers_on_view'][j])} (masked {_percent(result['classifiers_on_view_masked'][j]['best_accuracy'])})"
+                  for j in judges],
+                f"{_percent(result['classifiers_on_view']['aux'])} (masked "
+                f"{_percent(result['classifiers_on_view_masked']['aux']['best_accuracy'])})", "", "", "",
+            ])
+        sections += [
+            f"### Pair `{pair['pair']}`",
+            _table(["what the attacker has", "PSNR dB", "SSIM", *[f"judge {j}" for j in judges], "aux",
+                    "two-choice (inverse / view)", "rank-1 of 1,000 (inverse / view)", "goals"], rows),
+            f"![privacy attack grid {pair['pair']}](privacy_attack_grid_{pair['pair']}.png)",
+        ]
+    return "\n\n".join(sections)

@@ -63,6 +63,23 @@ def flip_and_translate(images: torch.Tensor, generator: torch.Generator, max_shi
     return padded[torch.arange(n).view(n, 1, 1, 1), torch.arange(3).view(1, 3, 1, 1), rows, cols]
 
 
+def erase_squares(images: torch.Tensor, size: int, generator: torch.Generator | None = None,
+                  fill: float = 0.0) -> torch.Tensor:
+    """Each image with one random ``size``×``size`` square set to ``fill`` (cutout / random erasing)."""
+    n, _, h, w = images.shape
+    top = torch.randint(0, h - size + 1, (n, 1, 1, 1), generator=generator)
+    left = torch.randint(0, w - size + 1, (n, 1, 1, 1), generator=generator)
+    rows, cols = torch.arange(h).view(1, 1, h, 1), torch.arange(w).view(1, 1, 1, w)
+    square = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return torch.where(square, torch.full_like(images, fill), images)
+
+
+def class_mean_images(images_uint8: torch.Tensor, labels: torch.Tensor, classes: int = 10) -> torch.Tensor:
+    """[classes, 3, H, W] mean [0, 1] image of each class: the label-only attacker's best guess under MSE."""
+    unit = to_unit(images_uint8)
+    return torch.stack([unit[labels == label].mean(0) for label in range(classes)])
+
+
 def batches(
     images: torch.Tensor,
     labels: torch.Tensor,

@@ -22,7 +22,7 @@ import torch
 from compressai.models import FactorizedPrior
 from torch import nn
 
-from pmc2.export.data import denormalize, normalize
+from pmc2.export.data import denormalize, erase_squares, normalize
 from pmc2.export.train_compressor import forward_with_rounded_latent, straight_through
 
 TIES = ("decoded", "distortion")
@@ -57,16 +57,10 @@ class InverseNetwork(nn.Sequential):
 
 
 def shift_and_erase(images: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Each image rolled by up to 4 pixels and with one random size×size square set to mid-grey,
+    """[0, 1] images rolled by up to 4 pixels and with one random size×size square set to mid-grey,
     so a fixed patch cannot be what fools the aux model."""
-    n, _, h, w = images.shape
     dy, dx = (int(v) for v in torch.randint(-4, 5, (2,), generator=generator))
-    shifted = torch.roll(images, shifts=(dy, dx), dims=(2, 3))
-    top = torch.randint(0, h - size + 1, (n, 1, 1, 1), generator=generator)
-    left = torch.randint(0, w - size + 1, (n, 1, 1, 1), generator=generator)
-    rows, cols = torch.arange(h).view(1, 1, h, 1), torch.arange(w).view(1, 1, 1, w)
-    square = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
-    return torch.where(square, torch.full_like(shifted, 0.5), shifted)
+    return erase_squares(torch.roll(images, shifts=(dy, dx), dims=(2, 3)), size, generator, fill=0.5)
 
 
 def bits_per_image(likelihoods: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pmc2.export.classifiers import build_classifier
-from pmc2.export.data import as_tensors, batches, normalize, to_unit
+from pmc2.export.data import as_tensors, batches, erase_squares, normalize, to_unit
 from pmc2.export.fast_classifiers import FastNet
 from pmc2.export.records import RunLog, load_initial_weights, restore_state, save_state, shipping_weights
 from pmc2.export.training_cli import parse_training_args, training_parser
@@ -32,6 +32,7 @@ class ClassifierConfig:
     label_smoothing: float = 0.2
     warmup_fraction: float = 0.2
     bf16: bool = True
+    cutout: int = 0  # side of a random square erased from every training image (0: none)
     seed: int = 0
     limit: int | None = None
 
@@ -109,6 +110,8 @@ def train(config: ClassifierConfig, data: Path, out: Path, resume: bool, init: P
             desc=f"{config.model} epoch {epoch + 1}/{config.epochs}",
         )
         for images, labels in progress:
+            if config.cutout:
+                images = erase_squares(images, config.cutout, generator)
             images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
                 logits = model(images)
@@ -148,10 +151,12 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     parser.add_argument("--no-bf16", dest="bf16", action="store_false")
+    parser.add_argument("--cutout", type=int, default=defaults.cutout,
+                        help="erase a random square of this side from every training image (judges use 12)")
     args = parse_training_args(parser)
     config = ClassifierConfig(
         model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, bf16=args.bf16,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, bf16=args.bf16, cutout=args.cutout,
         seed=args.seed, limit=args.limit,
     )
     train(config, args.data, args.out, args.resume, args.init)

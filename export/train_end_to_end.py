@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import CPU_M, CPU_N, build_compressor, save_compressor
-from pmc2.export.data import as_tensors, denormalize, flip_and_translate, normalize, to_unit
+from pmc2.export.data import as_tensors, class_mean_images, denormalize, flip_and_translate, normalize, to_unit
 from pmc2.export.end_to_end_objective import (EndToEndLossConfig, EndToEndObjective, InverseNetwork, per_image_mse,
                                               shift_and_erase)
 from pmc2.export.generator import FeatureUNet, build_generator
@@ -60,12 +60,6 @@ def edge_inputs(data: LabelledImages) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 NCHW images after the phone's JPEG, and their labels."""
     received = LabelledImages(through_phone_jpeg(data.images, PHONE_JPEG_QUALITY), data.labels)
     return as_tensors(received)
-
-
-def class_mean_images(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """[10, 3, H, W] mean [0, 1] image of each class: the label-only attacker's best guess under MSE."""
-    unit = to_unit(images)
-    return torch.stack([unit[labels == label].mean(0) for label in range(10)])
 
 
 @torch.inference_mode()

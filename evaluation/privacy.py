@@ -1,0 +1,186 @@
+"""Privacy measured by attacking it: what the cloud receives, against what knowing only the label allows.
+
+    python -m pmc2.evaluation.privacy [--limit N] [--retrain-attacks]   → reports/evaluation/privacy.{json,md}, grids
+
+Attacker (Kerckhoffs): knows the generator and the compressor, holds the public CIFAR-10 training images,
+and learns each image's label. Attacked views: the perturbed image x' (PNG / JPEG links) and the neural
+decode x̂ (the bitstream), for every pair. Measured on the evaluation images:
+  1. learned inverse: PSNR / SSIM of a U-Net trained on (view, original) pairs of public images;
+  2. label-only baseline: the class-mean image, what any scheme that leaks only the label allows;
+  3. independent judges (and the aux model) on each view, on the reconstructions and on the baseline,
+     also with each fixed 10×10 region masked;
+  4. linkability: two-choice game (50 % = none) and rank-1 re-identification among 1,000 (0.1 % = none).
+The goals are the privacy issue's; every row says whether it meets them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pmc2.evaluation import plots
+from pmc2.evaluation.image_similarity import similarity_summary
+from pmc2.evaluation.inverse_attack import InverseAttackConfig, cached_inverse, reconstruct
+from pmc2.evaluation.judges import JUDGES, accuracy, load_judges, masked_accuracy
+from pmc2.evaluation.markdown import render_privacy
+from pmc2.evaluation.linkability import rank1_reidentification, same_class_partners, two_choice_success
+from pmc2.evaluation.privacy_views import VIEWS, cloud_views
+from pmc2.export.data import as_tensors, class_mean_images, to_unit
+from pmc2.export.evaluate import TrainedPipeline
+from pmc2.export.pairs import PAIRS, ModelPair
+from pmc2.export.records import sha256_file
+from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
+from pmc2.runtime.paths import REPO_ROOT, REPORTS, SHARED_DATA
+
+ATTACK_CACHE = REPO_ROOT / "runs" / "privacy_attacks"
+GRID_IMAGES = 8
+
+
+@dataclass(frozen=True)
+class Goals:
+    """The privacy issue's goals: attack no better than the label-only baseline, within these margins."""
+
+    ssim_margin: float = 0.02
+    psnr_margin_db: float = 0.5
+    two_choice_max: float = 55.0
+    aux_max: float = 10.0
+
+
+@dataclass
+class PrivacyConfig:
+    attacker_images: int = 20_000  # public training images the attacker runs through the models
+    phone_quality: int = 90
+    inverse: InverseAttackConfig = field(default_factory=InverseAttackConfig)
+    retrain: bool = False
+    seed: int = 0
+    cache: Path = ATTACK_CACHE
+    judges: Path = JUDGES
+
+
+def _judge_scores(models: dict[str, torch.nn.Module], images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    return {name: accuracy(model, images, labels) for name, model in models.items()}
+
+
+def attack_view(view: torch.Tensor, public_view: torch.Tensor, context: dict) -> dict:
+    """Every attack on one view of one pair (``context`` holds what all views share)."""
+    originals, labels = context["originals"], context["labels"]
+    network, record = cached_inverse(context["cache"] / f"{context['view']}.pt", context["key"] | {"view": context["view"]},
+                                     public_view, context["public_originals"], context["config"].inverse,
+                                     context["config"].retrain, f"inverse attack on {context['view']}")
+    reconstructed = reconstruct(network, view)
+    partners = context["partners"]
+    rng = torch.Generator().manual_seed(context["config"].seed)
+    public_labels = context["public_labels"]
+    classifiers = {**context["judges"], "aux": context["aux"]}
+    return {
+        "inverse_attack": similarity_summary(reconstructed, originals),
+        "inverse_attack_record": record,
+        "classifiers_on_view": _judge_scores(classifiers, view, labels),
+        "classifiers_on_view_masked": {name: masked_accuracy(model, view, labels) for name, model in classifiers.items()},
+        "judges_on_reconstruction": _judge_scores(context["judges"], reconstructed, labels),
+        "two_choice": {"inverse": two_choice_success(reconstructed, originals, originals[partners]),
+                       "view": two_choice_success(view, view, view[partners])},
+        "rank1_of_1000": {
+            "inverse": rank1_reidentification(reconstructed, originals, labels, context["public_originals"],
+                                              public_labels, generator=rng),
+            "view": rank1_reidentification(view, view, labels, public_view, public_labels, generator=rng),
+        },
+        "_reconstructed": reconstructed[:GRID_IMAGES],
+    }
+
+
+def verdicts(result: dict, baseline: dict, goals: Goals) -> dict[str, bool]:
+    """Which of the issue's goals one view meets."""
+    judges = set(baseline["judges"])
+    aux = [result["classifiers_on_view"]["aux"], result["classifiers_on_view_masked"]["aux"]["best_accuracy"]]
+    return {
+        "attack_ssim": result["inverse_attack"]["ssim"] <= baseline["ssim"] + goals.ssim_margin,
+        "attack_psnr": result["inverse_attack"]["psnr_db"] <= baseline["psnr_db"] + goals.psnr_margin_db,
+        "two_choice": max(result["two_choice"].values()) <= goals.two_choice_max,
+        "judges": all(max(result["classifiers_on_view"][j], result["classifiers_on_view_masked"][j]["best_accuracy"],
+                          result["judges_on_reconstruction"][j]) <= baseline["judges"][j] for j in judges),
+        "aux": max(aux) <= goals.aux_max,
+    }
+
+
+def attack_pair(pair: ModelPair, evaluation: LabelledImages, public: LabelledImages, class_means: torch.Tensor,
+                judges: dict[str, torch.nn.Module], config: PrivacyConfig, goals: Goals = Goals()) -> dict:
+    """Every attack on both views of ``pair``; the label-only baseline beside them; grid rows."""
+    pipeline = TrainedPipeline.load(pair)
+    evaluation_images, labels = as_tensors(evaluation)
+    public_images, public_labels = as_tensors(public)
+    originals, public_originals = to_unit(evaluation_images), to_unit(public_images)
+    views = cloud_views(pipeline, evaluation.images, config.phone_quality, f"views of the evaluation images ({pair.name})")
+    public_views = cloud_views(pipeline, public.images, config.phone_quality, f"views of public images ({pair.name})")
+    label_only = class_means[labels]
+    baseline = {**similarity_summary(label_only, originals), "judges": _judge_scores(judges, label_only, labels)}
+    context = {
+        "originals": originals, "labels": labels, "public_originals": public_originals, "public_labels": public_labels,
+        "judges": judges, "aux": pipeline.aux, "config": config, "cache": config.cache / pair.name,
+        "partners": same_class_partners(labels, torch.Generator().manual_seed(config.seed)),
+        "key": {"pair": pair.name, "generator_sha256": sha256_file(pair.generator),
+                "compressor_sha256": sha256_file(pair.compressor), "public_images_sha256": public.sha256(),
+                "phone_quality": config.phone_quality},
+    }
+    results = {"pair": pair.name, "label_only": baseline, "views": {}}
+    grid = {"original": originals[:GRID_IMAGES]}
+    for name in VIEWS:
+        result = attack_view(views[name], public_views[name], context | {"view": name})
+        grid[f"{name} view"] = views[name][:GRID_IMAGES]
+        grid[f"inverse attack on {name}"] = result.pop("_reconstructed")
+        result["goals_met"] = verdicts(result, baseline, goals)
+        results["views"][name] = result
+    grid["label-only baseline"] = label_only[:GRID_IMAGES]
+    results["_grid"] = {title: (rows.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+                        for title, rows in grid.items()}
+    return results
+
+
+def measure_privacy(data: Path, limit: int | None, config: PrivacyConfig) -> dict:
+    """The privacy section for every pair, on ``data``'s evaluation images, the attacker holding its training set."""
+    evaluation = load_evaluation(data)
+    if limit:
+        evaluation = evaluation.subset(slice(0, limit))
+    public_all = load_split(data, "train")
+    public = public_all.subset(np.random.default_rng(config.seed).permutation(len(public_all))[: config.attacker_images])
+    class_means = class_mean_images(*as_tensors(public_all))
+    judges = load_judges(config.judges)
+    return {
+        "attacker": "knows the generator and the compressor, holds the public CIFAR-10 training images "
+                    f"({config.attacker_images} run through the models), learns each label",
+        "evaluation_images": len(evaluation), "data": str(data),
+        "config": json.loads(json.dumps(asdict(config), default=str)),
+        "goals": asdict(Goals()),
+        "pairs": [attack_pair(pair, evaluation, public, class_means, judges, config) for pair in PAIRS.values()],
+    }
+
+
+def write_grids(privacy: dict, out: Path) -> None:
+    for pair in privacy["pairs"]:
+        plots.image_grid(pair.pop("_grid"), out / f"privacy_attack_grid_{pair['pair']}.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="CIFAR-10 folder (the attacker's public images too)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N evaluation images")
+    parser.add_argument("--attacker-images", type=int, default=PrivacyConfig.attacker_images)
+    parser.add_argument("--retrain-attacks", action="store_true", help="train the inverse networks again")
+    parser.add_argument("--out", type=Path, default=REPORTS / "evaluation")
+    args = parser.parse_args()
+    privacy = measure_privacy(args.data, args.limit, PrivacyConfig(attacker_images=args.attacker_images,
+                                                                   retrain=args.retrain_attacks))
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_grids(privacy, args.out)
+    (args.out / "privacy.json").write_text(json.dumps(privacy, indent=2) + "\n")
+    (args.out / "privacy.md").write_text(render_privacy(privacy) + "\n")
+    print(render_privacy(privacy))
+
+
+if __name__ == "__main__":
+    main()
