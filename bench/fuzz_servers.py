@@ -31,15 +31,19 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pmc2.demo.local_stack import LocalStack, local_stack
+from pmc2.serving.local_stack import LocalStack, local_stack
 from pmc2.runtime.cifar10 import load_evaluation
-from pmc2.runtime.image_codecs import decode_image_bytes, jpeg_bytes, png_codec
+from pmc2.runtime.image_codecs import jpeg_bytes
+from pmc2.runtime.image_decoding import decode_image
+from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, PillowLink, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.paths import REPORTS
-from pmc2.runtime.pipeline import build_codec, classify, perturb, preprocess
-from pmc2.runtime.wire_format import CODEC_IDS, CONTENT_TYPE, EncodedBatch
+from pmc2.runtime.pipeline import classify, perturb, preprocess
+from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
 
 GOOD_EVERY = 10
+PIXEL_CODECS = tuple(name for name, codec in LINK_CODECS.items() if issubclass(codec, PillowLink))
+STREAM_CODECS = tuple(name for name in LINK_CODECS if name not in PIXEL_CODECS)
 EDGE_TYPES = ("image/jpeg", "image/png", CONTENT_TYPE, "text/plain", "application/octet-stream")
 PNG_MODES = ("RGB", "L", "RGBA", "P", "LA", "I;16", "1")
 JPEG_MODES = ("RGB", "L", "CMYK")
@@ -147,7 +151,7 @@ def wire_batches(payloads: st.SearchStrategy[bytes], codecs: tuple[str, ...]) ->
     @st.composite
     def batch(draw) -> bytes:
         codec = draw(st.sampled_from(codecs))
-        if codec == "neural-batch":
+        if LINK_CODECS[codec].one_stream:
             return EncodedBatch(codec, [draw(payloads)], draw(st.integers(1, 256))).to_bytes()
         return EncodedBatch(codec, draw(st.lists(payloads, min_size=1, max_size=4))).to_bytes()
 
@@ -161,9 +165,9 @@ def rans_streams() -> st.SearchStrategy[bytes]:
 def edge_requests() -> st.SearchStrategy[tuple[str, str, bytes]]:
     """(content type, query string, body) of a request to /v1/recognize."""
     images = st.one_of(odd_images(), truncated(odd_images()), bombs(), st.binary(max_size=2048))
-    bodies = st.one_of(images, wire_batches(images, ("png", "jpeg")), mutated(wire_batches(images, ("png", "jpeg"))),
-                       wire_batches(rans_streams(), ("neural", "neural-batch")), st.binary(max_size=64))
-    queries = st.one_of(st.just(""), st.sampled_from([f"?codec={name}" for name in CODEC_IDS]),
+    bodies = st.one_of(images, wire_batches(images, PIXEL_CODECS), mutated(wire_batches(images, PIXEL_CODECS)),
+                       wire_batches(rans_streams(), STREAM_CODECS), st.binary(max_size=64))
+    queries = st.one_of(st.just(""), st.sampled_from([f"?codec={name}" for name in LINK_CODECS]),
                         st.text(max_size=12).map(lambda text: f"?codec={quote(text)}"))
     return st.tuples(st.sampled_from(EDGE_TYPES), queries, bodies)
 
@@ -171,8 +175,8 @@ def edge_requests() -> st.SearchStrategy[tuple[str, str, bytes]]:
 def cloud_requests() -> st.SearchStrategy[tuple[str, bytes]]:
     """(content type, body) of a request to /v1/classify."""
     images = st.one_of(odd_images(), truncated(odd_images()), bombs(), st.binary(max_size=2048))
-    bodies = st.one_of(wire_batches(rans_streams(), ("neural", "neural-batch")), wire_batches(images, ("png", "jpeg")),
-                       mutated(wire_batches(rans_streams(), tuple(CODEC_IDS))), st.binary(max_size=256))
+    bodies = st.one_of(wire_batches(rans_streams(), STREAM_CODECS), wire_batches(images, PIXEL_CODECS),
+                       mutated(wire_batches(rans_streams(), tuple(LINK_CODECS))), st.binary(max_size=256))
     return st.tuples(st.sampled_from((CONTENT_TYPE, CONTENT_TYPE, CONTENT_TYPE, "image/png")), bodies)
 
 
@@ -190,14 +194,14 @@ class GoodRequests:
     def build(cls, count: int = 16) -> "GoodRequests":
         bundle, pixels = ModelBundle.open(), load_evaluation(None).images[:count]
         edge_bodies = [jpeg_bytes(p, 90) for p in pixels]
-        perturbed = perturb(bundle.session("generator"), preprocess(np.stack([decode_image_bytes(b) for b in edge_bodies])))
-        png = png_codec()
-        labels = classify(bundle.session("target"), png.decode(png.encode(perturbed))).tolist()
-        neural = build_codec("neural", bundle, g_a=bundle.session("g_a"))
-        cloud_bodies = [EncodedBatch("neural", neural.encode(image[None])).to_bytes() for image in perturbed]
-        cloud_labels = classify(bundle.session("target"), build_codec("neural", bundle, g_s=bundle.session("g_s"))
-                                .decode([EncodedBatch.from_bytes(b).payloads[0] for b in cloud_bodies]))
-        return cls(edge_bodies, cloud_bodies, labels + cloud_labels.tolist())
+        perturbed = perturb(bundle.session("generator"), preprocess(np.stack([decode_image(b) for b in edge_bodies])))
+        context = CodecContext(bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
+        png, neural = (codec_named(name).build(context) for name in ("png", "neural"))
+        labels = classify(bundle.session("target"), png.decode(png.encode(perturbed), count)).tolist()
+        streams = neural.encode(perturbed)
+        cloud_bodies = [EncodedBatch("neural", [stream]).to_bytes() for stream in streams]
+        cloud_labels = classify(bundle.session("target"), neural.decode(streams, count)).tolist()
+        return cls(edge_bodies, cloud_bodies, labels + cloud_labels)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import numpy as np
 
 from pmc2.bench.timing import median_seconds
 from pmc2.runtime.model_bundle import ModelBundle, run_single_output
-from pmc2.runtime.pipeline import build_codec
+from pmc2.runtime.neural_codec import NeuralCodec
 from pmc2.runtime.sessions import SessionSettings, create_session
 
 
@@ -27,7 +27,7 @@ def time_model(path: Path, batch: int, repeats: int) -> float:
 
 def time_codec(folder: Path, batch: int, repeats: int) -> dict[str, float]:
     bundle = ModelBundle.open(folder)
-    codec = build_codec("neural", bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
+    codec = NeuralCodec(bundle.entropy_tables(), bundle.latent_size, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
     images = np.random.default_rng(0).random((batch, 3, 32, 32), dtype=np.float32)
     streams = codec.encode(images)
     return {

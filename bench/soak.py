@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pmc2.demo.local_stack import local_stack
+from pmc2.serving.local_stack import local_stack
 from pmc2.mobile_client.modes import Phone
 from pmc2.mobile_client.run import run_mode, summarize
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.paths import REPORTS
-from pmc2.runtime.wire_format import CODEC_IDS
+from pmc2.runtime.link_codecs import LINK_CODECS
 
 
 def resident_mib(pid: int) -> float:
@@ -41,7 +41,7 @@ def repeated(data: LabelledImages, count: int) -> LabelledImages:
 
 def run(requests: int, warmup: int, concurrency: int, workdir: Path) -> dict:
     data = load_evaluation(None)
-    codecs = tuple(CODEC_IDS)
+    codecs = tuple(LINK_CODECS)
     with local_stack(workdir) as stack:
         pids = {name: process.pid for name, process in stack.processes.items()}
 

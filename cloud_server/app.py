@@ -1,6 +1,6 @@
 """The untrusted cloud server: decode the edge's batch, classify it, return labels.
 
-    POST /v1/classify  (application/x-pmc2: neural / png / jpeg batch)
+    POST /v1/classify  (application/x-pmc2: a batch in any link codec of runtime.link_codecs)
       → {"labels": [...], "classes": [...], "timings_ms": {"decompression", "recognition", "other_cloud"}, "bytes_received"}
     GET /healthz · /readyz · /metrics
 """
@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from pmc2.cloud_server.config import CloudConfig
-from pmc2.cloud_server.recognition import BadPayload, CloudRecognizer
+from pmc2.cloud_server.recognition import CloudRecognizer
 from pmc2.runtime.model_bundle import ModelBundle
-from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch, WireFormatError
-from pmc2.serving.http_common import METRICS, json_error, read_body, service_app
+from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
+from pmc2.serving.http_common import METRICS, read_body, service_app
 
 CONFIG = web.AppKey("config", CloudConfig)
 RECOGNIZER = web.AppKey("recognizer", CloudRecognizer)
@@ -28,15 +28,9 @@ EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 async def classify_handler(request: web.Request) -> web.Response:
     start = time.perf_counter()
     body = await read_body(request, (CONTENT_TYPE,))
-    try:
-        batch = EncodedBatch.from_bytes(body, max_images=request.app[CONFIG].max_batch_images)
-    except WireFormatError as error:
-        return json_error(400, f"bad payload: {error}")
+    batch = EncodedBatch.from_bytes(body, max_images=request.app[CONFIG].max_batch_images)
     loop = asyncio.get_running_loop()
-    try:
-        result = await loop.run_in_executor(request.app[EXECUTOR], request.app[RECOGNIZER].recognize, batch)
-    except BadPayload as error:
-        return json_error(422, str(error))
+    result = await loop.run_in_executor(request.app[EXECUTOR], request.app[RECOGNIZER].recognize, batch)
     request.app[METRICS].images.inc(len(result.labels))
     total_ms = 1e3 * (time.perf_counter() - start)
     return web.json_response({

@@ -10,9 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from pmc2.demo.end_to_end import run_all_modes
 from pmc2.mobile_client.image_sources import load_images
-from pmc2.mobile_client.run import format_accuracy_by_class, format_summaries
+from pmc2.mobile_client.run import format_accuracy_by_class, format_summaries, run_all_modes
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """The secure edge server (runs in the CoCo pod): perturb, compress, forward, answer.
 
     POST /v1/recognize  (Bearer token; image/jpeg, image/png, or application/x-pmc2 batch of them;
-                         ?codec=neural|png|jpeg overrides the configured edge→cloud codec)
+                         ?codec=<any link codec of runtime.link_codecs> overrides the configured one)
       → {"labels", "classes", "s2_bytes", "batch_size", "timings_ms": {decode, queue, generation, compression,
          network_edge_cloud, decompression, recognition, other_cloud, other_edge, total_edge}}
     GET /healthz · /readyz · /metrics
@@ -19,15 +19,18 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from pmc2.edge_server.batching import MicroBatcher
-from pmc2.edge_server.cloud_link import CloudError, CloudLink
-from pmc2.edge_server.config import CODECS, EdgeConfig
-from pmc2.edge_server.protection import BadImage, EdgeProtector, decode_client_images
+from pmc2.edge_server.cloud_link import CloudLink
+from pmc2.edge_server.config import EdgeConfig
+from pmc2.edge_server.protection import EdgeProtector
+from pmc2.runtime.image_decoding import decode_images
+from pmc2.runtime.link_codecs import LinkCodec, PillowLink, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.secrets import fetch_secret
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch, WireFormatError
-from pmc2.serving.http_common import METRICS, json_error, read_body, service_app
+from pmc2.serving.http_common import METRICS, RequestRejected, read_body, service_app
 
 IMAGE_TYPES = ("image/jpeg", "image/png")
+MODEL_SIZE = (32, 32)
 EDGE_MODELS = ("generator", "g_a")
 
 
@@ -45,20 +48,21 @@ class EdgeState:
     def __init__(self, config: EdgeConfig, bundle: ModelBundle) -> None:
         self.config = config
         self.class_names = bundle.class_names
-        self.protector = EdgeProtector(bundle, config.sessions, config.jpeg_quality)
+        self.protector = EdgeProtector(bundle, config.sessions, config.jpeg_quality, config.webp_quality)
         # One worker: the ORT sessions already use every CPU the process has.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-ort")
         self.cloud = CloudLink(config.cloud_url, config.cloud_ca, config.cloud_client_cert,
                                config.cloud_timeout_s, config.cloud_connect_retries)
         self.batchers = {
-            codec: MicroBatcher(self._processor(codec), config.max_batch_size, config.max_wait_ms) for codec in CODECS
+            name: MicroBatcher(self._processor(codec), config.max_batch_size, config.max_wait_ms)
+            for name, codec in self.protector.codecs.items()
         }
 
-    def _processor(self, codec: str):
+    def _processor(self, codec: LinkCodec):
         async def process(images) -> list[ImageResult]:
             loop = asyncio.get_running_loop()
-            protected = await loop.run_in_executor(self.executor, self.protector.protect, images, codec)
-            reply = await self.cloud.classify(EncodedBatch(codec, protected.payloads, len(images)))
+            protected = await loop.run_in_executor(self.executor, self.protector.protect, images, codec.name)
+            reply = await self.cloud.classify(EncodedBatch(codec.name, protected.payloads, len(images)))
             cloud = reply.timings_ms
             timings = {
                 "generation": protected.generation_ms, "compression": protected.compression_ms,
@@ -67,7 +71,7 @@ class EdgeState:
                 "other_cloud": cloud["other_cloud"],
             }
             sizes = [len(payload) for payload in protected.payloads]
-            if len(sizes) != len(images):  # one stream for the whole batch
+            if codec.one_stream:  # the batch's stream is shared equally by its images
                 sizes = [sizes[0] / len(images)] * len(images)
             return [ImageResult(label, size, len(images), timings) for label, size in zip(reply.labels, sizes, strict=True)]
 
@@ -107,8 +111,8 @@ def _client_payloads(content_type: str, body: bytes, max_images: int) -> list[by
     if content_type in IMAGE_TYPES:
         return [body]
     batch = EncodedBatch.from_bytes(body, max_images=max_images)
-    if batch.codec not in ("png", "jpeg"):
-        raise WireFormatError(f"the edge takes PNG or JPEG images from clients, not {batch.codec}")
+    if not issubclass(codec_named(batch.codec), PillowLink):
+        raise WireFormatError(f"the edge takes images from clients, not a {batch.codec} batch")
     return batch.payloads
 
 
@@ -120,27 +124,16 @@ async def recognize_handler(request: web.Request) -> web.Response:
     start = time.perf_counter()
     config, state = request.app[CONFIG], request.app[STATE]
     if not _authorized(request, config):
-        return json_error(401, "missing or wrong bearer token")
-    codec = request.query.get("codec", config.codec)
-    if codec not in CODECS:
-        return json_error(400, f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
+        raise RequestRejected(401, "missing or wrong bearer token")
+    codec = codec_named(request.query.get("codec", config.codec)).name
     body = await read_body(request, (*IMAGE_TYPES, CONTENT_TYPE))
-    try:
-        payloads = _client_payloads(request.content_type, body, config.max_request_images)
-    except WireFormatError as error:
-        return json_error(400, f"bad payload: {error}")
+    payloads = _client_payloads(request.content_type, body, config.max_request_images)
     loop = asyncio.get_running_loop()
     decode_start = time.perf_counter()
-    try:
-        images = await loop.run_in_executor(
-            state.executor, decode_client_images, payloads, config.max_image_pixels, config.resize_policy)
-    except BadImage as error:
-        return json_error(422 if "accepts only" in str(error) else 400, str(error))
+    images = await loop.run_in_executor(state.executor, decode_images, payloads, config.max_image_pixels, MODEL_SIZE,
+                                        config.resize_policy)
     decode_ms = 1e3 * (time.perf_counter() - decode_start)
-    try:
-        results, queue_ms = await state.batchers[codec].submit(images)
-    except CloudError as error:
-        return json_error(error.status, str(error))
+    results, queue_ms = await state.batchers[codec].submit(images)
     request.app[METRICS].images.inc(len(results))
     timings = {"decode": decode_ms, "queue": queue_ms, **results[0].timings_ms}
     total_ms = 1e3 * (time.perf_counter() - start)

@@ -13,11 +13,11 @@ from pmc2.serving.tls import client_context
 
 
 class CloudError(RuntimeError):
-    """The cloud could not answer; ``status`` is what the edge returns (502 or 504)."""
+    """The cloud could not answer; ``http_status`` is what the edge returns (502 or 504)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, http_status: int, message: str) -> None:
         super().__init__(message)
-        self.status = status
+        self.http_status = http_status
 
 
 @dataclass

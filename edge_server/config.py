@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pmc2.runtime.image_decoding import RESIZE_POLICIES
+from pmc2.runtime.link_codecs import DEFAULT_CODEC, codec_named
 from pmc2.runtime.model_bundle import DEFAULT_MODELS
 from pmc2.runtime.sessions import SessionSettings
-from pmc2.runtime.wire_format import CODEC_IDS
-
-# Edge→cloud codecs: one neural stream per image or per micro-batch, or a PNG/JPEG per image.
-CODECS = tuple(CODEC_IDS)
 
 
 @dataclass(frozen=True)
@@ -20,8 +18,9 @@ class EdgeConfig:
     cloud_client_cert: Path | None = None  # PEM with key and certificate, for mutual TLS to the cloud
     token: str | None = None  # bearer token every client must present
     allow_unauthenticated: bool = False  # development only: serve without a token
-    codec: str = "neural"
+    codec: str = DEFAULT_CODEC
     jpeg_quality: int = 95
+    webp_quality: int | None = None  # None: lossless WebP
     resize_policy: str = "resize"  # or "reject": inputs that are not 32x32
     max_batch_size: int = 256  # micro-batching: most images per generator call
     max_wait_ms: float = 2.0  # micro-batching: longest an image waits for company
@@ -40,7 +39,6 @@ class EdgeConfig:
                              "takes --insecure-dev-no-auth")
         if self.token is not None and self.allow_unauthenticated:
             raise ValueError("give a token or allow unauthenticated access, not both")
-        if self.resize_policy not in ("resize", "reject"):
-            raise ValueError(f"resize_policy must be 'resize' or 'reject', got {self.resize_policy!r}")
-        if self.codec not in CODECS:
-            raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        if self.resize_policy not in RESIZE_POLICIES:
+            raise ValueError(f"resize_policy must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize_policy!r}")
+        codec_named(self.codec)

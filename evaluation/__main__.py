@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pmc2.demo.end_to_end import run_all_modes
+from pmc2.mobile_client.run import run_all_modes
 from pmc2.evaluation import plots
 from pmc2.evaluation.markdown import render
 from pmc2.evaluation.measurements import (
@@ -22,28 +22,30 @@ from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.export.records import git_commit
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.paths import REPORTS, SHARED_DATA
-from pmc2.runtime.image_codecs import jpeg_codec, png_codec
 
 BATCH_SIZES = (16, 256)
 PAPER_SUBSAMPLING_QUALITY = 89
+WEBP_QUALITIES = range(10, 101, 10)
 
 
 def measure_pair(pair: ModelPair, data: LabelledImages, phone_quality: int, full: bool) -> dict:
     """Table 3, privacy and batched-stream numbers for one pair; ``full`` adds the whole JPEG sweep, the
     4:2:0 ablation and the extra compressors of the default pair's rate–accuracy curve."""
     edge = EdgeImages(TrainedPipeline.load(pair), data, phone_quality)
-    png = edge.pillow(png_codec())
-    jpeg_at = functools.cache(lambda quality: edge.pillow(jpeg_codec(quality), quality=quality, subsampling="4:4:4"))
+    png = edge.link("png")
+    jpeg_at = functools.cache(lambda quality: edge.link("jpeg", jpeg_quality=quality, jpeg_subsampling="4:4:4"))
     results = {"pair": pair.name, "target": pair.target.stem, "aux": pair.aux.stem,
-               "privacy": edge.privacy(), "s1": edge.s1(), "png": png}
+               "privacy": edge.privacy(), "s1": edge.s1(), "png": png, "webp": edge.link("webp")}
     compressors = {"shipped": compressor_with_config(pair.compressor)}
     if full:
         results["jpeg_sweep"] = [jpeg_at(quality) for quality in tqdm(JPEG_QUALITIES, desc="JPEG 4:4:4 sweep")]
+        results["webp_sweep"] = [edge.link("webp", webp_quality=quality)
+                                 for quality in tqdm(WEBP_QUALITIES, desc="lossy WebP sweep")]
     results["jpeg_auto"] = auto = lowest_matching_quality(jpeg_at, png.accuracy)
     if full:
         results["jpeg_subsampling"] = [
-            result for quality in sorted({auto.settings["quality"], PAPER_SUBSAMPLING_QUALITY})
-            for result in (jpeg_at(quality), edge.pillow(jpeg_codec(quality, "4:2:0"), quality=quality, subsampling="4:2:0"))
+            result for quality in sorted({auto.settings["jpeg_quality"], PAPER_SUBSAMPLING_QUALITY})
+            for result in (jpeg_at(quality), edge.link("jpeg", jpeg_quality=quality, jpeg_subsampling="4:2:0"))
         ]
         compressors.update(compressor_variants(pair.rate_accuracy))
     results["neural"] = [
@@ -75,7 +77,7 @@ def write_report(results: dict, out: Path) -> None:
     default = results["targets"][0]
     for target in results["targets"]:
         plots.image_grid(target.pop("_grid"), out / f"privacy_grid_{target['pair']}.png")
-    plots.rate_accuracy(default["jpeg_sweep"], default["png"], default["neural"],
+    plots.rate_accuracy(default["jpeg_sweep"], default["webp_sweep"], default["png"], default["webp"], default["neural"],
                         default["privacy"]["target_perturbed"], out / "rate_accuracy.png")
     if results["latency"]:
         plots.latency_breakdown(results["latency"], out / "latency.png")

@@ -20,7 +20,9 @@ from pmc2.export.data import denormalize, normalize
 from pmc2.export.evaluate import TrainedPipeline
 from pmc2.export.perturbation_loss import per_image_ssim
 from pmc2.runtime.cifar10 import LabelledImages
-from pmc2.runtime.image_codecs import PillowCodec, decode_image_bytes, jpeg_bytes
+from pmc2.runtime.image_codecs import jpeg_bytes
+from pmc2.runtime.image_decoding import decode_image
+from pmc2.runtime.link_codecs import CodecContext, codec_named
 from pmc2.runtime.normalization import to_unit_nchw
 from pmc2.runtime.rans import RansCoder
 
@@ -66,7 +68,7 @@ class EdgeImages:
         for pixels in tqdm(data.images, desc="phone JPEG (S1)", leave=False):
             payload = jpeg_bytes(pixels, phone_quality)
             self.s1_sizes.append(len(payload))
-            decoded.append(decode_image_bytes(payload))
+            decoded.append(decode_image(payload))
         self.edge_input = torch.from_numpy(to_unit_nchw(np.stack(decoded)))
         self.perturbed = torch.cat([
             denormalize(pipeline.generator(normalize(chunk))).clamp(0, 1) for chunk in _chunks(self.edge_input)
@@ -94,16 +96,18 @@ class EdgeImages:
         return CodecResult("phone JPEG (S1)", accuracy(self.pipeline.target, self.edge_input, self.labels),
                            float(sizes.mean()), float(sizes.std()), settings={"quality": self.phone_quality})
 
-    def pillow(self, codec: PillowCodec, **settings) -> CodecResult:
-        """A lossless or JPEG link: encode every perturbed image, decode, classify."""
+    def link(self, name: str, **context) -> CodecResult:
+        """A pixel link codec by name, built with ``context`` (``CodecContext`` fields, kept as the result's
+        settings): encode every perturbed image, decode, classify."""
+        codec = codec_named(name).build(CodecContext(**context))
         sizes, decoded = [], []
         for chunk in _chunks(self.perturbed):
             payloads = codec.encode(chunk.numpy())
             sizes += [len(p) for p in payloads]
-            decoded.append(torch.from_numpy(codec.decode(payloads)))
+            decoded.append(torch.from_numpy(codec.decode(payloads, len(chunk))))
         sizes = np.asarray(sizes)
         return CodecResult(codec.name, accuracy(self.pipeline.target, torch.cat(decoded), self.labels),
-                           float(sizes.mean()), float(sizes.std()), settings=settings)
+                           float(sizes.mean()), float(sizes.std()), settings=context)
 
     @torch.inference_mode()
     def neural(self, compressor: FactorizedPrior, name: str, batch_sizes: tuple[int, ...], **settings) -> CodecResult:

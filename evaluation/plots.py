@@ -13,16 +13,19 @@ import numpy as np  # noqa: E402
 from pmc2.evaluation.measurements import CodecResult  # noqa: E402
 
 
-def rate_accuracy(jpeg_sweep: list[CodecResult], png: CodecResult, neural: list[CodecResult], perturbed_accuracy: float,
-                  path: Path) -> None:
-    """Accuracy vs bytes/image: the JPEG 4:4:4 quality sweep, PNG, and each neural compressor (red:
-    rate–distortion, purple: task-aware) with one stream per image (filled) and per 256 images (hollow)."""
+def rate_accuracy(jpeg_sweep: list[CodecResult], webp_sweep: list[CodecResult], png: CodecResult, webp: CodecResult,
+                  neural: list[CodecResult], perturbed_accuracy: float, path: Path) -> None:
+    """Accuracy vs bytes/image: the JPEG 4:4:4 and lossy WebP quality sweeps, PNG and lossless WebP, and each
+    neural compressor (red: rate–distortion, purple: task-aware) with one stream per image (filled) and per
+    256 images (hollow)."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    axes.plot([r.bytes_mean for r in jpeg_sweep], [r.accuracy for r in jpeg_sweep], "-", color="tab:blue",
-              label="JPEG 4:4:4, quality 50–100")
-    for result in (jpeg_sweep[0], jpeg_sweep[-1]):
-        axes.annotate(f"q{result.settings['quality']}", (result.bytes_mean, result.accuracy), fontsize=8)
+    for sweep, key, colour, label in ((jpeg_sweep, "jpeg_quality", "tab:blue", "JPEG 4:4:4, quality 50–100"),
+                                      (webp_sweep, "webp_quality", "tab:green", "WebP (lossy), quality 10–100")):
+        axes.plot([r.bytes_mean for r in sweep], [r.accuracy for r in sweep], "-", color=colour, label=label)
+        for result in (sweep[0], sweep[-1]):
+            axes.annotate(f"q{result.settings[key]}", (result.bytes_mean, result.accuracy), fontsize=8)
     axes.plot(png.bytes_mean, png.accuracy, "s", color="black", label="PNG (lossless)")
+    axes.plot(webp.bytes_mean, webp.accuracy, "D", color="tab:green", label="WebP (lossless)")
     markers = iter("o^vD<>p*")
     for result in neural:
         marker = next(markers)

@@ -24,6 +24,11 @@ def build_classifier(name: str) -> nn.Module:
     return CLASSIFIERS[name]()
 
 
+def load_target_and_aux(target: Path, aux: Path) -> tuple[nn.Module, nn.Module]:
+    """The frozen classifiers a generator trains against, in channels-last memory (faster convolutions on CPU)."""
+    return tuple(load_classifier(path).to(memory_format=torch.channels_last) for path in (target, aux))
+
+
 def load_classifier(path: Path) -> nn.Module:
     """Rebuild a trained classifier from a checkpoint written by ``train_classifier``; eval mode, frozen."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)

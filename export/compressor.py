@@ -44,6 +44,12 @@ def save_compressor(model: FactorizedPrior, path: Path, metadata: dict) -> None:
                 "state_dict": shipping_weights(model.state_dict())}, path)
 
 
+def clear_entropy_tables(model: FactorizedPrior) -> None:
+    """Empty the model's table buffers, so that a state dict with tables of any length (or none) loads into it."""
+    for name in TABLE_BUFFERS:
+        setattr(model.entropy_bottleneck, name, torch.empty(0, dtype=torch.int32))
+
+
 def load_compressor(path: Path) -> FactorizedPrior:
     """Rebuild a compressor from a checkpoint, with the entropy tables stored in it (never recomputed)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)

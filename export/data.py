@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pmc2.runtime.cifar10 import SAMPLE_FILE, SPLIT_FILE, LabelledImages, load_split
+from pmc2.runtime.cifar10 import SAMPLE_FILE, SPLIT_FILE, LabelledImages, load_split, load_validation
 from pmc2.runtime.paths import SHARED_DATA
 from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
 
@@ -95,6 +95,15 @@ def batches(
         if augment:
             batch = flip_and_translate(batch, generator)
         yield normalize(to_unit(batch)), labels[index]
+
+
+def seeded_training_data(data: Path, seed: int, limit: int | None) -> tuple[LabelledImages, LabelledImages]:
+    """Seed torch, then the training split and the validation images (the first ``limit`` of each)."""
+    torch.manual_seed(seed)
+    train_set, validation = load_split(data, "train"), load_validation(data)
+    if limit:
+        train_set, validation = train_set.subset(slice(0, limit)), validation.subset(slice(0, limit))
+    return train_set, validation
 
 
 def write_bundled_data(data: Path) -> None:

@@ -23,7 +23,7 @@ from pmc2.export.data import as_tensors, denormalize, normalize, to_unit
 from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.export.perturbation_loss import per_image_ssim
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
-from pmc2.runtime.image_codecs import jpeg_codec, png_codec
+from pmc2.runtime.link_codecs import CodecContext, codec_named
 
 
 @dataclass
@@ -47,7 +47,7 @@ def _correct(model: torch.nn.Module, images_normalized: torch.Tensor, labels: to
 def evaluate(pipeline: TrainedPipeline, data: LabelledImages, jpeg_quality: int, batch_size: int = 250) -> dict:
     """Accuracies (%), mean |SSIM| and mean bytes/image of every edge→cloud codec."""
     images, labels = as_tensors(data)
-    codecs = {"png": png_codec(), "jpeg": jpeg_codec(jpeg_quality)}
+    codecs = {name: codec_named(name).build(CodecContext(jpeg_quality=jpeg_quality)) for name in ("png", "jpeg")}
     counts = {key: 0 for key in ("clean", "perturbed", "aux_perturbed", "png", "jpeg", "neural")}
     sizes = {key: [] for key in ("png", "jpeg", "neural")}
     abs_ssim = []
@@ -63,7 +63,7 @@ def evaluate(pipeline: TrainedPipeline, data: LabelledImages, jpeg_quality: int,
         for name, codec in codecs.items():
             payloads = codec.encode(perturbed_unit.numpy())
             sizes[name] += [len(p) for p in payloads]
-            decoded = torch.from_numpy(codec.decode(payloads))
+            decoded = torch.from_numpy(codec.decode(payloads, len(payloads)))
             counts[name] += _correct(pipeline.target, normalize(decoded), y)
         compressed = pipeline.compressor.compress(perturbed_unit)
         sizes["neural"] += [len(s) for s in compressed["strings"][0]]

@@ -21,7 +21,8 @@ from pmc2.export.pairs import ModelPair
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.model_bundle import ModelBundle, run_single_output
 from pmc2.runtime.normalization import CIFAR10_STD, denormalize, normalize
-from pmc2.runtime.pipeline import build_codec, preprocess
+from pmc2.runtime.neural_codec import NeuralCodec
+from pmc2.runtime.pipeline import preprocess
 
 TOLERANCE = 1e-4
 STD = np.asarray(CIFAR10_STD, dtype=np.float32).reshape(1, 3, 1, 1)
@@ -93,7 +94,7 @@ def _compare_networks(bundle: ModelBundle, torch_models: dict, images: np.ndarra
 @torch.inference_mode()
 def _compare_codec(bundle: ModelBundle, compressor, images_unit: np.ndarray, report: ParityReport) -> None:
     """Bitstreams and ŷ of the runtime codec against CompressAI, on the same images."""
-    codec = build_codec("neural", bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
+    codec = NeuralCodec(bundle.entropy_tables(), bundle.latent_size, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
     bottleneck = compressor.entropy_bottleneck
     latent_torch = compressor.g_a(torch.from_numpy(images_unit))
     reference = list(bottleneck.compress(latent_torch))

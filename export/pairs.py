@@ -44,9 +44,3 @@ DEFAULT_PAIR = ModelPair("fastnet", CHECKPOINTS / "fastnet.pt", CHECKPOINTS / "c
                          CHECKPOINTS / "generator.pt", CHECKPOINTS / "compressor.pt", ONNX_MODELS,
                          CHECKPOINTS / "rate_accuracy")
 PAIRS: dict[str, ModelPair] = {pair.name: pair for pair in (DEFAULT_PAIR, _second_pair("compact_resnet", "fastnet"))}
-
-
-def pair_named(name: str) -> ModelPair:
-    if name not in PAIRS:
-        raise ValueError(f"unknown pair {name!r}; choose from {', '.join(PAIRS)}")
-    return PAIRS[name]

@@ -14,11 +14,10 @@ from torch import nn
 from tqdm import tqdm
 
 from pmc2.export.classifiers import build_classifier
-from pmc2.export.data import as_tensors, batches, erase_squares, normalize, to_unit
+from pmc2.export.data import as_tensors, batches, erase_squares, normalize, seeded_training_data, to_unit
 from pmc2.export.fast_classifiers import FastNet
-from pmc2.export.records import RunLog, load_initial_weights, restore_state, save_state, shipping_weights
+from pmc2.export.records import RunLog, load_initial_weights, save_state, shipping_weights, start_or_resume
 from pmc2.export.training_cli import parse_training_args, training_parser
-from pmc2.runtime.cifar10 import load_split, load_validation
 
 
 @dataclass
@@ -68,13 +67,7 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 
 def train(config: ClassifierConfig, data: Path, out: Path, resume: bool, init: Path | None = None) -> dict:
-    torch.manual_seed(config.seed)
-    train_set = load_split(data, "train")
-    if config.limit:
-        train_set = train_set.subset(slice(0, config.limit))
-    validation = load_validation(data)
-    if config.limit:
-        validation = validation.subset(slice(0, config.limit))
+    train_set, validation = seeded_training_data(data, config.seed, config.limit)
     train_images, train_labels = as_tensors(train_set)
     val_images, val_labels = as_tensors(validation)
 
@@ -96,9 +89,7 @@ def train(config: ClassifierConfig, data: Path, out: Path, resume: bool, init: P
     log = RunLog(out, config.model, train_set.sha256(), {**asdict(config), "init": origin})
     state_path = out / f"{config.model}.state.pt"
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "generator": generator}
-    start_epoch, previous_seconds = 0, 0.0
-    if resume and state_path.exists():
-        start_epoch, previous_seconds, _ = restore_state(state_path, parts)
+    start_epoch, previous_seconds, _ = start_or_resume(state_path, parts, resume)
 
     for epoch in range(start_epoch, config.epochs):
         model.train()

@@ -22,12 +22,11 @@ from torch import nn
 from tqdm import tqdm
 
 from pmc2.export.classifiers import load_classifier
-from pmc2.export.compressor import CPU_M, CPU_N, build_compressor, save_compressor
-from pmc2.export.data import as_tensors, batches, denormalize, normalize
+from pmc2.export.compressor import CPU_M, CPU_N, build_compressor, clear_entropy_tables, save_compressor
+from pmc2.export.data import as_tensors, batches, denormalize, normalize, seeded_training_data
 from pmc2.export.generator import PixelCube, load_generator
-from pmc2.export.records import RunLog, load_initial_weights, restore_state, save_state
+from pmc2.export.records import RunLog, load_initial_weights, save_state, start_or_resume
 from pmc2.export.training_cli import parse_training_args, training_parser
-from pmc2.runtime.cifar10 import load_split, load_validation
 
 
 @dataclass
@@ -112,10 +111,7 @@ def validate(model, objective: CompressorObjective, target: nn.Module, images, l
 
 def train(config: CompressorConfig, data: Path, generator_path: Path, target_path: Path, out: Path, resume: bool,
           init: Path | None = None) -> dict:
-    torch.manual_seed(config.seed)
-    train_set, validation = load_split(data, "train"), load_validation(data)
-    if config.limit:
-        train_set, validation = train_set.subset(slice(0, config.limit)), validation.subset(slice(0, config.limit))
+    train_set, validation = seeded_training_data(data, config.seed, config.limit)
     generator, target = load_generator(generator_path), load_classifier(target_path)
     train_images, train_labels = as_tensors(train_set)
     val_images, val_labels = as_tensors(validation)
@@ -135,9 +131,9 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
     log = RunLog(out, name, train_set.sha256(), {**asdict(config), "generator": str(generator_path), "init": origin})
     state_path, checkpoint = out / f"{name}.state.pt", out / f"{name}.pt"
     parts = {"model": model, "optimizer": optimizer, "aux_optimizer": aux_optimizer, "scheduler": scheduler, "rng": rng}
-    start_epoch, previous_seconds, best = 0, 0.0, {"validation_loss": float("inf")}
-    if resume and state_path.exists():
-        start_epoch, previous_seconds, best = restore_state(state_path, parts)
+    if resume:  # the training state's tables (if any) replace those of the initial weights
+        clear_entropy_tables(model)
+    start_epoch, previous_seconds, best = start_or_resume(state_path, parts, resume)
 
     steps_per_epoch = -(-len(train_perturbed) // config.batch_size)
     for epoch in range(start_epoch, config.epochs):

@@ -18,17 +18,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pmc2.export.classifiers import load_classifier
-from pmc2.export.compressor import CPU_M, CPU_N, build_compressor, save_compressor
-from pmc2.export.data import as_tensors, class_mean_images, denormalize, flip_and_translate, normalize, to_unit
+from pmc2.export.classifiers import load_classifier, load_target_and_aux
+from pmc2.export.compressor import CPU_M, CPU_N, build_compressor, clear_entropy_tables, save_compressor
+from pmc2.export.data import (as_tensors, class_mean_images, denormalize, flip_and_translate, normalize,
+                              seeded_training_data, to_unit)
 from pmc2.export.end_to_end_objective import (EndToEndLossConfig, EndToEndObjective, InverseNetwork, per_image_mse,
                                               shift_and_erase)
 from pmc2.export.generator import FeatureUNet, build_generator
 from pmc2.export.perturbation_loss import per_image_ssim
-from pmc2.export.records import RunLog, load_initial_weights, restore_state, save_state, shipping_weights
+from pmc2.export.records import RunLog, load_initial_weights, save_state, shipping_weights, start_or_resume
 from pmc2.export.train_generator import warmup_cosine
 from pmc2.export.training_cli import parse_training_args, training_parser
-from pmc2.runtime.cifar10 import LabelledImages, load_split, load_validation
+from pmc2.runtime.cifar10 import LabelledImages
 from pmc2.runtime.image_codecs import through_phone_jpeg
 
 PHONE_JPEG_QUALITY = 90
@@ -117,14 +118,10 @@ def build_models(config: EndToEndConfig, generator_init: Path | None,
 def train(config: EndToEndConfig, data: Path, target_path: Path, aux_path: Path, out: Path, resume: bool,
           generator_init: Path | None = None, encoder_init: Path | None = None,
           compressor_init: Path | None = None) -> dict:
-    torch.manual_seed(config.seed)
-    train_set, validation = load_split(data, "train"), load_validation(data)
-    if config.limit:
-        train_set, validation = train_set.subset(slice(0, config.limit)), validation.subset(slice(0, config.limit))
+    train_set, validation = seeded_training_data(data, config.seed, config.limit)
     train_images, train_labels = edge_inputs(train_set)
     val_images, val_labels = edge_inputs(validation)
-    target = load_classifier(target_path).to(memory_format=torch.channels_last)
-    aux = load_classifier(aux_path).to(memory_format=torch.channels_last)
+    target, aux = load_target_and_aux(target_path, aux_path)
     generator, compressor, origins = build_models(config, generator_init, encoder_init, compressor_init)
     generator = generator.to(memory_format=torch.channels_last)
     inverse = InverseNetwork()
@@ -150,9 +147,9 @@ def train(config: EndToEndConfig, data: Path, target_path: Path, aux_path: Path,
     parts = {"generator": generator, "compressor": compressor, "inverse": inverse, "optimizer": optimizer,
              "quantile_optimizer": quantile_optimizer, "inverse_optimizer": inverse_optimizer,
              "scheduler": scheduler, "rng": rng}
-    start_epoch, previous_seconds, best = 0, 0.0, {"validation_loss": float("inf")}
-    if resume and state_path.exists():
-        start_epoch, previous_seconds, best = restore_state(state_path, parts)
+    if resume:  # the training state's tables (if any) replace those of the initial weights
+        clear_entropy_tables(compressor)
+    start_epoch, previous_seconds, best = start_or_resume(state_path, parts, resume)
 
     rate_warmup_steps = max(1, int(config.rate_warmup_epochs * steps_per_epoch))
     for epoch in range(start_epoch, config.epochs):

@@ -14,13 +14,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pmc2.export.classifiers import load_classifier
-from pmc2.export.data import as_tensors, batches
+from pmc2.export.classifiers import load_target_and_aux
+from pmc2.export.data import as_tensors, batches, seeded_training_data
 from pmc2.export.generator import PerturbationGenerator
 from pmc2.export.perturbation_loss import PerturbationLossConfig, per_image_ssim, perturbation_loss
-from pmc2.export.records import RunLog, load_initial_weights, restore_state, save_state, shipping_weights
+from pmc2.export.records import RunLog, load_initial_weights, save_state, shipping_weights, start_or_resume
 from pmc2.export.training_cli import parse_training_args, training_parser
-from pmc2.runtime.cifar10 import load_split, load_validation
 
 
 @dataclass
@@ -86,14 +85,10 @@ def validate(step: PerturbationStep, images: torch.Tensor, labels: torch.Tensor)
 
 def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path, out: Path, resume: bool,
           init: Path | None = None) -> dict:
-    torch.manual_seed(config.seed)
-    train_set, validation = load_split(data, "train"), load_validation(data)
-    if config.limit:
-        train_set, validation = train_set.subset(slice(0, config.limit)), validation.subset(slice(0, config.limit))
+    train_set, validation = seeded_training_data(data, config.seed, config.limit)
     train_images, train_labels = as_tensors(train_set)
     val_images, val_labels = as_tensors(validation)
-    target = load_classifier(target_path).to(memory_format=torch.channels_last)
-    aux = load_classifier(aux_path).to(memory_format=torch.channels_last)
+    target, aux = load_target_and_aux(target_path, aux_path)
     generator = PerturbationGenerator(config.base_width)
     origin = load_initial_weights(generator, init) if init else None
     generator = generator.to(memory_format=torch.channels_last)
@@ -108,9 +103,7 @@ def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path
     log = RunLog(out, "generator", train_set.sha256(), {**asdict(config), "target": str(target_path), "aux": str(aux_path), "init": origin})
     state_path, checkpoint = out / "generator.state.pt", out / "generator.pt"
     parts = {"generator": generator, "optimizer": optimizer, "scheduler": scheduler, "rng": rng}
-    start_epoch, previous_seconds, best = 0, 0.0, {"validation_loss": float("inf")}
-    if resume and state_path.exists():
-        start_epoch, previous_seconds, best = restore_state(state_path, parts)
+    start_epoch, previous_seconds, best = start_or_resume(state_path, parts, resume)
 
     for epoch in range(start_epoch, config.epochs):
         generator.train()

@@ -15,7 +15,7 @@ from pmc2.mobile_client.image_sources import load_images
 from pmc2.mobile_client.modes import MODES, Phone
 from pmc2.mobile_client.run import format_accuracy_by_class, format_summaries, run_mode, summarize
 from pmc2.runtime.model_bundle import ModelBundle
-from pmc2.runtime.wire_format import CODEC_IDS
+from pmc2.runtime.link_codecs import DEFAULT_CODEC, LINK_CODECS
 from pmc2.serving.tls import client_context
 
 
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--cloud-url", default="https://localhost:8443")
     parser.add_argument("--ca", type=Path, required=True, help="CA that signed the servers' certificates")
     parser.add_argument("--token-env", default="PMC2_EDGE_TOKEN")
-    parser.add_argument("--edge-codec", choices=tuple(CODEC_IDS), default="neural")
+    parser.add_argument("--edge-codec", choices=tuple(LINK_CODECS), default=DEFAULT_CODEC)
     parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality on the phone (S1)")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--rate", type=float, default=None, help="requests started per second (default: unlimited)")

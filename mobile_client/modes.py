@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import numpy as np
 
-from pmc2.runtime.image_codecs import jpeg_bytes, png_codec
+from pmc2.runtime.image_codecs import jpeg_bytes
+from pmc2.runtime.link_codecs import CodecContext, PngLink, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.normalization import to_unit_nchw
 from pmc2.runtime.pipeline import perturb, preprocess
@@ -57,13 +58,14 @@ class Phone:
     """One simulated phone: knows the edge and cloud URLs and, for pp-baseline, holds the generator."""
 
     def __init__(self, edge_url: str, cloud_url: str, token: str | None, jpeg_quality: int,
-                 edge_codec: str, bundle: ModelBundle | None = None) -> None:
+                 edge_codec: str, bundle: ModelBundle | None = None, direct_codec: str = PngLink.name) -> None:
+        """``direct_codec``: the link codec of the modes that upload straight to the cloud (lossless PNG, as MMSys'22)."""
         self.edge_url = f"{edge_url.rstrip('/')}/v1/recognize?codec={edge_codec}"
         self.cloud_url = f"{cloud_url.rstrip('/')}/v1/classify"
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.jpeg_quality = jpeg_quality
         self.generator = bundle.session("generator") if bundle is not None else None
-        self.png = png_codec()
+        self.direct = codec_named(direct_codec).build(CodecContext())
 
     async def pmc2(self, session: aiohttp.ClientSession, pixels: np.ndarray, record: ImageRecord) -> None:
         start = time.perf_counter()
@@ -86,9 +88,9 @@ class Phone:
     async def _direct_to_cloud(self, session: aiohttp.ClientSession, images_unit: np.ndarray, record: ImageRecord,
                                generation_ms: float, start: float) -> None:
         encode_start = time.perf_counter()
-        payload = self.png.encode(images_unit)[0]
+        payload = self.direct.encode(images_unit)[0]
         encoded = time.perf_counter()
-        body = EncodedBatch("png", [payload]).to_bytes()
+        body = EncodedBatch(self.direct.name, [payload]).to_bytes()
         reply = await _post_json(session, self.cloud_url, body, {"Content-Type": CONTENT_TYPE})
         done = time.perf_counter()
         cloud = reply["timings_ms"]

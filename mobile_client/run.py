@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -13,6 +15,12 @@ from tqdm import tqdm
 
 from pmc2.mobile_client.modes import STAGES, ImageRecord, Phone
 from pmc2.runtime.cifar10 import CLASSES, LabelledImages
+from pmc2.runtime.link_codecs import DEFAULT_CODEC, LINK_CODECS
+from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.serving.local_stack import local_stack
+
+# Every mode; PMC² once per edge→cloud link codec.
+RUNS = (*(("pmc2", name) for name in LINK_CODECS), ("pp-baseline", None), ("unprotected", None))
 
 
 async def run_mode(phone: Phone, mode: str, data: LabelledImages, ssl_context: ssl.SSLContext,
@@ -41,6 +49,18 @@ async def run_mode(phone: Phone, mode: str, data: LabelledImages, ssl_context: s
     for record in records:
         record.stages_ms.setdefault("elapsed_run_s", elapsed)
     return records
+
+
+def run_all_modes(data: LabelledImages, concurrency: int = 1, phone_quality: int = 90) -> dict[str, dict]:
+    """A local cloud + edge stack; one request per image for each run in RUNS; a summary per run."""
+    bundle = ModelBundle.open()
+    summaries = {}
+    with tempfile.TemporaryDirectory() as workdir, local_stack(Path(workdir), mutual_tls=False) as stack:
+        for mode, codec in RUNS:
+            phone = Phone(stack.edge_url, stack.cloud_url, stack.token, phone_quality, codec or DEFAULT_CODEC, bundle)
+            records = asyncio.run(run_mode(phone, mode, data, stack.client_ssl(), concurrency))
+            summaries[f"{mode}/{codec}" if codec else mode] = summarize(records)
+    return summaries
 
 
 def summarize(records: list[ImageRecord]) -> dict:

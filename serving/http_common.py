@@ -9,6 +9,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from pmc2.runtime.image_decoding import ImageError
+from pmc2.runtime.link_codecs import CorruptBitstream, UnknownCodec
+from pmc2.runtime.wire_format import WireFormatError
+
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -32,11 +36,28 @@ def json_error(status: int, message: str) -> web.Response:
 
 
 class RequestRejected(Exception):
-    """Raised by request parsing; the middleware answers ``status`` with ``message`` as JSON."""
+    """Raised by request handling with the status to answer (the middleware sends ``message`` as JSON)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, http_status: int, message: str) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.http_status = http_status
+
+
+# Exception type → HTTP status, for every error a request can cause (the first match along the type's MRO).
+# An exception that carries its own ``http_status`` (RequestRejected, the edge's CloudError) answers that.
+ERROR_STATUS: dict[type[Exception], int] = {
+    WireFormatError: 400,
+    UnknownCodec: 400,
+    ImageError: 422,
+    CorruptBitstream: 422,
+}
+
+
+def status_of(error: Exception) -> int | None:
+    """The status a handler's exception answers with, or None for a bug (answered 500)."""
+    if isinstance(getattr(error, "http_status", None), int):
+        return error.http_status
+    return next((ERROR_STATUS[kind] for kind in type(error).__mro__ if kind in ERROR_STATUS), None)
 
 
 async def read_body(request: web.Request, allowed_types: tuple[str, ...]) -> bytes:
@@ -60,16 +81,18 @@ def error_and_metrics_middleware(metrics: ServiceMetrics):
         path = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
         try:
             response = await handler(request)
-        except RequestRejected as error:
-            response = json_error(error.status, error.message)
         except web.HTTPException as error:
             if error.content_type == "application/json":
                 response = error
             else:
                 response = json_error(error.status, error.reason if error.status != 413 else error.text)
-        except Exception:  # a bug must not take the service down; log it and answer 500
-            log.exception("unhandled error on %s", request.path)
-            response = json_error(500, "internal server error")
+        except Exception as error:
+            status = status_of(error)
+            if status is None:  # a bug must not take the service down; log it and answer 500
+                log.exception("unhandled error on %s", request.path)
+                response = json_error(500, "internal server error")
+            else:
+                response = json_error(status, str(error))
         metrics.requests.labels(path, str(response.status)).inc()
         metrics.latency.labels(path).observe(time.perf_counter() - start)
         return response

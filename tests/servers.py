@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from pmc2.demo.local_stack import free_port
+from pmc2.serving.local_stack import free_port
 
 from pmc2.serving.tls import server_context
 

@@ -19,7 +19,7 @@ import pytest
 from packaging.requirements import Requirement
 from PIL import Image
 
-from pmc2.demo.local_stack import free_port
+from pmc2.serving.local_stack import free_port
 from pmc2.runtime.cifar10 import CLASSES, load_evaluation
 from pmc2.runtime.paths import REPO_ROOT
 from pmc2.serving.dev_certs import create_dev_certificates

@@ -13,7 +13,6 @@ from pmc2.evaluation.measurements import CodecResult, EdgeImages, compressor_wit
 from pmc2.export.evaluate import TrainedPipeline
 from pmc2.export.pairs import DEFAULT_PAIR, PAIRS
 from pmc2.runtime.cifar10 import load_evaluation
-from pmc2.runtime.image_codecs import png_codec
 from pmc2.runtime.paths import REPORTS
 
 
@@ -53,10 +52,11 @@ def test_report_numbers_are_consistent(report: Path) -> None:
     assert results["images"] == 60
     assert [target["pair"] for target in results["targets"]] == list(PAIRS)
     default = results["targets"][0]
-    qualities = [r["settings"]["quality"] for r in default["jpeg_sweep"]]
+    qualities = [r["settings"]["jpeg_quality"] for r in default["jpeg_sweep"]]
     assert qualities == list(range(50, 101))
     for target in results["targets"]:
-        assert 50 <= target["jpeg_auto"]["settings"]["quality"] <= 100
+        assert 50 <= target["jpeg_auto"]["settings"]["jpeg_quality"] <= 100
+        assert target["webp"]["accuracy"] == pytest.approx(target["png"]["accuracy"])  # both lossless
         for neural in target["neural"]:
             batched = neural["batched_bytes"]
             # one stream per batch saves the per-stream flush and cannot beat the entropy model's ideal size
@@ -75,7 +75,7 @@ def test_committed_table_3_row_is_re_derived_from_the_shipped_models(shared_cifa
     assert committed["images"] == 5_000 and row["pair"] == DEFAULT_PAIR.name
     edge = EdgeImages(TrainedPipeline.load(DEFAULT_PAIR), load_evaluation(shared_cifar), row["s1"]["settings"]["quality"])
     model, _ = compressor_with_config(DEFAULT_PAIR.compressor)
-    fresh = {"s1": edge.s1(), "png": edge.pillow(png_codec()), "neural": edge.neural(model, "shipped", ())}
+    fresh = {"s1": edge.s1(), "png": edge.link("png"), "neural": edge.neural(model, "shipped", ())}
     recorded = {"s1": row["s1"], "png": row["png"], "neural": row["neural"][0]}
     for name, result in fresh.items():
         assert result.accuracy == pytest.approx(recorded[name]["accuracy"], abs=0.3), name

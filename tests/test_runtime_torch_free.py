@@ -13,9 +13,12 @@ from PIL import Image
 
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.cpu_budget import available_cpus, cgroup_cpu_limit
-from pmc2.runtime.image_codecs import decode_image_bytes, jpeg_codec, png_codec
+from pmc2.runtime.image_decoding import NotAnImage, WrongImageSize, decode_image, decode_images
+from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, UnknownCodec, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
-from pmc2.runtime.pipeline import build_codec, perturb, preprocess
+from pmc2.runtime.neural_codec import NeuralCodec
+from pmc2.runtime.pipeline import perturb, preprocess
+from pmc2.runtime.wire_format import EncodedBatch
 from pmc2.runtime.sessions import SessionSettings
 
 NO_TORCH_SCRIPT = """
@@ -26,13 +29,14 @@ for module in pkgutil.iter_modules(pmc2.runtime.__path__):
     importlib.import_module(f"pmc2.runtime.{module.name}")
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.model_bundle import ModelBundle
-from pmc2.runtime.pipeline import build_codec, classify, perturb, preprocess
+from pmc2.runtime.link_codecs import CodecContext, codec_named
+from pmc2.runtime.pipeline import classify, perturb, preprocess
 bundle = ModelBundle.open()
 data = load_evaluation(None).subset(slice(0, 32))
 perturbed = perturb(bundle.session("generator"), preprocess(data.images))
-codec = build_codec("neural", bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
+codec = codec_named("neural").build(CodecContext(bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s")))
 streams = codec.encode(perturbed)
-labels = classify(bundle.session("target"), codec.decode(streams))
+labels = classify(bundle.session("target"), codec.decode(streams, len(streams)))
 assert "torch" not in [name for name, mod in sys.modules.items() if mod is not None and name.split(".")[0] == "torch"]
 print(len(streams), labels.shape[0], sum(len(s) for s in streams))
 """
@@ -64,26 +68,67 @@ def test_session_settings_reach_onnxruntime(tmp_path: Path) -> None:
         SessionSettings(optimization="fastest")
 
 
-def test_png_is_lossless_and_jpeg_444_keeps_chroma() -> None:
+def _link(name: str, **context):
+    return codec_named(name).build(CodecContext(**context))
+
+
+def test_png_and_lossless_webp_are_lossless_and_jpeg_444_keeps_chroma() -> None:
     rng = np.random.default_rng(0)
     images = (rng.integers(0, 256, (3, 3, 32, 32)) / 255.0).astype(np.float32)
-    np.testing.assert_array_equal(png_codec().decode(png_codec().encode(images)), images)
-    payload = jpeg_codec(90).encode(images)[0]
-    assert jpeg_codec(90).decode([payload]).shape == (1, 3, 32, 32)
+    for name in ("png", "webp"):
+        np.testing.assert_array_equal(_link(name).decode(_link(name).encode(images), 3), images)
+    payload = _link("jpeg", jpeg_quality=90).encode(images)[0]
+    assert _link("jpeg", jpeg_quality=90).decode([payload], 1).shape == (1, 3, 32, 32)
     with Image.open(io.BytesIO(payload)) as image:
         assert {component[1:3] for component in image.layer} == {(1, 1)}  # 4:4:4, no chroma subsampling
 
 
+def test_lossy_webp_is_smaller_at_lower_quality_and_decodes_to_the_same_shape() -> None:
+    images = load_evaluation(None).images[:8]
+    unit = (images.transpose(0, 3, 1, 2) / 255.0).astype(np.float32)
+    sizes = {}
+    for quality in (30, 90):
+        codec = _link("webp", webp_quality=quality)
+        payloads = codec.encode(unit)
+        with Image.open(io.BytesIO(payloads[0])) as image:
+            assert image.format == "WEBP"
+        decoded = codec.decode(payloads, len(payloads))
+        assert decoded.shape == unit.shape and 0 < np.abs(decoded - unit).mean() < 0.1
+        sizes[quality] = sum(map(len, payloads))
+    assert sizes[30] < sizes[90] < sum(map(len, _link("webp").encode(unit)))
+
+
+def test_every_registered_codec_round_trips_a_batch_through_the_wire_format() -> None:
+    bundle = ModelBundle.open()
+    context = CodecContext(bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
+    images = perturb(bundle.session("generator"), preprocess(load_evaluation(None).images[:5]))
+    wire_ids = set()
+    for name, codec_class in LINK_CODECS.items():
+        codec = codec_class.build(context)
+        batch = EncodedBatch.from_bytes(EncodedBatch(name, codec.encode(images), len(images)).to_bytes())
+        assert batch.codec == name and batch.images == 5 and (len(batch.payloads) == 1) == codec.one_stream
+        assert codec.decode(batch.payloads, batch.images).shape == images.shape
+        wire_ids.add(codec.wire_id)
+    assert len(wire_ids) == len(LINK_CODECS)
+    with pytest.raises(UnknownCodec, match="choose from"):
+        codec_named("gif")
+
+
 def test_decoding_rejects_non_images_with_a_clear_message() -> None:
-    with pytest.raises(ValueError, match="not a decodable image"):
-        decode_image_bytes(b"definitely not a picture")
+    with pytest.raises(NotAnImage, match="not a decodable image"):
+        decode_image(b"definitely not a picture")
+    with pytest.raises(NotAnImage, match="image 1"):
+        decode_images([_link("png").encode(np.zeros((1, 3, 32, 32), np.float32))[0], b"nope"])
+    with pytest.raises(WrongImageSize, match="only 32x32"):
+        decode_images([_link("png").encode(np.zeros((1, 3, 8, 8), np.float32))[0]], policy="reject")
+    assert decode_images([_link("png").encode(np.zeros((1, 3, 8, 8), np.float32))[0]], policy="resize").shape == (1, 32, 32, 3)
     with pytest.raises(ValueError, match="quality"):
-        jpeg_codec(0)
+        _link("jpeg", jpeg_quality=0)
 
 
 def test_one_stream_per_batch_round_trips_and_pays_the_flush_once() -> None:
     bundle = ModelBundle.open()
-    codec = build_codec("neural", bundle, g_a=bundle.session("g_a"))
+    codec = NeuralCodec(bundle.entropy_tables(), bundle.latent_size, g_a=bundle.session("g_a"))
     data = load_evaluation(None).subset(slice(0, 64))
     latent = codec.analyse(perturb(bundle.session("generator"), preprocess(data.images)))
     per_image = codec.coder.encode(latent)

@@ -1,0 +1,193 @@
+"""The edge→cloud link codecs, found by name: the only module that knows them.
+
+    LINK_CODECS["png"].build(context) ──encode([0,1] NCHW batch)──▶ payloads ──wire──▶ decode(payloads, n) ──▶ [0,1]
+
+Each codec class carries its name, its wire id (``runtime.wire_format``), whether a batch travels as one
+stream, and how a batch becomes payloads and back. Servers, client, demo and evaluation look codecs up
+here and never branch on a name. To add a codec: write one class with ``@register`` below, and its tests.
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from PIL import Image
+
+from pmc2.runtime.image_decoding import MAX_IMAGE_PIXELS, decode_images
+from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.neural_codec import NeuralCodec
+from pmc2.runtime.normalization import to_uint8_nhwc, to_unit_nchw
+
+
+class UnknownCodec(ValueError):
+    """No link codec has that name or wire id."""
+
+
+class CorruptBitstream(ValueError):
+    """A neural payload too short to be a rANS stream."""
+
+
+@dataclass(frozen=True)
+class CodecContext:
+    """What building a codec may take: the bundle's entropy tables and sessions, and the codecs' settings."""
+
+    bundle: ModelBundle | None = None
+    g_a: object = None  # ORT session of the analysis transform (edge)
+    g_s: object = None  # ORT session of the synthesis transform (cloud)
+    jpeg_quality: int = 95
+    jpeg_subsampling: str = "4:4:4"  # chroma off: perturbed images lose their signal under 4:2:0
+    webp_quality: int | None = None  # None: lossless
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+
+
+class LinkCodec(ABC):
+    name: ClassVar[str]
+    wire_id: ClassVar[int]
+    one_stream: ClassVar[bool] = False  # a batch travels as one payload holding every image
+
+    @classmethod
+    @abstractmethod
+    def build(cls, context: CodecContext) -> "LinkCodec": ...
+
+    @abstractmethod
+    def encode(self, images_unit: np.ndarray) -> list[bytes]:
+        """[0, 1] NCHW float images to payloads (one per image, or one for the batch)."""
+
+    @abstractmethod
+    def decode(self, payloads: list[bytes], images: int) -> np.ndarray:
+        """Payloads of ``images`` images back to [0, 1] NCHW float32."""
+
+
+LINK_CODECS: dict[str, type[LinkCodec]] = {}
+
+
+def register(codec: type[LinkCodec]) -> type[LinkCodec]:
+    clash = [other.name for other in LINK_CODECS.values() if other.wire_id == codec.wire_id]
+    if codec.name in LINK_CODECS or clash:
+        raise ValueError(f"link codec {codec.name!r} (wire id {codec.wire_id}) clashes with {clash or codec.name}")
+    LINK_CODECS[codec.name] = codec
+    return codec
+
+
+def codec_named(name: str) -> type[LinkCodec]:
+    if name not in LINK_CODECS:
+        raise UnknownCodec(f"unknown codec {name!r}; choose from {', '.join(LINK_CODECS)}")
+    return LINK_CODECS[name]
+
+
+def codec_with_wire_id(wire_id: int) -> type[LinkCodec]:
+    for codec in LINK_CODECS.values():
+        if codec.wire_id == wire_id:
+            return codec
+    raise UnknownCodec(f"unknown codec id {wire_id}")
+
+
+class PillowLink(LinkCodec):
+    """One image per payload, written by Pillow; read back by the one image decoder (32x32 only)."""
+
+    pillow_format: ClassVar[str]
+
+    def __init__(self, save_options: dict, max_image_pixels: int) -> None:
+        self.save_options, self.max_image_pixels = save_options, max_image_pixels
+
+    def encode(self, images_unit: np.ndarray) -> list[bytes]:
+        payloads = []
+        for pixels in to_uint8_nhwc(images_unit):
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, format=self.pillow_format, **self.save_options)
+            payloads.append(buffer.getvalue())
+        return payloads
+
+    def decode(self, payloads: list[bytes], images: int) -> np.ndarray:
+        return to_unit_nchw(decode_images(payloads, self.max_image_pixels, policy="reject"))
+
+
+@register
+class PngLink(PillowLink):
+    """Lossless PNG, optimize=True."""
+
+    name, wire_id, pillow_format = "png", 2, "PNG"
+
+    @classmethod
+    def build(cls, context: CodecContext) -> "PngLink":
+        return cls({"optimize": True}, context.max_image_pixels)
+
+
+@register
+class JpegLink(PillowLink):
+    """JPEG at ``context.jpeg_quality``, chroma subsampling as the context says (4:4:4 by default)."""
+
+    name, wire_id, pillow_format = "jpeg", 3, "JPEG"
+
+    @classmethod
+    def build(cls, context: CodecContext) -> "JpegLink":
+        if not 1 <= context.jpeg_quality <= 100:
+            raise ValueError(f"JPEG quality must be in 1..100, got {context.jpeg_quality}")
+        options = {"quality": context.jpeg_quality, "subsampling": context.jpeg_subsampling, "optimize": True}
+        return cls(options, context.max_image_pixels)
+
+
+@register
+class WebpLink(PillowLink):
+    """WebP: lossless (``context.webp_quality`` None) or lossy at that quality; slowest, smallest method."""
+
+    name, wire_id, pillow_format = "webp", 5, "WEBP"
+
+    @classmethod
+    def build(cls, context: CodecContext) -> "WebpLink":
+        quality = context.webp_quality
+        if quality is not None and not 0 <= quality <= 100:
+            raise ValueError(f"WebP quality must be in 0..100, got {quality}")
+        options = {"lossless": True, "quality": 100} if quality is None else {"quality": quality}
+        return cls({**options, "method": 6}, context.max_image_pixels)
+
+
+@register
+class NeuralLink(LinkCodec):
+    """g_a + rANS (edge) / rANS⁻¹ + g_s (cloud): one stream per image."""
+
+    name, wire_id = "neural", 1
+    MIN_STREAM_BYTES = 4  # the rANS decoder reads a 32-bit state before anything else
+
+    def __init__(self, codec: NeuralCodec) -> None:
+        self.codec = codec
+
+    @classmethod
+    def build(cls, context: CodecContext) -> "NeuralLink":
+        if context.bundle is None:
+            raise ValueError(f"the {cls.name} codec needs a model bundle (entropy tables)")
+        return cls(NeuralCodec(context.bundle.entropy_tables(), context.bundle.latent_size, g_a=context.g_a,
+                               g_s=context.g_s))
+
+    def _check(self, payloads: list[bytes]) -> None:
+        for index, payload in enumerate(payloads):
+            if len(payload) < self.MIN_STREAM_BYTES:
+                raise CorruptBitstream(f"corrupt neural bitstream: stream {index} has {len(payload)} bytes")
+
+    def encode(self, images_unit: np.ndarray) -> list[bytes]:
+        return self.codec.encode(images_unit)
+
+    def decode(self, payloads: list[bytes], images: int) -> np.ndarray:
+        self._check(payloads)
+        return self.codec.decode(payloads)
+
+
+@register
+class NeuralBatchLink(NeuralLink):
+    """The neural codec with one rANS stream per batch: the coder's flush is paid once per batch."""
+
+    name, wire_id, one_stream = "neural-batch", 4, True
+
+    def encode(self, images_unit: np.ndarray) -> list[bytes]:
+        return [self.codec.encode_stream(images_unit)]
+
+    def decode(self, payloads: list[bytes], images: int) -> np.ndarray:
+        self._check(payloads)
+        return self.codec.decode_stream(payloads[0], images)
+
+
+DEFAULT_CODEC = NeuralLink.name  # what the edge sends the cloud unless configured otherwise
