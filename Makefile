@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test
+.PHONY: setup demo test browser
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,13 @@ $(STAMP): setup.cfg pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/python -m pmc2.demo
+	$(BIN)/python -m pmc2.demo $(ARGS)
 
-test: setup
+# The page's browser test drives Debian's Chromium; installed here when missing and apt can (root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium is not installed and could not be: the browser test will say so"
+
+test: setup browser
 	$(BIN)/python -m pytest

@@ -1,17 +1,22 @@
 """End-to-end demo: cloud + edge on localhost (HTTPS, mutual TLS edge→cloud), the simulated phone
 over the bundled images in every mode and edge→cloud codec, one table, clean shutdown.
 
-    python -m pmc2.demo [--images sample] [--limit N] [--concurrency 1] [--json out.json]
+    python -m pmc2.demo [--images sample] [--limit N] [--concurrency 1] [--json out.json] [--serve]
+
+With ``--serve`` the demo then keeps a cloud and an edge running, prints the address of the edge's page
+(token included) and waits for Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from pmc2.mobile_client.image_sources import load_images
 from pmc2.mobile_client.run import format_accuracy_by_class, format_summaries, run_all_modes
+from pmc2.serving.local_stack import local_stack
 
 
 def main() -> None:
@@ -21,6 +26,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--jpeg-quality", type=int, default=90, help="phone-side JPEG quality (S1)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--serve", action="store_true", help="afterwards, keep the servers up for the page until Ctrl-C")
+    parser.add_argument("--port", type=int, default=9443, help="the edge's port with --serve")
     args = parser.parse_args()
     data = load_images(args.images)
     if args.limit:
@@ -31,6 +38,26 @@ def main() -> None:
     print(format_accuracy_by_class(summaries))
     if args.json:
         args.json.write_text(json.dumps(summaries, indent=2) + "\n")
+    if args.serve:
+        serve_page(args.port)
+    else:
+        print(f"\nTo look at what leaves the trusted domain in a browser: make demo ARGS=--serve "
+              f"(then open https://localhost:{args.port}/ui)")
+
+
+def serve_page(port: int) -> None:
+    """Keep a local cloud + edge up and print the page's address until Ctrl-C."""
+    workdir = Path(".demo")
+    workdir.mkdir(exist_ok=True)
+    with local_stack(workdir, edge_port=port) as stack:
+        print(f"\nThe edge's page: {stack.edge_url}/ui#token={stack.token}")
+        print(f"(a development CA signed its certificate: trust {stack.certificates.ca.resolve()} in the browser, "
+              "or accept its warning) — Ctrl-C stops both servers")
+        try:
+            while all(stack.alive().values()):
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
 
 
 if __name__ == "__main__":

@@ -18,19 +18,21 @@ from pmc2.runtime.sessions import SessionSettings
 
 @dataclass
 class ProtectedBatch:
+    images: np.ndarray  # what the link encoded: x' in [0, 1]
     payloads: list[bytes]
     generation_ms: float
     compression_ms: float
 
 
 class EdgeProtector:
-    """Generator and every link codec of one edge, built once from the model bundle."""
+    """Generator and every link codec of one edge, built once from the model bundle (g_s too, so the edge can
+    show what the cloud will decode)."""
 
     def __init__(self, bundle: ModelBundle, settings: SessionSettings, jpeg_quality: int,
                  webp_quality: int | None) -> None:
         self.generator = bundle.session("generator", settings)
-        context = CodecContext(bundle, g_a=bundle.session("g_a", settings), jpeg_quality=jpeg_quality,
-                               webp_quality=webp_quality)
+        context = CodecContext(bundle, g_a=bundle.session("g_a", settings), g_s=bundle.session("g_s", settings),
+                               jpeg_quality=jpeg_quality, webp_quality=webp_quality)
         self.codecs: dict[str, LinkCodec] = {name: codec.build(context) for name, codec in LINK_CODECS.items()}
 
     def protect(self, images_uint8: np.ndarray, codec: str) -> ProtectedBatch:
@@ -39,4 +41,4 @@ class EdgeProtector:
         generated = time.perf_counter()
         payloads = self.codecs[codec].encode(perturbed)
         done = time.perf_counter()
-        return ProtectedBatch(payloads, 1e3 * (generated - start), 1e3 * (done - generated))
+        return ProtectedBatch(perturbed, payloads, 1e3 * (generated - start), 1e3 * (done - generated))

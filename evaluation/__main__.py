@@ -14,6 +14,7 @@ from tqdm import tqdm
 from pmc2.mobile_client.run import run_all_modes
 from pmc2.evaluation import plots
 from pmc2.evaluation.markdown import render
+from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
 from pmc2.evaluation.measurements import (
     JPEG_QUALITIES, EdgeImages, compressor_variants, compressor_with_config, lowest_matching_quality,
 )
@@ -64,11 +65,19 @@ def measure(args: argparse.Namespace) -> dict:
     latency = None
     if args.latency_images:
         latency = run_all_modes(data.subset(slice(0, args.latency_images)), phone_quality=args.phone_quality)
+    privacy = None
+    if args.attacker_images:
+        if args.data is None:
+            raise SystemExit("the privacy attacks need the public training images: give --data (or --attacker-images 0)")
+        config = PrivacyConfig(attacker_images=args.attacker_images, phone_quality=args.phone_quality,
+                               retrain=args.retrain_attacks)
+        privacy = measure_privacy(args.data, args.limit, config)
     return {
         "command": " ".join(["python -m pmc2.evaluation", *sys.argv[1:]]),
         "git_commit": git_commit(),
         "data": "bundled 500-image sample" if args.data is None else str(args.data),
         "images": len(data), "targets": targets, "latency": latency, "latency_images": args.latency_images,
+        "privacy_attacks": privacy,
     }
 
 
@@ -81,6 +90,8 @@ def write_report(results: dict, out: Path) -> None:
                         default["privacy"]["target_perturbed"], out / "rate_accuracy.png")
     if results["latency"]:
         plots.latency_breakdown(results["latency"], out / "latency.png")
+    if results["privacy_attacks"]:
+        write_grids(results["privacy_attacks"], out)
     (out / "report.md").write_text(render(results))
     serialisable = json.loads(json.dumps(results, default=dataclasses.asdict))
     (out / "results.json").write_text(json.dumps(serialisable, indent=2) + "\n")
@@ -94,6 +105,9 @@ def main() -> None:
     parser.add_argument("--phone-quality", type=int, default=90, help="the phone's JPEG quality (S1)")
     parser.add_argument("--latency-images", type=int, default=200,
                         help="images per run through the real servers (0: skip the latency section)")
+    parser.add_argument("--attacker-images", type=int, default=PrivacyConfig.attacker_images,
+                        help="public images the privacy attacks train on (0: skip the privacy attacks)")
+    parser.add_argument("--retrain-attacks", action="store_true", help="train the inverse networks again")
     parser.add_argument("--out", type=Path, default=REPORTS / "evaluation")
     args = parser.parse_args()
     results = measure(args)

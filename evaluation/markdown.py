@@ -88,7 +88,7 @@ def render(results: dict) -> str:
         "Lossy WebP on the same images:",
         _table(["WebP quality", "S2 bytes", "accuracy"],
                [[str(r.settings["webp_quality"]), f"{r.bytes_mean:.1f}", f"{r.accuracy:.2f}%"] for r in default["webp_sweep"]]),
-        "## Privacy",
+        "## Perturbation statistics (proxies, not a privacy measure: see Privacy under attack)",
         _table(["target (aux)", "target clean", "target after S1", "target perturbed", "aux clean", "aux perturbed",
                 "mean abs SSIM(x, x')"],
                [[f"{t['target']} ({t['aux']})", *[f"{t['privacy'][key]:.2f}%" for key in
@@ -97,6 +97,8 @@ def render(results: dict) -> str:
         *[f"Target `{t['target']}`: original / perturbed (edge) / neural reconstruction (cloud)\n\n"
           f"![privacy grid {t['target']}](privacy_grid_{t['pair']}.png)" for t in targets],
     ]
+    if results.get("privacy_attacks"):
+        sections.append(render_privacy(results["privacy_attacks"]))
     if results.get("latency"):
         latency = results["latency"]
         stages = list(dict.fromkeys(stage for summary in latency.values() for stage in summary["stage_medians_ms"]))

@@ -33,6 +33,7 @@ from pmc2.runtime.cifar10 import LabelledImages
 from pmc2.runtime.image_codecs import through_phone_jpeg
 
 PHONE_JPEG_QUALITY = 90
+LINK_IMAGE = {"decoded": "decoded", "distortion": "perturbed"}  # tie → the image the PNG/JPEG links carry
 LR_WARMUP_STEPS = 200
 
 
@@ -196,7 +197,8 @@ def save_checkpoints(config: EndToEndConfig, generator, compressor, out: Path, l
                      previous_seconds: float, target_path: Path, aux_path: Path) -> None:
     """The best epoch's generator and compressor (entropy tables computed here, once), each with its record."""
     generator_path = out / "generator.pt"
-    torch.save({"architecture": config.architecture, "base_width": config.base_width, "link_image": config.loss.tie,
+    torch.save({"architecture": config.architecture, "base_width": config.base_width,
+                "link_image": LINK_IMAGE[config.loss.tie],
                 "state_dict": shipping_weights(generator.state_dict()), "target": str(target_path),
                 "aux": str(aux_path), "epoch": best["epoch"]}, generator_path)
     log.write_record(generator_path, best, previous_seconds)

@@ -67,10 +67,11 @@ def _stop(process: subprocess.Popen) -> None:
 
 @contextmanager
 def local_stack(workdir: Path, edge_threads: int = 1, cloud_threads: int = 1, mutual_tls: bool = True,
-                extra_edge_args: tuple[str, ...] = ()) -> Iterator[LocalStack]:
-    """Cloud and edge on free loopback ports; the edge verifies the cloud (and presents a client cert)."""
+                extra_edge_args: tuple[str, ...] = (), edge_port: int | None = None) -> Iterator[LocalStack]:
+    """Cloud and edge on loopback (free ports unless ``edge_port`` is given); the edge verifies the cloud
+    (and presents a client cert). The bearer token is generated afresh."""
     certificates = create_dev_certificates(workdir / "certs")
-    cloud_port, edge_port = free_port(), free_port()
+    cloud_port, edge_port = free_port(), edge_port or free_port()
     token = secrets.token_urlsafe(24)
     stack = LocalStack(certificates, f"https://localhost:{edge_port}", f"https://localhost:{cloud_port}", token)
     cloud_args = ["--port", str(cloud_port), "--cert", str(certificates.cloud), "--threads", str(cloud_threads)]

@@ -31,7 +31,8 @@ def test_lowest_matching_quality_bisects_to_the_cheapest_jpeg_close_to_png() -> 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report")
-    command = [sys.executable, "-m", "pmc2.evaluation", "--limit", "60", "--latency-images", "6", "--out", str(out)]
+    command = [sys.executable, "-m", "pmc2.evaluation", "--limit", "60", "--latency-images", "6", "--attacker-images", "0",
+               "--out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     return out
