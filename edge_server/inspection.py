@@ -89,7 +89,7 @@ def add_inspection_routes(app: web.Application) -> None:
             "cloud_saw": f"The cloud received only {s2_bytes} bytes over the {codec} link; the image on the right "
                          "is what it decodes from them",
             "images": {"received": png_data_url(received[0]),
-                       "perturbed": png_data_url(to_uint8_nhwc(protected.images)[0]),
+                       "perturbed": png_data_url(to_uint8_nhwc(protected.perturbed)[0]),
                        "decoded": png_data_url(to_uint8_nhwc(cloud_view)[0])},
             "timings_ms": timings,
         })

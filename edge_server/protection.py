@@ -1,6 +1,6 @@
-"""The edge's blocking work: perturb the client's images and encode them for the cloud.
+"""The edge's blocking work: protect the client's images and encode them for the cloud.
 
-    uint8 [N,32,32,3] ──generator──▶ x' ──link codec (by name, runtime.link_codecs)──▶ S2 payloads
+    uint8 [N,32,32,3] ──Protector (runtime.protection)──▶ x' (or x̂) ──link codec (by name)──▶ S2 payloads
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import numpy as np
 
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, LinkCodec
 from pmc2.runtime.model_bundle import ModelBundle
-from pmc2.runtime.pipeline import perturb, preprocess
+from pmc2.runtime.protection import Protector
 from pmc2.runtime.sessions import SessionSettings
 
 
 @dataclass
 class ProtectedBatch:
-    images: np.ndarray  # what the link encoded: x' in [0, 1]
+    perturbed: np.ndarray  # x' in [0, 1]
     payloads: list[bytes]
     generation_ms: float
     compression_ms: float
@@ -30,15 +30,17 @@ class EdgeProtector:
 
     def __init__(self, bundle: ModelBundle, settings: SessionSettings, jpeg_quality: int,
                  webp_quality: int | None) -> None:
-        self.generator = bundle.session("generator", settings)
-        context = CodecContext(bundle, g_a=bundle.session("g_a", settings), g_s=bundle.session("g_s", settings),
-                               jpeg_quality=jpeg_quality, webp_quality=webp_quality)
+        g_a, g_s = bundle.session("g_a", settings), bundle.session("g_s", settings)
+        self.protector = Protector(bundle, settings, g_a=g_a, g_s=g_s)
+        context = CodecContext(bundle, g_a=g_a, g_s=g_s, jpeg_quality=jpeg_quality, webp_quality=webp_quality)
         self.codecs: dict[str, LinkCodec] = {name: codec.build(context) for name, codec in LINK_CODECS.items()}
 
     def protect(self, images_uint8: np.ndarray, codec: str) -> ProtectedBatch:
         start = time.perf_counter()
-        perturbed = perturb(self.generator, preprocess(images_uint8))
+        link = self.codecs[codec]
+        perturbed = self.protector.perturb(images_uint8)
+        images = self.protector.pixels_for_links(perturbed) if link.carries_pixels else perturbed
         generated = time.perf_counter()
-        payloads = self.codecs[codec].encode(perturbed)
+        payloads = link.encode(images)
         done = time.perf_counter()
         return ProtectedBatch(perturbed, payloads, 1e3 * (generated - start), 1e3 * (done - generated))

@@ -73,21 +73,22 @@ class EdgeImages:
         self.perturbed = torch.cat([
             denormalize(pipeline.generator(normalize(chunk))).clamp(0, 1) for chunk in _chunks(self.edge_input)
         ])
+        self.link_images = torch.cat([pipeline.link_images(chunk) for chunk in _chunks(self.perturbed)])
 
     @torch.inference_mode()
     def privacy(self) -> dict[str, float]:
         """Clean accuracies, and what the perturbation hides: |SSIM| to the original and aux accuracy."""
         ssim = torch.cat([
             per_image_ssim(normalize(original), normalize(perturbed)).abs()
-            for original, perturbed in zip(_chunks(self.original), _chunks(self.perturbed), strict=True)
+            for original, perturbed in zip(_chunks(self.original), _chunks(self.link_images), strict=True)
         ])
         target, aux = self.pipeline.target, self.pipeline.aux
         return {
             "target_clean": accuracy(target, self.original, self.labels),
             "target_after_s1": accuracy(target, self.edge_input, self.labels),
             "aux_clean": accuracy(aux, self.original, self.labels),
-            "target_perturbed": accuracy(target, self.perturbed, self.labels),
-            "aux_perturbed": accuracy(aux, self.perturbed, self.labels),
+            "target_perturbed": accuracy(target, self.link_images, self.labels),
+            "aux_perturbed": accuracy(aux, self.link_images, self.labels),
             "mean_abs_ssim": float(ssim.mean()),
         }
 
@@ -101,7 +102,7 @@ class EdgeImages:
         settings): encode every perturbed image, decode, classify."""
         codec = codec_named(name).build(CodecContext(**context))
         sizes, decoded = [], []
-        for chunk in _chunks(self.perturbed):
+        for chunk in _chunks(self.link_images):
             payloads = codec.encode(chunk.numpy())
             sizes += [len(p) for p in payloads]
             decoded.append(torch.from_numpy(codec.decode(payloads, len(chunk))))
@@ -140,7 +141,7 @@ class EdgeImages:
         """uint8 HWC rows for the privacy figure: original, perturbed, neural reconstruction."""
         perturbed = self.perturbed[:count]
         compressed = compressor.compress(perturbed)
-        rows = {"original": self.original[:count], "perturbed (edge)": perturbed,
+        rows = {"original": self.original[:count], "pixel links carry": self.link_images[:count],
                 "neural reconstruction (cloud)": compressor.decompress(compressed["strings"], compressed["shape"])["x_hat"]}
         return {name: (row.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
                 for name, row in rows.items()}

@@ -1,7 +1,8 @@
 """What the cloud receives from a pair's models, for any images.
 
-    original ──phone JPEG──▶ edge input ──generator──▶ x' "perturbed" (what the PNG / JPEG links carry)
-                                                       └──g_a, round, g_s──▶ x̂ "neural" (what the cloud decodes)
+    original ──phone JPEG──▶ edge input ──generator──▶ x' ─▶ "perturbed": what the PNG / JPEG links carry
+                                                        │    (x', or x̂ for a generator trained with the "decoded" tie)
+                                                        └──g_a, round, g_s──▶ x̂ "neural" (what the cloud decodes)
 
 The neural view is the compressor's forward pass in eval mode: the latent rounded around the medians as the
 rANS coder codes it, then g_s, clamped to [0, 1] as the cloud's decoder does.
@@ -32,6 +33,6 @@ def cloud_views(pipeline: TrainedPipeline, images_uint8: np.ndarray, phone_quali
     for start in tqdm(starts, desc=progress or "cloud views", disable=progress is None, leave=False):
         received = torch.from_numpy(to_unit_nchw(through_phone_jpeg(images_uint8[start : start + CHUNK], phone_quality)))
         perturbed = denormalize(pipeline.generator(normalize(received))).clamp(0, 1)
-        views["perturbed"].append(perturbed)
+        views["perturbed"].append(pipeline.link_images(perturbed))
         views["neural"].append(pipeline.compressor(perturbed)["x_hat"].clamp(0, 1))
     return {name: torch.cat(chunks) for name, chunks in views.items()}

@@ -38,6 +38,14 @@ class TrainedPipeline:
         return cls(load_classifier(pair.target), load_classifier(pair.aux), load_generator(pair.generator),
                    load_compressor(pair.compressor))
 
+    @torch.inference_mode()
+    def link_images(self, perturbed_unit: torch.Tensor) -> torch.Tensor:
+        """What the pixel links carry: x', or, for a generator trained with the "decoded" tie, the edge's own
+        decode x̂ of the bitstream (the latent rounded as the coder rounds it)."""
+        if self.generator.link_image != "decoded":
+            return perturbed_unit
+        return self.compressor.eval()(perturbed_unit)["x_hat"].clamp(0, 1)
+
 
 def _correct(model: torch.nn.Module, images_normalized: torch.Tensor, labels: torch.Tensor) -> int:
     return int((model(images_normalized).argmax(1) == labels).sum())
@@ -61,7 +69,7 @@ def evaluate(pipeline: TrainedPipeline, data: LabelledImages, jpeg_quality: int,
         abs_ssim.append(per_image_ssim(x, perturbed).abs())
         perturbed_unit = denormalize(perturbed).clamp(0, 1)
         for name, codec in codecs.items():
-            payloads = codec.encode(perturbed_unit.numpy())
+            payloads = codec.encode(pipeline.link_images(perturbed_unit).numpy())
             sizes[name] += [len(p) for p in payloads]
             decoded = torch.from_numpy(codec.decode(payloads, len(payloads)))
             counts[name] += _correct(pipeline.target, normalize(decoded), y)

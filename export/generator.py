@@ -158,6 +158,7 @@ def load_generator(path: Path) -> PixelCube:
     generator = build_generator(checkpoint.get("architecture", PerturbationGenerator.architecture),
                                 checkpoint["base_width"])
     generator.load_state_dict(checkpoint["state_dict"])
+    generator.link_image = checkpoint.get("link_image", "perturbed")  # what the pixel links carry
     return generator.eval().requires_grad_(False)
 
 

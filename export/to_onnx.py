@@ -211,6 +211,7 @@ def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ..
             "channels": tables.channels, "latent_size": [2, 2], "precision_bits": 16,
             "checkpoint": checkpoint_provenance(pair.compressor),
         }
+    manifest["link_image"] = torch.load(pair.generator, weights_only=False).get("link_image", "perturbed")
     manifest["exporter"] = {"torch": torch.__version__.split("+")[0], "onnx": onnx.__version__}
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

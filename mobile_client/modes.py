@@ -17,7 +17,7 @@ from pmc2.runtime.image_codecs import jpeg_bytes
 from pmc2.runtime.link_codecs import CodecContext, PngLink, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.normalization import to_unit_nchw
-from pmc2.runtime.pipeline import perturb, preprocess
+from pmc2.runtime.protection import Protector
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
 
 MODES = ("pmc2", "pp-baseline", "unprotected")
@@ -64,7 +64,7 @@ class Phone:
         self.cloud_url = f"{cloud_url.rstrip('/')}/v1/classify"
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.jpeg_quality = jpeg_quality
-        self.generator = bundle.session("generator") if bundle is not None else None
+        self.protector = Protector(bundle) if bundle is not None else None
         self.direct = codec_named(direct_codec).build(CodecContext())
 
     async def pmc2(self, session: aiohttp.ClientSession, pixels: np.ndarray, record: ImageRecord) -> None:
@@ -103,10 +103,10 @@ class Phone:
         record.end_to_end_ms = 1e3 * (done - start)
 
     async def pp_baseline(self, session: aiohttp.ClientSession, pixels: np.ndarray, record: ImageRecord) -> None:
-        if self.generator is None:
+        if self.protector is None:
             raise RuntimeError("pp-baseline needs the generator: give the Phone a model bundle")
         start = time.perf_counter()
-        perturbed = perturb(self.generator, preprocess(pixels[None]))
+        perturbed = self.protector.pixels_for_links(self.protector.perturb(pixels[None]))
         await self._direct_to_cloud(session, perturbed, record, 1e3 * (time.perf_counter() - start), start)
 
     async def unprotected(self, session: aiohttp.ClientSession, pixels: np.ndarray, record: ImageRecord) -> None:

@@ -48,6 +48,7 @@ class LinkCodec(ABC):
     name: ClassVar[str]
     wire_id: ClassVar[int]
     one_stream: ClassVar[bool] = False  # a batch travels as one payload holding every image
+    carries_pixels: ClassVar[bool] = True  # encodes the image it is given (False: codes a latent of it)
 
     @classmethod
     @abstractmethod
@@ -150,7 +151,7 @@ class WebpLink(PillowLink):
 class NeuralLink(LinkCodec):
     """g_a + rANS (edge) / rANS⁻¹ + g_s (cloud): one stream per image."""
 
-    name, wire_id = "neural", 1
+    name, wire_id, carries_pixels = "neural", 1, False
     MIN_STREAM_BYTES = 4  # the rANS decoder reads a 32-bit state before anything else
 
     def __init__(self, codec: NeuralCodec) -> None:

@@ -77,6 +77,11 @@ class ModelBundle:
         return EntropyTables.load(self.folder / entry["file"])
 
     @property
+    def link_image(self) -> str:
+        """What the pixel links carry: "perturbed" (x') or "decoded" (the edge's decode x̂ of the bitstream)."""
+        return self.manifest.get("link_image", "perturbed")
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         """The target's class names, by label id."""
         return tuple(self.manifest["classes"])

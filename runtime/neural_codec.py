@@ -31,6 +31,11 @@ class NeuralCodec:
             raise RuntimeError("this neural codec has no g_s session (encode-only)")
         return run_single_output(self.g_s, latent_hat)
 
+    def reconstruct(self, images_unit: np.ndarray) -> np.ndarray:
+        """g_s(ŷ) of g_a's latent rounded as the coder rounds it: what decoding the bitstream gives, without
+        writing one."""
+        return self.synthesise(self.coder.dequantize(self.coder.symbols(self.analyse(images_unit))))
+
     def encode(self, images_unit: np.ndarray) -> list[bytes]:
         return self.coder.encode(self.analyse(images_unit))
 

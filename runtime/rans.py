@@ -114,11 +114,11 @@ class RansCoder:
                                               self._offsets)
             for stream in streams
         ]
-        return self._dequantize(rows, len(streams), latent_size)
+        return self.dequantize(np.asarray(rows, dtype=np.int32).reshape(len(streams), self.tables.channels, *latent_size))
 
-    def _dequantize(self, symbols: list, images: int, latent_size: tuple[int, int]) -> np.ndarray:
-        shape = (images, self.tables.channels, *latent_size)
-        return np.asarray(symbols, dtype=np.int32).reshape(shape).astype(np.float32) + self._medians
+    def dequantize(self, symbols: np.ndarray) -> np.ndarray:
+        """ŷ = symbols + medians, float32 [N, C, H, W]."""
+        return symbols.astype(np.float32) + self._medians
 
     def encode_batch(self, latent: np.ndarray) -> bytes:
         """One stream for the whole batch: every image's symbols, image after image."""
@@ -132,4 +132,4 @@ class RansCoder:
         indexes = self._indexes(*latent_size, images=images)
         symbols = self._decoder.decode_with_indexes(decoder_safe(stream, len(indexes)), indexes, self._cdf,
                                                     self._lengths, self._offsets)
-        return self._dequantize(symbols, images, latent_size)
+        return self.dequantize(np.asarray(symbols, dtype=np.int32).reshape(images, self.tables.channels, *latent_size))

@@ -20,6 +20,7 @@ from pmc2.export.store_entropy_tables import computed_tables, store_tables
 from pmc2.export.to_onnx import MODELS, export_all, store_weights_as_float16
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.model_bundle import DEFAULT_MODELS, ModelBundle, ModelIntegrityError
+from pmc2.runtime.protection import LINK_IMAGES
 from pmc2.runtime.rans import EntropyTables
 from pmc2.runtime.sessions import create_session
 
@@ -31,7 +32,7 @@ def test_manifest_describes_every_model_and_the_normalisation(pair: ModelPair) -
     bundle = ModelBundle.open(pair.onnx_models)
     manifest = bundle.manifest
     assert set(manifest["models"]) == set(MODELS) and manifest["pair"] == pair.name
-    assert manifest["opset"] >= 17
+    assert manifest["opset"] >= 17 and bundle.link_image in LINK_IMAGES
     assert manifest["normalization"]["mean"] == [0.4914, 0.4822, 0.4465]
     for entry in manifest["models"].values():
         assert entry["inputs"][0]["shape"][0] == "batch" and entry["inputs"][0]["dtype"] == "float32"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pmc2.edge_server.protection import EdgeProtector
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.cpu_budget import available_cpus, cgroup_cpu_limit
 from pmc2.runtime.image_decoding import NotAnImage, WrongImageSize, decode_image, decode_images
@@ -160,3 +163,25 @@ def test_garbage_rans_streams_decode_without_reading_past_the_buffer() -> None:
     Run in a child process, so that a crash is a failed test and not a dead test run."""
     result = subprocess.run([sys.executable, "-c", DECODE_GARBAGE], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "survived" in result.stdout, (result.returncode, result.stderr[-1000:])
+
+
+def test_a_decoded_bundle_sends_every_link_the_image_the_bitstream_decodes_to(tmp_path: Path) -> None:
+    """With "link_image": "decoded" the PNG link carries the edge's own decode x̂, the same image the cloud
+    decodes from the neural link's bitstream; with the default, it carries x'."""
+    folder = tmp_path / "bundle"
+    shutil.copytree(ModelBundle.open().folder, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "link_image": "decoded"}))
+    pixels = load_evaluation(None).images[:6]
+    carried = {}
+    for name, bundle in (("default", ModelBundle.open()), ("decoded", ModelBundle.open(folder))):
+        edge = EdgeProtector(bundle, SessionSettings(), jpeg_quality=95, webp_quality=None)
+        png, neural = edge.protect(pixels, "png"), edge.protect(pixels, "neural")
+        carried[name] = edge.codecs["png"].decode(png.payloads, 6)
+        cloud_decodes = edge.codecs["neural"].decode(neural.payloads, 6)
+        np.testing.assert_array_equal(png.perturbed, neural.perturbed)  # the same x' either way
+        if name == "decoded":
+            assert np.abs(carried[name] - cloud_decodes).max() <= 0.5 / 255 + 1e-6  # x̂, to the uint8 step
+        else:
+            assert np.abs(carried[name] - png.perturbed).max() <= 0.5 / 255 + 1e-6  # x' itself
+    assert np.abs(carried["decoded"] - carried["default"]).mean() > 0.01
