@@ -15,4 +15,7 @@ class CloudConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch_images: int = 1024
     max_image_pixels: int = 1024 * 1024
+    max_batch_size: int = 256  # micro-batching: most images per target call
+    max_wait_ms: float = 2.0  # micro-batching: longest an image waits for company while a batch runs
+    max_queued_images: int = 4096  # beyond this many outstanding images, answer 503 with Retry-After
     sessions: SessionSettings = field(default_factory=SessionSettings)

@@ -24,6 +24,7 @@ class EdgeConfig:
     resize_policy: str = "resize"  # or "reject": inputs that are not 32x32
     max_batch_size: int = 256  # micro-batching: most images per generator call
     max_wait_ms: float = 2.0  # micro-batching: longest an image waits for company
+    max_queued_images: int = 4096  # beyond this many outstanding images per codec, answer 503 with Retry-After
     max_body_bytes: int = 8 * 1024 * 1024
     max_request_images: int = 256
     max_image_pixels: int = 4096 * 4096

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from pmc2.edge_server.batching import MicroBatcher
+from pmc2.serving.batching import MicroBatcher
 from pmc2.edge_server.cloud_link import CloudLink
 from pmc2.edge_server.config import EdgeConfig
 from pmc2.edge_server.protection import EdgeProtector
@@ -45,7 +45,7 @@ class EdgeState:
         self.cloud = CloudLink(config.cloud_url, config.cloud_ca, config.cloud_client_cert,
                                config.cloud_timeout_s, config.cloud_connect_retries)
         self.batchers = {
-            name: MicroBatcher(self._processor(codec), config.max_batch_size, config.max_wait_ms)
+            name: MicroBatcher(self._processor(codec), config.max_batch_size, config.max_wait_ms, config.max_queued_images)
             for name, codec in self.protector.codecs.items()
         }
 

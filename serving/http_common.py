@@ -93,6 +93,8 @@ def error_and_metrics_middleware(metrics: ServiceMetrics):
                 response = json_error(500, "internal server error")
             else:
                 response = json_error(status, str(error))
+                if getattr(error, "retry_after_s", None):
+                    response.headers["Retry-After"] = str(error.retry_after_s)
         metrics.requests.labels(path, str(response.status)).inc()
         metrics.latency.labels(path).observe(time.perf_counter() - start)
         return response

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from pmc2.edge_server.batching import MicroBatcher
+from pmc2.serving.batching import MicroBatcher, Overloaded
 
 
 class RecordingProcessor:
@@ -76,5 +76,21 @@ async def test_a_failing_batch_fails_only_its_own_requests() -> None:
         await doomed
     assert [results for results, _ in others] == [[7], [8], [9]]
     results, _ = await batcher.submit(request(5))  # and the batcher goes on serving
+    assert results == [5]
+    await batcher.close()
+
+
+async def test_a_full_queue_refuses_at_once_with_retry_after_and_recovers() -> None:
+    processor = RecordingProcessor(delay_s=0.1)
+    batcher = MicroBatcher(processor, max_batch_size=4, max_wait_ms=1, max_queued_images=6)
+    accepted = [asyncio.create_task(batcher.submit(request(value, value))) for value in range(3)]
+    await asyncio.sleep(0)
+    start = time.perf_counter()
+    with pytest.raises(Overloaded, match="outstanding") as refused:
+        await batcher.submit(request(99))
+    assert time.perf_counter() - start < 0.05 and refused.value.retry_after_s >= 1 and refused.value.http_status == 503
+    assert [results for results, _ in await asyncio.gather(*accepted)] == [[0, 0], [1, 1], [2, 2]]
+    assert batcher.outstanding_images == 0
+    results, _ = await batcher.submit(request(5))
     assert results == [5]
     await batcher.close()

@@ -392,3 +392,33 @@ async def test_health_readiness_and_metrics(client, edge) -> None:
     for path, needle in (("/healthz", "ok"), ("/readyz", "true"), ("/metrics", "pmc2_edge_requests_total")):
         async with client.get(f"{edge.url}{path}") as response:
             assert response.status == 200 and needle in (await response.text())
+
+
+async def test_an_overloaded_edge_answers_503_with_retry_after_and_serves_the_rest(client, certificates) -> None:
+    async with serve_tls(await _slow_cloud(0.5), certificates.cloud) as slow:
+        config = edge_config(certificates, slow.url, cloud_client_cert=None, max_queued_images=4, max_batch_size=2)
+        async with serve_tls(create_edge_app(config), certificates.edge) as edge:
+            replies = await asyncio.gather(*(post_edge(client, edge, jpeg(p)) for p in SAMPLE.images[:12]))
+    statuses = [status for status, _, _ in replies]
+    assert statuses.count(200) >= 4 and statuses.count(503) >= 1 and set(statuses) <= {200, 503}
+    refused = next(response for status, _, response in replies if status == 503)
+    assert refused.headers["Retry-After"] == "1"
+
+
+async def test_the_cloud_batches_concurrent_requests(certificates, cloud) -> None:
+    bundle = ModelBundle.open()
+    images = perturb(bundle.session("generator"), preprocess(SAMPLE.images))
+    png = codec_named("png").build(CodecContext())
+    bodies = [EncodedBatch("png", png.encode(image[None])).to_bytes() for image in images]
+    expected = classify(bundle.session("target"), png.decode(png.encode(images), len(images))).tolist()
+    context = client_context(certificates.ca, certificates.edge_client, certificates.edge_client)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+
+        async def post(body: bytes) -> dict:
+            async with session.post(f"{cloud.url}/v1/classify", data=body, headers={"Content-Type": CONTENT_TYPE}) as r:
+                assert r.status == 200
+                return await r.json()
+
+        replies = await asyncio.gather(*(post(body) for body in bodies))
+    assert [reply["labels"][0] for reply in replies] == expected
+    assert max(reply["batch_size"] for reply in replies) > 1  # requests shared target calls

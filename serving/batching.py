@@ -25,21 +25,42 @@ class _Pending:
 BatchProcessor = Callable[[np.ndarray], Awaitable[list]]
 
 
+class Overloaded(RuntimeError):
+    """The queue is full: the caller should come back later (HTTP 503 with Retry-After)."""
+
+    http_status = 503
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class MicroBatcher:
     """Collects images from concurrent callers; ``process`` maps a batch to one result per image.
-    A request's images stay together, so a batch can pass max_batch_size by at most one request."""
+    A request's images stay together, so a batch can pass max_batch_size by at most one request.
+    At most ``max_queued_images`` are outstanding (queued or in a batch not yet answered); beyond that
+    ``submit`` raises Overloaded at once, so latency stays bounded under overload instead of growing."""
 
-    def __init__(self, process: BatchProcessor, max_batch_size: int, max_wait_ms: float) -> None:
+    def __init__(self, process: BatchProcessor, max_batch_size: int, max_wait_ms: float,
+                 max_queued_images: int = 4096) -> None:
         self.process, self.max_batch_size, self.max_wait = process, max_batch_size, max_wait_ms / 1e3
+        self.max_queued_images = max_queued_images
+        self.outstanding_images = 0
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
         self._loop_task = asyncio.create_task(self._collect())
 
     async def submit(self, images: np.ndarray) -> tuple[list, float]:
         """Results for ``images`` and the ms they waited in the queue."""
+        if self.outstanding_images + len(images) > self.max_queued_images:
+            raise Overloaded(f"overloaded: {self.outstanding_images} images outstanding", retry_after_s=1)
         pending = _Pending(images, asyncio.get_running_loop().create_future())
-        await self.queue.put(pending)
-        results, started = await pending.future
+        self.outstanding_images += len(images)
+        try:
+            await self.queue.put(pending)
+            results, started = await pending.future
+        finally:
+            self.outstanding_images -= len(images)
         return results, 1e3 * (started - pending.enqueued)
 
     async def _collect(self) -> None:
