@@ -83,7 +83,8 @@ async def classify_handler(request: web.Request) -> web.Response:
 
 
 async def _state(app: web.Application) -> AsyncIterator[None]:
-    app[STATE] = CloudState(app[CONFIG])
+    app[STATE] = state = CloudState(app[CONFIG])
+    app[METRICS].outstanding.set_function(lambda: state.batcher.outstanding_images)
     yield
     await app[STATE].close()
 

@@ -75,7 +75,8 @@ def create_app(config: EdgeConfig, bundle: ModelBundle | None = None) -> web.App
     app[CONFIG] = config
 
     async def edge_state(app: web.Application) -> AsyncIterator[None]:
-        app[STATE] = EdgeState(config, bundle or open_edge_bundle(config))
+        app[STATE] = state = EdgeState(config, bundle or open_edge_bundle(config))
+        app[METRICS].outstanding.set_function(lambda: sum(b.outstanding_images for b in state.batchers.values()))
         yield
         await app[STATE].close()
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from pmc2.runtime.image_decoding import ImageError
 from pmc2.runtime.link_codecs import CorruptBitstream, UnknownCodec
@@ -29,6 +30,9 @@ class ServiceMetrics:
         )
         self.bytes_received = Counter(f"{service}_received_bytes", "request body bytes", registry=self.registry)
         self.images = Counter(f"{service}_images", "images processed", registry=self.registry)
+        # Images queued or in a batch not yet answered: the autoscaler's Pods metric (deploy/k8s/base/autoscaling.yaml).
+        self.outstanding = Gauge(f"{service}_outstanding_images", "images waiting or being processed",
+                                 registry=self.registry)
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -103,15 +107,22 @@ def error_and_metrics_middleware(metrics: ServiceMetrics):
 
 
 METRICS = web.AppKey("metrics", ServiceMetrics)
+DRAINING = web.AppKey("draining", threading.Event)
 
 
 def service_app(service: str, max_body_bytes: int, ready_key: web.AppKey) -> web.Application:
-    """An app with JSON errors, request metrics, /healthz, /metrics and a /readyz that turns
-    ready once ``ready_key`` is set (by the app's cleanup context, after its models load)."""
+    """An app with JSON errors, request metrics, /healthz, /metrics and a /readyz that turns ready once
+    ``ready_key`` is set (by the app's cleanup context, after its models load) and unready on shutdown."""
     metrics = ServiceMetrics(service)
     app = web.Application(client_max_size=max_body_bytes, middlewares=[error_and_metrics_middleware(metrics)])
     app[METRICS] = metrics
-    add_health_routes(app, metrics, ready=lambda: ready_key in app)
+    app[DRAINING] = draining = threading.Event()
+
+    async def drain(_: web.Application) -> None:  # shutting down: unready while in-flight requests finish
+        draining.set()
+
+    app.on_shutdown.append(drain)
+    add_health_routes(app, metrics, ready=lambda: ready_key in app and not draining.is_set())
     return app
 
 

@@ -94,3 +94,24 @@ def test_initdata_annotation_matches_initdata_toml() -> None:
     spec.loader.exec_module(module)
     edge = next(d for d in render("base") if d["metadata"]["name"] == "pmc2-edge" and d["kind"] == "Deployment")
     assert edge["spec"]["template"]["metadata"]["annotations"][module.ANNOTATION] == module.annotation_value()
+
+
+def test_each_server_scales_on_cpu_and_its_queue_and_keeps_one_pod_through_disruptions() -> None:
+    documents = render("base")
+    for service in ("edge", "cloud"):
+        name = f"pmc2-{service}"
+        hpa = next(d for d in documents if d["kind"] == "HorizontalPodAutoscaler" and d["metadata"]["name"] == name)
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        metrics = {metric["type"]: metric for metric in hpa["spec"]["metrics"]}
+        assert metrics["Resource"]["resource"]["name"] == "cpu"
+        assert metrics["Pods"]["pods"]["metric"]["name"] == f"pmc2_{service}_outstanding_images"
+        pdb = next(d for d in documents if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == name)
+        deployment = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"] <= deployment["spec"]["replicas"]
+        pod = deployment["spec"]["template"]["spec"]
+        assert {c["topologyKey"] for c in pod["topologySpreadConstraints"]} == {"kubernetes.io/hostname",
+                                                                                "topology.kubernetes.io/zone"}
+        container = pod["containers"][0]
+        assert container["lifecycle"]["preStop"]["sleep"]["seconds"] < pod["terminationGracePeriodSeconds"]

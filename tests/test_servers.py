@@ -36,6 +36,7 @@ from pmc2.runtime.pipeline import classify, perturb, preprocess
 from pmc2.runtime.sessions import SessionSettings
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
 from pmc2.serving.dev_certs import create_dev_certificates
+from pmc2.serving.http_common import DRAINING
 from pmc2.serving.tls import client_context
 from tests.servers import recording_middleware, serve_tls
 
@@ -382,14 +383,20 @@ async def test_graceful_shutdown_finishes_in_flight_requests(client, certificate
         async with serve_tls(create_edge_app(config), certificates.edge) as edge:
             in_flight = asyncio.create_task(post_edge(client, edge, jpeg(SAMPLE.images[0])))
             await asyncio.sleep(0.3)
-            await edge.runner.cleanup()
+            async with client.get(f"{edge.url}/metrics") as response:  # the autoscaler's queue metric sees it
+                assert "pmc2_edge_outstanding_images 1.0" in await response.text()
+            cleanup = asyncio.create_task(edge.runner.cleanup())
+            await asyncio.sleep(0.1)
+            assert edge.runner.app[DRAINING].is_set()  # unready while the request finishes
+            await cleanup
             status, reply, _ = await in_flight
     assert status == 200 and reply["labels"] == [0]
 
 
 async def test_health_readiness_and_metrics(client, edge) -> None:
     await post_edge(client, edge, jpeg(SAMPLE.images[0]))
-    for path, needle in (("/healthz", "ok"), ("/readyz", "true"), ("/metrics", "pmc2_edge_requests_total")):
+    for path, needle in (("/healthz", "ok"), ("/readyz", "true"), ("/metrics", "pmc2_edge_requests_total"),
+                         ("/metrics", "pmc2_edge_outstanding_images 0.0")):
         async with client.get(f"{edge.url}{path}") as response:
             assert response.status == 200 and needle in (await response.text())
 
