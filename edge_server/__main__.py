@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--resize-policy", choices=RESIZE_POLICIES, default=defaults.resize_policy)
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
     parser.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms)
+    parser.add_argument("--max-queued-images", type=int, default=defaults.max_queued_images,
+                        help="outstanding images per link codec before answering 503 with Retry-After")
     parser.add_argument("--cloud-timeout", type=float, default=defaults.cloud_timeout_s)
     parser.add_argument("--model-key-uri", default=None, help="kbs:///repo/type/tag, file:///path or env://VAR")
     parser.add_argument("--cert-uri", default=None, help="fetch the server PEM from here instead of --cert")
@@ -71,6 +73,7 @@ def main() -> None:
             allow_unauthenticated=args.insecure_dev_no_auth,
             codec=args.codec, jpeg_quality=args.jpeg_quality, webp_quality=args.webp_quality,
             resize_policy=args.resize_policy, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+            max_queued_images=args.max_queued_images,
             cloud_timeout_s=args.cloud_timeout, model_key_uri=args.model_key_uri, sessions=session_settings(args),
             **({"models": args.models} if args.models else {}),
         )

@@ -38,6 +38,7 @@ class ImageRecord:
     s1_bytes: int | None = None
     s2_bytes: int | None = None
     end_to_end_ms: float | None = None
+    batch_size: int | None = None  # the edge's micro-batch this image travelled in (pmc2 mode)
     stages_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
@@ -75,7 +76,7 @@ class Phone:
         done = time.perf_counter()
         edge = reply["timings_ms"]
         record.label, record.class_name = reply["labels"][0], reply["classes"][0]
-        record.s1_bytes, record.s2_bytes = len(payload), reply["s2_bytes"][0]
+        record.s1_bytes, record.s2_bytes, record.batch_size = len(payload), reply["s2_bytes"][0], reply["batch_size"]
         record.stages_ms = {
             "jpeg_mobile": 1e3 * (encoded - start),
             "network_mobile_edge": max(0.0, 1e3 * (done - encoded) - edge["total_edge"]),
