@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import os
 import shutil
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def test_edge_refuses_to_start_with_a_tampered_model(tmp_path: Path) -> None:
     (folder / "generator.onnx").write_bytes(bytes(data))
     result = subprocess.run(
         [sys.executable, "-m", "pmc2.edge_server", "--cert", str(tmp_path / "unused.pem"), "--models", str(folder)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PMC2_EDGE_TOKEN": "a-token"},
     )
     assert result.returncode != 0
     assert "refusing to start" in result.stderr and "generator.onnx" in result.stderr
