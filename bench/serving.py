@@ -103,18 +103,15 @@ def plot(results: dict, path: Path) -> None:
     runs = results["runs"]
     concurrency = [r["concurrency"] for r in runs]
     figure, (throughput, latency) = plt.subplots(1, 2, figsize=(10, 4))
-    throughput.plot(concurrency, [r["images_per_s"] for r in runs], "o-", label="served")
-    throughput.plot(concurrency, [r["bound_images_per_s"] for r in runs], "s--", label="compute bound")
-    throughput.set_xscale("log", base=2)
-    throughput.set_xlabel("concurrent requests")
-    throughput.set_ylabel("images / s")
-    throughput.legend()
-    latency.plot(concurrency, [r["latency_p50_ms"] for r in runs], "o-", label="p50")
-    latency.plot(concurrency, [r["latency_p99_ms"] for r in runs], "s-", label="p99")
-    latency.set_xscale("log", base=2)
-    latency.set_xlabel("concurrent requests")
-    latency.set_ylabel("end-to-end ms")
-    latency.legend()
+    panels = ((throughput, "images / s", (("images_per_s", "served"), ("bound_images_per_s", "compute bound"))),
+              (latency, "end-to-end ms", (("latency_p50_ms", "p50"), ("latency_p99_ms", "p99"))))
+    for axes, ylabel, lines in panels:
+        for key, label in lines:
+            axes.plot(concurrency, [r[key] for r in runs], "o-", label=label)
+        axes.set_xscale("log", base=2)
+        axes.set_xlabel("concurrent requests")
+        axes.set_ylabel(ylabel)
+        axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
