@@ -21,7 +21,7 @@ import numpy as np
 from aiohttp import web
 from PIL import Image
 
-from pmc2.edge_server.state import CONFIG, IMAGE_TYPES, MODEL_SIZE, STATE, require_token
+from pmc2.edge_server.state import CONFIG, IMAGE_TYPES, MODEL_SIZE, STATE, require_token, stage_timings
 from pmc2.runtime.cifar10 import CLASSES, SAMPLE_FILE, load_npz
 from pmc2.runtime.image_decoding import decode_images
 from pmc2.runtime.link_codecs import LINK_CODECS, codec_named
@@ -75,12 +75,7 @@ def add_inspection_routes(app: web.Application) -> None:
         link = state.protector.codecs[codec]
         cloud_view = await loop.run_in_executor(state.executor, link.decode, protected.payloads, 1)
         s2_bytes = sum(map(len, protected.payloads))
-        cloud = reply.timings_ms
-        timings = {"decode": 1e3 * (decoded_at - start), "generation": protected.generation_ms,
-                   "compression": protected.compression_ms,
-                   "network_edge_cloud": max(0.0, reply.round_trip_ms - cloud["total_cloud"]),
-                   "decompression": cloud["decompression"], "recognition": cloud["recognition"],
-                   "other_cloud": cloud["other_cloud"]}
+        timings = {"decode": 1e3 * (decoded_at - start), **stage_timings(protected, reply)}
         timings["other_edge"] = max(0.0, 1e3 * (time.perf_counter() - start) - sum(timings.values()))
         label = reply.labels[0]
         return web.json_response({

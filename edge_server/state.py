@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from pmc2.serving.batching import MicroBatcher
-from pmc2.edge_server.cloud_link import CloudLink
+from pmc2.edge_server.cloud_link import CloudLink, CloudReply
 from pmc2.edge_server.config import EdgeConfig
-from pmc2.edge_server.protection import EdgeProtector
+from pmc2.edge_server.protection import EdgeProtector, ProtectedBatch
 from pmc2.runtime.link_codecs import LinkCodec
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.secrets import fetch_secret
@@ -54,13 +54,7 @@ class EdgeState:
             loop = asyncio.get_running_loop()
             protected = await loop.run_in_executor(self.executor, self.protector.protect, images, codec.name)
             reply = await self.cloud.classify(EncodedBatch(codec.name, protected.payloads, len(images)))
-            cloud = reply.timings_ms
-            timings = {
-                "generation": protected.generation_ms, "compression": protected.compression_ms,
-                "network_edge_cloud": max(0.0, reply.round_trip_ms - cloud["total_cloud"]),
-                "decompression": cloud["decompression"], "recognition": cloud["recognition"],
-                "other_cloud": cloud["other_cloud"],
-            }
+            timings = stage_timings(protected, reply)
             sizes = [len(payload) for payload in protected.payloads]
             if codec.one_stream:  # the batch's stream is shared equally by its images
                 sizes = [sizes[0] / len(images)] * len(images)
@@ -84,6 +78,17 @@ def open_edge_bundle(config: EdgeConfig) -> ModelBundle:
         bundle.model_bytes(name)
     bundle.entropy_tables()
     return bundle
+
+
+def stage_timings(protected: ProtectedBatch, reply: CloudReply) -> dict[str, float]:
+    """The PMC² Fig. 4 stages from the edge's generation and compression onwards, in ms."""
+    cloud = reply.timings_ms
+    return {
+        "generation": protected.generation_ms, "compression": protected.compression_ms,
+        "network_edge_cloud": max(0.0, reply.round_trip_ms - cloud["total_cloud"]),
+        "decompression": cloud["decompression"], "recognition": cloud["recognition"],
+        "other_cloud": cloud["other_cloud"],
+    }
 
 
 STATE = web.AppKey("state", EdgeState)
