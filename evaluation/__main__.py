@@ -13,10 +13,10 @@ from tqdm import tqdm
 
 from pmc2.mobile_client.run import run_all_modes
 from pmc2.evaluation import plots
-from pmc2.evaluation.markdown import render
+from pmc2.evaluation.markdown import render, render_before_after
 from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
 from pmc2.evaluation.measurements import (
-    JPEG_QUALITIES, EdgeImages, compressor_variants, compressor_with_config, lowest_matching_quality,
+    JPEG_QUALITIES, EdgeImages, compressor_settings, compressor_with_config, lowest_matching_quality,
 )
 from pmc2.export.evaluate import TrainedPipeline
 from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
@@ -30,14 +30,13 @@ WEBP_QUALITIES = range(10, 101, 10)
 
 
 def measure_pair(pair: ModelPair, data: LabelledImages, phone_quality: int, full: bool) -> dict:
-    """Table 3, privacy and batched-stream numbers for one pair; ``full`` adds the whole JPEG sweep, the
-    4:2:0 ablation and the extra compressors of the default pair's rate–accuracy curve."""
+    """Table 3, privacy and batched-stream numbers for one pair; ``full`` adds the JPEG and WebP quality
+    sweeps and the 4:2:0 ablation of the default pair's rate–accuracy curve."""
     edge = EdgeImages(TrainedPipeline.load(pair), data, phone_quality)
     png = edge.link("png")
     jpeg_at = functools.cache(lambda quality: edge.link("jpeg", jpeg_quality=quality, jpeg_subsampling="4:4:4"))
     results = {"pair": pair.name, "target": pair.target.stem, "aux": pair.aux.stem,
                "privacy": edge.privacy(), "s1": edge.s1(), "png": png, "webp": edge.link("webp")}
-    compressors = {"shipped": compressor_with_config(pair.compressor)}
     if full:
         results["jpeg_sweep"] = [jpeg_at(quality) for quality in tqdm(JPEG_QUALITIES, desc="JPEG 4:4:4 sweep")]
         results["webp_sweep"] = [edge.link("webp", webp_quality=quality)
@@ -48,12 +47,9 @@ def measure_pair(pair: ModelPair, data: LabelledImages, phone_quality: int, full
             result for quality in sorted({auto.settings["jpeg_quality"], PAPER_SUBSAMPLING_QUALITY})
             for result in (jpeg_at(quality), edge.link("jpeg", jpeg_quality=quality, jpeg_subsampling="4:2:0"))
         ]
-        compressors.update(compressor_variants(pair.rate_accuracy))
-    results["neural"] = [
-        edge.neural(model, name, BATCH_SIZES, **{key: config[key] for key in ("loss", "lmbda", "n", "m")})
-        for name, (model, config) in tqdm(compressors.items(), desc=f"neural compressors ({pair.name})")
-    ]
-    results["_grid"] = edge.grid_images(compressors["shipped"][0], 8)
+    compressor, config = compressor_with_config(pair.compressor)
+    results["neural"] = [edge.neural(compressor, "shipped", BATCH_SIZES, **compressor_settings(config))]
+    results["_grid"] = edge.grid_images(compressor, 8)
     return results
 
 
@@ -81,7 +77,13 @@ def measure(args: argparse.Namespace) -> dict:
     }
 
 
-def write_report(results: dict, out: Path) -> None:
+def recorded_before(folder: Path) -> tuple[dict | None, dict | None]:
+    """An earlier models' recorded ``results.json`` (and ``privacy.json``, if there) to show beside this report."""
+    files = [folder / name for name in ("results.json", "privacy.json")]
+    return tuple(json.loads(path.read_text()) if path.exists() else None for path in files)
+
+
+def write_report(results: dict, out: Path, before: Path | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     default = results["targets"][0]
     for target in results["targets"]:
@@ -92,8 +94,12 @@ def write_report(results: dict, out: Path) -> None:
         plots.latency_breakdown(results["latency"], out / "latency.png")
     if results["privacy_attacks"]:
         write_grids(results["privacy_attacks"], out)
-    (out / "report.md").write_text(render(results))
     serialisable = json.loads(json.dumps(results, default=dataclasses.asdict))
+    report = render(results)
+    before_results, before_privacy = recorded_before(before) if before else (None, None)
+    if before_results:
+        report += "\n" + render_before_after(before_results, before_privacy, serialisable) + "\n"
+    (out / "report.md").write_text(report)
     (out / "results.json").write_text(json.dumps(serialisable, indent=2) + "\n")
 
 
@@ -109,9 +115,11 @@ def main() -> None:
                         help="public images the privacy attacks train on (0: skip the privacy attacks)")
     parser.add_argument("--retrain-attacks", action="store_true", help="train the inverse networks again")
     parser.add_argument("--out", type=Path, default=REPORTS / "evaluation")
+    parser.add_argument("--before", type=Path, default=REPORTS / "evaluation" / "before",
+                        help="an earlier models' recorded results.json / privacy.json to show beside this report")
     args = parser.parse_args()
     results = measure(args)
-    write_report(results, args.out)
+    write_report(results, args.out, args.before)
     print((args.out / "report.md").read_text())
 
 

@@ -19,19 +19,13 @@ import torch
 from tqdm import tqdm
 
 from pmc2.export.data import denormalize, normalize
-from pmc2.export.generator import PerturbationGenerator
+from pmc2.export.generator import PerturbationGenerator, UNetTrainingConfig
 from pmc2.export.train_generator import warmup_cosine
 
 
-@dataclass(frozen=True)
-class InverseAttackConfig:
-    base_width: int = 16
-    epochs: int = 8
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    bf16: bool = True
+@dataclass
+class InverseAttackConfig(UNetTrainingConfig):
+    """The defaults of ``UNetTrainingConfig``: 8 epochs of 128, AdamW at 2e-3, bf16."""
 
 
 def train_inverse(views: torch.Tensor, originals: torch.Tensor, config: InverseAttackConfig,

@@ -31,11 +31,14 @@ def load_judges(folder: Path = JUDGES) -> dict[str, torch.nn.Module]:
 
 
 @torch.inference_mode()
-def accuracy(model: torch.nn.Module, images_unit: torch.Tensor, labels: torch.Tensor, chunk: int = 500) -> float:
+def predictions(model: torch.nn.Module, images_unit: torch.Tensor, chunk: int = 500) -> torch.Tensor:
+    """The labels ``model`` gives [0, 1] NCHW images."""
+    return torch.cat([model(normalize(images_unit[s : s + chunk])).argmax(1) for s in range(0, len(images_unit), chunk)])
+
+
+def accuracy(model: torch.nn.Module, images_unit: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy (%) on [0, 1] NCHW images."""
-    correct = sum(int((model(normalize(images_unit[s : s + chunk])).argmax(1) == labels[s : s + chunk]).sum())
-                  for s in range(0, len(images_unit), chunk))
-    return 100.0 * correct / len(images_unit)
+    return 100.0 * float((predictions(model, images_unit) == labels).float().mean())
 
 
 def masked_accuracy(model: torch.nn.Module, images_unit: torch.Tensor, labels: torch.Tensor) -> dict:

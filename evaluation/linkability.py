@@ -3,8 +3,9 @@
 Two attackers, both nearest-candidate rules in a space of their choice:
   "inverse"  compares the inverse network's reconstruction with each candidate original;
   "view"     runs each candidate through the known models itself and compares the views.
-Two-choice game: the received view of image a, candidates a and b (same class, b chosen at random);
-50 % is no leakage. Rank-1 re-identification: the true original among it and 999 same-class distractors;
+Two-choice game: the received view of image a, candidates a and b, where b is a random image for which the
+cloud returns the same label as for a (the cloud learns the label by design, so a pair it labels alike is
+what knowing the label cannot split); 50 % is no leakage beyond the label. Rank-1 re-identification: the true original among it and 999 same-class distractors;
 0.1 % is no leakage.
 """
 
@@ -26,10 +27,12 @@ def two_choice_success(queries: torch.Tensor, true: torch.Tensor, other: torch.T
 
 
 def same_class_partners(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """For each index, a random other index with the same label."""
-    partners = torch.empty_like(labels)
+    """For each index, a random other index with the same label (itself when it is its label's only one)."""
+    partners = torch.arange(len(labels))
     for label in labels.unique():
         members = (labels == label).nonzero().flatten()
+        if len(members) < 2:
+            continue
         shift = torch.randint(1, len(members), (len(members),), generator=generator)
         partners[members] = members[(torch.arange(len(members)) + shift) % len(members)]
     return partners

@@ -169,6 +169,10 @@ def compressor_with_config(path: Path) -> tuple[FactorizedPrior, dict]:
     return load_compressor(path), json.loads(path.with_suffix(".record.json").read_text())["config"]
 
 
-def compressor_variants(folder: Path) -> dict[str, tuple[FactorizedPrior, dict]]:
-    """Every compressor checkpoint in ``folder``, by file stem."""
-    return {path.stem: compressor_with_config(path) for path in sorted(folder.glob("*.pt"))}
+def compressor_settings(config: dict) -> dict:
+    """What a report shows of a compressor's training config: its loss, the weight on the rate, N and M.
+    ``train_compressor`` records a loss name and λ; ``train_end_to_end`` records its whole objective."""
+    size = {"n": config["n"], "m": config["m"]}
+    if isinstance(config["loss"], dict):
+        return {"loss": "end_to_end", "rate_weight": config["loss"]["rate_weight"], **size}
+    return {"loss": config["loss"], "lmbda": config["lmbda"], **size}

@@ -16,8 +16,7 @@ from pmc2.evaluation.measurements import CodecResult  # noqa: E402
 def rate_accuracy(jpeg_sweep: list[CodecResult], webp_sweep: list[CodecResult], png: CodecResult, webp: CodecResult,
                   neural: list[CodecResult], perturbed_accuracy: float, path: Path) -> None:
     """Accuracy vs bytes/image: the JPEG 4:4:4 and lossy WebP quality sweeps, PNG and lossless WebP, and each
-    neural compressor (red: rate–distortion, purple: task-aware) with one stream per image (filled) and per
-    256 images (hollow)."""
+    neural compressor with one stream per image (filled) and per 256 images (hollow)."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for sweep, key, colour, label in ((jpeg_sweep, "jpeg_quality", "tab:blue", "JPEG 4:4:4, quality 50–100"),
                                       (webp_sweep, "webp_quality", "tab:green", "WebP (lossy), quality 10–100")):
@@ -26,13 +25,10 @@ def rate_accuracy(jpeg_sweep: list[CodecResult], webp_sweep: list[CodecResult], 
             axes.annotate(f"q{result.settings[key]}", (result.bytes_mean, result.accuracy), fontsize=8)
     axes.plot(png.bytes_mean, png.accuracy, "s", color="black", label="PNG (lossless)")
     axes.plot(webp.bytes_mean, webp.accuracy, "D", color="tab:green", label="WebP (lossless)")
-    markers = iter("o^vD<>p*")
-    for result in neural:
-        marker = next(markers)
-        colour = "tab:red" if result.settings.get("loss") == "rd" else "tab:purple"
-        axes.plot(result.bytes_mean, result.accuracy, marker, color=colour, label=f"neural: {result.name}")
+    for result, marker in zip(neural, "o^vD<>p*"):
+        axes.plot(result.bytes_mean, result.accuracy, marker, color="tab:purple", label=f"neural: {result.name}")
         if 256 in result.batched_bytes:
-            axes.plot(result.batched_bytes[256], result.accuracy, marker, color=colour, mfc="none")
+            axes.plot(result.batched_bytes[256], result.accuracy, marker, color="tab:purple", mfc="none")
     axes.axhline(perturbed_accuracy, color="grey", linestyle=":", label="perturbed, uncompressed")
     axes.set_xscale("log")
     axes.set_xlabel("edge→cloud bytes per image (log scale; hollow = one rANS stream per 256 images)")

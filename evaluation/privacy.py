@@ -9,7 +9,8 @@ decode x̂ (the bitstream), for every pair. Measured on the evaluation images:
   2. label-only baseline: the class-mean image, what any scheme that leaks only the label allows;
   3. independent judges (and the aux model) on each view, on the reconstructions and on the baseline,
      also with each fixed 10×10 region masked;
-  4. linkability: two-choice game (50 % = none) and rank-1 re-identification among 1,000 (0.1 % = none).
+  4. linkability: two-choice game between images the cloud labels alike (50 % = nothing beyond the label) and
+     rank-1 re-identification among 1,000 same-class images (0.1 % = none).
 The goals are the privacy issue's; every row says whether it meets them.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,16 +28,16 @@ import torch
 from pmc2.evaluation import plots
 from pmc2.evaluation.image_similarity import similarity_summary
 from pmc2.evaluation.inverse_attack import InverseAttackConfig, cached_inverse, reconstruct
-from pmc2.evaluation.judges import JUDGES, accuracy, load_judges, masked_accuracy
+from pmc2.evaluation.judges import JUDGES, accuracy, load_judges, masked_accuracy, predictions
 from pmc2.evaluation.markdown import render_privacy
 from pmc2.evaluation.linkability import rank1_reidentification, same_class_partners, two_choice_success
 from pmc2.evaluation.privacy_views import VIEWS, cloud_views
 from pmc2.export.data import as_tensors, class_mean_images, to_unit
 from pmc2.export.evaluate import TrainedPipeline
 from pmc2.export.pairs import PAIRS, ModelPair
-from pmc2.export.records import sha256_file
+from pmc2.export.records import git_commit, sha256_file
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
-from pmc2.runtime.paths import REPO_ROOT, REPORTS, SHARED_DATA
+from pmc2.runtime.paths import CHECKPOINTS, REPO_ROOT, REPORTS, SHARED_DATA
 
 ATTACK_CACHE = REPO_ROOT / "runs" / "privacy_attacks"
 GRID_IMAGES = 8
@@ -73,7 +75,8 @@ def attack_view(view: torch.Tensor, public_view: torch.Tensor, context: dict) ->
                                      public_view, context["public_originals"], context["config"].inverse,
                                      context["config"].retrain, f"inverse attack on {context['view']}")
     reconstructed = reconstruct(network, view)
-    partners = context["partners"]
+    cloud_labels = predictions(context["target"], view)
+    partners = same_class_partners(cloud_labels, torch.Generator().manual_seed(context["config"].seed))
     rng = torch.Generator().manual_seed(context["config"].seed)
     public_labels = context["public_labels"]
     classifiers = {**context["judges"], "aux": context["aux"]}
@@ -122,7 +125,7 @@ def attack_pair(pair: ModelPair, evaluation: LabelledImages, public: LabelledIma
     context = {
         "originals": originals, "labels": labels, "public_originals": public_originals, "public_labels": public_labels,
         "judges": judges, "aux": pipeline.aux, "config": config, "cache": config.cache / pair.name,
-        "partners": same_class_partners(labels, torch.Generator().manual_seed(config.seed)),
+        "target": pipeline.target,
         "key": {"pair": pair.name, "generator_sha256": sha256_file(pair.generator),
                 "compressor_sha256": sha256_file(pair.compressor), "public_images_sha256": public.sha256(),
                 "phone_quality": config.phone_quality},
@@ -130,6 +133,10 @@ def attack_pair(pair: ModelPair, evaluation: LabelledImages, public: LabelledIma
     results = {"pair": pair.name, "label_only": baseline, "views": {}}
     grid = {"original": originals[:GRID_IMAGES]}
     for name in VIEWS:
+        same_as = next((seen for seen in results["views"] if torch.equal(views[seen], views[name])), None)
+        if same_as is not None:  # a generator trained with the "decoded" tie: every link carries x̂
+            results["views"][name] = {"same_as": same_as, **results["views"][same_as]}
+            continue
         result = attack_view(views[name], public_views[name], context | {"view": name})
         grid[f"{name} view"] = views[name][:GRID_IMAGES]
         grid[f"inverse attack on {name}"] = result.pop("_reconstructed")
@@ -153,7 +160,7 @@ def measure_privacy(data: Path, limit: int | None, config: PrivacyConfig) -> dic
     return {
         "attacker": "knows the generator and the compressor, holds the public CIFAR-10 training images "
                     f"({config.attacker_images} run through the models), learns each label",
-        "evaluation_images": len(evaluation), "data": str(data),
+        "evaluation_images": len(evaluation), "data": str(data), "checkpoints": str(CHECKPOINTS),
         "config": json.loads(json.dumps(asdict(config), default=str)),
         "goals": asdict(Goals()),
         "pairs": [attack_pair(pair, evaluation, public, class_means, judges, config) for pair in PAIRS.values()],
@@ -173,8 +180,9 @@ def main() -> None:
     parser.add_argument("--retrain-attacks", action="store_true", help="train the inverse networks again")
     parser.add_argument("--out", type=Path, default=REPORTS / "evaluation")
     args = parser.parse_args()
-    privacy = measure_privacy(args.data, args.limit, PrivacyConfig(attacker_images=args.attacker_images,
-                                                                   retrain=args.retrain_attacks))
+    privacy = {"command": " ".join(["python -m pmc2.evaluation.privacy", *sys.argv[1:]]), "git_commit": git_commit(),
+               **measure_privacy(args.data, args.limit, PrivacyConfig(attacker_images=args.attacker_images,
+                                                                      retrain=args.retrain_attacks))}
     args.out.mkdir(parents=True, exist_ok=True)
     write_grids(privacy, args.out)
     (args.out / "privacy.json").write_text(json.dumps(privacy, indent=2) + "\n")

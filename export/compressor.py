@@ -3,7 +3,8 @@
 
     x ──g_a──▶ y ──round(y − medians)──▶ rANS ──▶ bytes ──▶ rANS⁻¹ ──+ medians──▶ ŷ ──g_s──▶ x̂
 
-Inputs are [0, 1] images (the perturbed image after de-normalisation).
+Inputs are [0, 1] images (the perturbed image after de-normalisation). A checkpoint may hold a latent
+codebook (``export/latent_codebook.py``): g_a then ends by snapping y to the nearest of its entries.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from compressai.models import FactorizedPrior
+from torch import nn
 
 from pmc2.export.records import shipping_weights
 from pmc2.runtime.rans import EntropyTables
@@ -26,6 +28,27 @@ def build_compressor(n: int = PAPER_N, m: int = PAPER_M) -> FactorizedPrior:
 
 
 TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
+CODEBOOK_KEY = "latent_codebook"  # int16 symbols [K, M, h, w] in a compressor checkpoint
+
+
+class CodebookAnalysis(nn.Sequential):
+    """g_a's layers, then the nearest of the codebook's latents (symbols + medians, so coding rounds to them)."""
+
+    def __init__(self, layers: nn.Sequential, codebook: torch.Tensor) -> None:
+        super().__init__(*layers)
+        self.register_buffer("codebook", codebook.float(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x).flatten(1)
+        entries = self.codebook.flatten(1)
+        distances = (entries * entries).sum(1) - 2 * y @ entries.T  # + |y|², the same for every entry
+        return self.codebook[distances.argmin(1)]
+
+
+def install_codebook(model: FactorizedPrior, symbols: torch.Tensor) -> None:
+    """Make ``model.g_a`` end by snapping to ``symbols`` (integer latents; the medians are added here)."""
+    medians = model.entropy_bottleneck._get_medians().detach()  # [1, M, 1, 1]
+    model.g_a = CodebookAnalysis(model.g_a, symbols.float() + medians)
 
 
 class MissingEntropyTables(ValueError):
@@ -51,7 +74,8 @@ def clear_entropy_tables(model: FactorizedPrior) -> None:
 
 
 def load_compressor(path: Path) -> FactorizedPrior:
-    """Rebuild a compressor from a checkpoint, with the entropy tables stored in it (never recomputed)."""
+    """Rebuild a compressor from a checkpoint, with the entropy tables (never recomputed) and the latent
+    codebook, if any, stored in it."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     stored = {name: checkpoint["state_dict"].get(f"entropy_bottleneck.{name}") for name in TABLE_BUFFERS}
     if any(table is None or table.numel() == 0 for table in stored.values()):
@@ -59,6 +83,8 @@ def load_compressor(path: Path) -> FactorizedPrior:
                                    "`python -m pmc2.export.store_entropy_tables`")
     model = build_compressor(checkpoint["n"], checkpoint["m"])
     model.load_state_dict(checkpoint["state_dict"])
+    if CODEBOOK_KEY in checkpoint:
+        install_codebook(model, checkpoint[CODEBOOK_KEY])
     return model.eval()
 
 

@@ -1,7 +1,8 @@
 """Evaluate the trained PMC² pipeline in-process (torch + CompressAI) and print the results table.
 
     original ──target──▶ clean accuracy
-        └──generator──▶ x' ──target / aux──▶ accuracies, |SSIM(x, x')|
+        └──generator──▶ x' ──▶ what the pixel links carry (x', or x̂ for a "decoded"-tie generator)
+                        │          ──target / aux──▶ "perturbed" accuracies, |SSIM(x, ·)|
                         └──PNG / JPEG 4:4:4 / neural (CompressAI compress→decompress)──target──▶ accuracy, bytes
 """
 
@@ -62,14 +63,14 @@ def evaluate(pipeline: TrainedPipeline, data: LabelledImages, jpeg_quality: int,
     for start in tqdm(range(0, len(images), batch_size), desc="evaluating"):
         x = normalize(to_unit(images[start : start + batch_size]))
         y = labels[start : start + batch_size]
-        perturbed = pipeline.generator(x)
+        perturbed_unit = denormalize(pipeline.generator(x)).clamp(0, 1)
+        carried = pipeline.link_images(perturbed_unit)
         counts["clean"] += _correct(pipeline.target, x, y)
-        counts["perturbed"] += _correct(pipeline.target, perturbed, y)
-        counts["aux_perturbed"] += _correct(pipeline.aux, perturbed, y)
-        abs_ssim.append(per_image_ssim(x, perturbed).abs())
-        perturbed_unit = denormalize(perturbed).clamp(0, 1)
+        counts["perturbed"] += _correct(pipeline.target, normalize(carried), y)
+        counts["aux_perturbed"] += _correct(pipeline.aux, normalize(carried), y)
+        abs_ssim.append(per_image_ssim(x, normalize(carried)).abs())
         for name, codec in codecs.items():
-            payloads = codec.encode(pipeline.link_images(perturbed_unit).numpy())
+            payloads = codec.encode(carried.numpy())
             sizes[name] += [len(p) for p in payloads]
             decoded = torch.from_numpy(codec.decode(payloads, len(payloads)))
             counts[name] += _correct(pipeline.target, normalize(decoded), y)

@@ -19,12 +19,20 @@ from scratch (no identity path from x to x'):
     x ──stem──▶ e0 (24, 32²) ──▶ e1 (64, 16²) ──▶ e2 (256, 8²) ──▶ e3 (256, 4²)
                  └───────────────┴───────────────┴── skips ──▶ up ×3 ──1x1──▶ x' (inside the pixel cube)
 
-``load_generator`` rebuilds either from a checkpoint, which names its architecture.
+``dapter`` (DAPter, WWW'21): the related system's lightweight converter, eight convolutions in a
+symmetric down/up shape with one copy connection (the 3rd layer's output joins the 8th layer's input);
+trained with DAPter's own loss (``export/perturbation_loss.py``), it runs in the generator's slot:
+
+    x ─c1─▶ (b, 32²) ─c2─▶ (2b, 16²) ─c3─▶ (2b, 16²) ─c4─▶ (4b, 8²) ─c5─▶ (4b, 8²) ─c6↑─▶ (2b, 16²) ─c7─▶ (2b, 16²)
+                                          └──────────────── copy ─────────────────────────────┴─concat─c8↑─▶ x' (32²)
+
+``load_generator`` rebuilds any of them from a checkpoint, which names its architecture.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,6 +40,19 @@ from torch import nn
 
 from pmc2.export.fast_classifiers import FastNet
 from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
+
+
+@dataclass
+class UNetTrainingConfig:
+    """What every U-Net this project trains (generator, inverse attack) is trained with; each sets its defaults."""
+
+    base_width: int = 16
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    bf16: bool = True
+    seed: int = 0
 
 
 class DoubleConv(nn.Sequential):
@@ -140,9 +161,38 @@ class FeatureUNet(PixelCube):
         return self.squash(self.outc(self.up1(self.up2(self.up3(e3, e2), e1), e0)))
 
 
+def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+def _up_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+class DapterConverter(PixelCube):
+    """DAPter's converter: eight convolutions, one copy connection (layer 3 → layer 8); output inside the cube."""
+
+    architecture = "dapter"
+
+    def __init__(self, base_width: int = 16) -> None:
+        super().__init__()
+        b = self.base_width = base_width
+        self.down = nn.Sequential(_conv_bn_relu(3, b), _conv_bn_relu(b, 2 * b, stride=2), _conv_bn_relu(2 * b, 2 * b))
+        self.middle = nn.Sequential(_conv_bn_relu(2 * b, 4 * b, stride=2), _conv_bn_relu(4 * b, 4 * b),
+                                    _up_bn_relu(4 * b, 2 * b), _conv_bn_relu(2 * b, 2 * b))
+        self.out = nn.ConvTranspose2d(4 * b, 3, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        copied = self.down(x)
+        return self.squash(self.out(torch.cat([copied, self.middle(copied)], dim=1)))
+
+
 GENERATORS: dict[str, Callable[[int], PixelCube]] = {
     PerturbationGenerator.architecture: PerturbationGenerator,
     FeatureUNet.architecture: FeatureUNet,
+    DapterConverter.architecture: DapterConverter,
 }
 
 

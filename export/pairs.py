@@ -16,9 +16,7 @@ from pmc2.runtime.paths import CHECKPOINTS, ONNX_MODELS
 
 @dataclass(frozen=True)
 class ModelPair:
-    """Checkpoint files of one pair and the folder its ONNX bundle is exported to.
-
-    ``rate_accuracy``: folder of extra compressors (rate–distortion at several λ, task-aware) for the rate–accuracy curve."""
+    """Checkpoint files of one pair and the folder its ONNX bundle is exported to."""
 
     name: str
     target: Path
@@ -26,7 +24,6 @@ class ModelPair:
     generator: Path
     compressor: Path
     onnx_models: Path
-    rate_accuracy: Path | None = None
 
     @property
     def evaluation_record(self) -> Path:
@@ -41,6 +38,5 @@ def _second_pair(target: str, aux: str) -> ModelPair:
 
 
 DEFAULT_PAIR = ModelPair("fastnet", CHECKPOINTS / "fastnet.pt", CHECKPOINTS / "compact_resnet.pt",
-                         CHECKPOINTS / "generator.pt", CHECKPOINTS / "compressor.pt", ONNX_MODELS,
-                         CHECKPOINTS / "rate_accuracy")
+                         CHECKPOINTS / "generator.pt", CHECKPOINTS / "compressor.pt", ONNX_MODELS)
 PAIRS: dict[str, ModelPair] = {pair.name: pair for pair in (DEFAULT_PAIR, _second_pair("compact_resnet", "fastnet"))}

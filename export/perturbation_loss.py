@@ -1,11 +1,19 @@
-"""The MMSys'22 generator objective and the bounded variants we train with.
+"""The image-to-image protectors' objectives, by name (``OBJECTIVES``).
+
+"mmsys22", the MMSys'22 generator objective and the bounded variants we train with:
 
     loss = w_t·CE(target(x'), y)  +  w_a·aux_term  +  w_s·similarity(x, x')
 
 aux_term:   "neg-ce" = −CE(aux(x'), y)                        (the paper; unbounded below)
             "hinge"  = mean(max(0, margin − CE_i(aux(x'), y)))  (stops pushing once aux is wrong enough)
 similarity: "signed" = mean SSIM (the paper)   "abs" = mean |SSIM| (does not reward inverted images)
-SSIM is computed on [0, 1] images (pytorch-msssim), in float32.
+
+"dapter", DAPter's data-abuse-prevention loss (WWW'21, Eq. 1–3), with the flat grey image I₁₂₈:
+
+    loss = λ·mean |x' − I₁₂₈|₁  +  (1 − λ)·CE(target(x'), y)        (λ = 0.9 in the paper)
+
+SSIM is computed on [0, 1] images (pytorch-msssim), in float32. Every objective returns the same terms
+(the ones it does not train on are still measured, so runs of both can be compared).
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ from torch import nn
 from pmc2.export.data import denormalize
 
 
+GREY_REFERENCE = 128 / 255  # DAPter's I₁₂₈, in [0, 1] pixels
+
+
 @dataclass
 class PerturbationLossConfig:
     target_weight: float = 1.0
@@ -27,8 +38,12 @@ class PerturbationLossConfig:
     aux_term: str = "hinge"
     aux_margin: float = 3.0
     similarity: str = "abs"
+    objective: str = "mmsys22"
+    dapter_lambda: float = 0.9
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.aux_term not in ("neg-ce", "hinge"):
             raise ValueError(f"aux_term must be 'neg-ce' or 'hinge', got {self.aux_term!r}")
         if self.similarity not in ("signed", "abs"):
@@ -45,22 +60,44 @@ def per_image_ssim(original: torch.Tensor, perturbed: torch.Tensor) -> torch.Ten
     )
 
 
-def perturbation_loss(
-    config: PerturbationLossConfig,
-    target_logits: torch.Tensor,
-    aux_logits: torch.Tensor,
-    labels: torch.Tensor,
-    similarity: torch.Tensor,
-) -> dict[str, torch.Tensor]:
-    """Total loss and its terms (all scalars)."""
-    target_ce = nn.functional.cross_entropy(target_logits.float(), labels)
-    aux_ce = nn.functional.cross_entropy(aux_logits.float(), labels, reduction="none")
-    if config.aux_term == "neg-ce":
-        aux_term = -aux_ce.mean()
-    else:
-        aux_term = torch.relu(config.aux_margin - aux_ce).mean()
-    similarity_term = similarity.abs().mean() if config.similarity == "abs" else similarity.mean()
-    total = (
-        config.target_weight * target_ce + config.aux_weight * aux_term + config.similarity_weight * similarity_term
-    )
-    return {"loss": total, "target_ce": target_ce, "aux_ce": aux_ce.mean(), "similarity": similarity_term}
+@dataclass
+class ProtectorOutputs:
+    """One batch through a protector and the frozen classifiers (images normalised, as the models take them)."""
+
+    perturbed: torch.Tensor
+    target_logits: torch.Tensor
+    aux_logits: torch.Tensor
+    labels: torch.Tensor
+    similarity: torch.Tensor  # per-image SSIM(x, x')
+
+
+def _measured_terms(config: PerturbationLossConfig, outputs: ProtectorOutputs) -> dict[str, torch.Tensor]:
+    """What every objective reports: target CE, per-image aux CE, the similarity term, L1 to DAPter's grey."""
+    similarity = outputs.similarity
+    return {
+        "target_ce": nn.functional.cross_entropy(outputs.target_logits.float(), outputs.labels),
+        "aux_ce_per_image": nn.functional.cross_entropy(outputs.aux_logits.float(), outputs.labels, reduction="none"),
+        "similarity": similarity.abs().mean() if config.similarity == "abs" else similarity.mean(),
+        "grey_l1": (denormalize(outputs.perturbed.float()) - GREY_REFERENCE).abs().mean(),
+    }
+
+
+def mmsys22_loss(config: PerturbationLossConfig, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    aux_ce = terms["aux_ce_per_image"]
+    aux_term = -aux_ce.mean() if config.aux_term == "neg-ce" else torch.relu(config.aux_margin - aux_ce).mean()
+    return config.target_weight * terms["target_ce"] + config.aux_weight * aux_term \
+        + config.similarity_weight * terms["similarity"]
+
+
+def dapter_loss(config: PerturbationLossConfig, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    return config.dapter_lambda * terms["grey_l1"] + (1 - config.dapter_lambda) * terms["target_ce"]
+
+
+OBJECTIVES = {"mmsys22": mmsys22_loss, "dapter": dapter_loss}
+
+
+def perturbation_loss(config: PerturbationLossConfig, outputs: ProtectorOutputs) -> dict[str, torch.Tensor]:
+    """Total loss of the configured objective and every measured term (all scalars)."""
+    terms = _measured_terms(config, outputs)
+    loss = OBJECTIVES[config.objective](config, terms)
+    return {"loss": loss, "aux_ce": terms.pop("aux_ce_per_image").mean(), **terms}

@@ -1,4 +1,7 @@
-"""Train the protective-perturbation generator against a frozen target and auxiliary classifier.
+"""Train an image-to-image protector against a frozen target and auxiliary classifier.
+
+The MMSys'22 generator by default; ``--architecture dapter --objective dapter`` trains DAPter's converter
+with its own loss instead (the related system, compared under the same attacks).
 
 AdamW (lr 5e-3, wd 5e-4), linear warm-up then cosine decay per step, flip + translate augmentation,
 bf16 autocast; after every epoch the loss on the 5,000 validation images decides the best epoch,
@@ -16,22 +19,20 @@ from tqdm import tqdm
 
 from pmc2.export.classifiers import load_target_and_aux
 from pmc2.export.data import as_tensors, batches, seeded_training_data
-from pmc2.export.generator import PerturbationGenerator
-from pmc2.export.perturbation_loss import PerturbationLossConfig, per_image_ssim, perturbation_loss
+from pmc2.export.generator import GENERATORS, PerturbationGenerator, UNetTrainingConfig, build_generator
+from pmc2.export.perturbation_loss import (OBJECTIVES, PerturbationLossConfig, ProtectorOutputs, per_image_ssim,
+                                           perturbation_loss)
 from pmc2.export.records import RunLog, load_initial_weights, save_state, shipping_weights, start_or_resume
 from pmc2.export.training_cli import parse_training_args, training_parser
 
 
 @dataclass
-class GeneratorConfig:
-    base_width: int = 16
+class GeneratorConfig(UNetTrainingConfig):
+    architecture: str = PerturbationGenerator.architecture
     epochs: int = 12
-    batch_size: int = 128
     lr: float = 5e-3
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
-    bf16: bool = True
-    seed: int = 0
     limit: int | None = None
     loss: PerturbationLossConfig = field(default_factory=PerturbationLossConfig)
 
@@ -58,7 +59,8 @@ class PerturbationStep:
             perturbed = self.generator(images)
             target_logits, aux_logits = self.target(perturbed), self.aux(perturbed)
         similarity = per_image_ssim(images, perturbed)
-        terms = perturbation_loss(self.config.loss, target_logits, aux_logits, labels, similarity)
+        terms = perturbation_loss(self.config.loss,
+                                  ProtectorOutputs(perturbed, target_logits, aux_logits, labels, similarity))
         terms["target_correct"] = (target_logits.argmax(1) == labels).sum()
         terms["aux_correct"] = (aux_logits.argmax(1) == labels).sum()
         terms["abs_ssim_sum"] = similarity.abs().sum()
@@ -89,7 +91,7 @@ def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path
     train_images, train_labels = as_tensors(train_set)
     val_images, val_labels = as_tensors(validation)
     target, aux = load_target_and_aux(target_path, aux_path)
-    generator = PerturbationGenerator(config.base_width)
+    generator = build_generator(config.architecture, config.base_width)
     origin = load_initial_weights(generator, init) if init else None
     generator = generator.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(generator.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -112,7 +114,7 @@ def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path
             total=steps_per_epoch,
             desc=f"generator epoch {epoch + 1}/{config.epochs}",
         )
-        running = {"loss": 0.0, "target_ce": 0.0, "aux_ce": 0.0, "similarity": 0.0}
+        running = dict.fromkeys(("loss", "target_ce", "aux_ce", "similarity", "grey_l1"), 0.0)
         for index, (images, labels) in enumerate(progress, start=1):
             terms = step(images, labels)
             optimizer.zero_grad(set_to_none=True)
@@ -129,7 +131,7 @@ def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path
         if metrics["validation_loss"] < best["validation_loss"]:
             best = metrics
             torch.save(
-                {"base_width": config.base_width, "state_dict": shipping_weights(generator.state_dict()),
+                {"architecture": config.architecture, "base_width": config.base_width, "state_dict": shipping_weights(generator.state_dict()),
                  "target": str(target_path), "aux": str(aux_path), "epoch": epoch + 1},
                 checkpoint,
             )
@@ -143,6 +145,10 @@ def main() -> None:
     parser = training_parser(__doc__.splitlines()[0], defaults.epochs, defaults.seed)
     parser.add_argument("--target", type=Path, default=Path("checkpoints/fastnet.pt"))
     parser.add_argument("--aux", type=Path, default=Path("checkpoints/compact_resnet.pt"))
+    parser.add_argument("--architecture", choices=GENERATORS, default=defaults.architecture)
+    parser.add_argument("--objective", choices=OBJECTIVES, default=loss_defaults.objective,
+                        help="mmsys22 (target/aux/similarity, below) or dapter (λ·L1 to grey + (1−λ)·target CE)")
+    parser.add_argument("--dapter-lambda", type=float, default=loss_defaults.dapter_lambda)
     parser.add_argument("--base-width", type=int, default=defaults.base_width)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
@@ -155,10 +161,11 @@ def main() -> None:
     parser.add_argument("--no-bf16", dest="bf16", action="store_false")
     args = parse_training_args(parser)
     loss = PerturbationLossConfig(
-        args.target_weight, args.aux_weight, args.similarity_weight, args.aux_term, args.aux_margin, args.similarity
+        args.target_weight, args.aux_weight, args.similarity_weight, args.aux_term, args.aux_margin, args.similarity,
+        args.objective, args.dapter_lambda,
     )
     config = GeneratorConfig(
-        base_width=args.base_width, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        architecture=args.architecture, base_width=args.base_width, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         bf16=args.bf16, seed=args.seed, limit=args.limit, loss=loss,
     )
     train(config, args.data, args.target, args.aux, args.out, args.resume, args.init)

@@ -13,6 +13,7 @@ from pmc2.evaluation.inverse_attack import InverseAttackConfig
 from pmc2.evaluation.linkability import rank1_reidentification, same_class_partners, two_choice_success
 from pmc2.evaluation.markdown import render_privacy
 from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
+from pmc2.export.evaluate import TrainedPipeline
 from pmc2.export.pairs import PAIRS
 from pmc2.export.train_classifier import ClassifierConfig
 from pmc2.export.train_classifier import train as train_classifier
@@ -38,6 +39,8 @@ def test_every_attack_runs_end_to_end_and_is_reported(tiny_cifar: Path, tiny_jud
             assert set(result["two_choice"]) == {"inverse", "view"} and set(result["goals_met"]) >= {"attack_ssim", "aux"}
             # the view attacker recomputes the candidates' views with the known, deterministic models
             assert result["two_choice"]["view"] >= 50.0
+        if TrainedPipeline.load(PAIRS[pair["pair"]]).generator.link_image == "decoded":  # every link carries x̂: attacked once
+            assert pair["views"]["neural"]["same_as"] == "perturbed"
     write_grids(privacy, tmp_path)
     assert all((tmp_path / f"privacy_attack_grid_{name}.png").stat().st_size > 0 for name in PAIRS)
     text = render_privacy(privacy)

@@ -11,7 +11,7 @@ import torch
 
 from pmc2.export.classifiers import build_classifier, load_classifier
 from pmc2.export.compressor import entropy_tables, load_compressor
-from pmc2.export.generator import FeatureUNet, load_generator
+from pmc2.export.generator import DapterConverter, FeatureUNet, load_generator
 from pmc2.export.train_end_to_end import EndToEndConfig
 from pmc2.export.train_end_to_end import train as train_end_to_end
 from pmc2.export.perturbation_loss import PerturbationLossConfig
@@ -74,6 +74,18 @@ def test_generator_training_and_resume(classifiers: Path, tiny_cifar: Path, tmp_
     assert best["epoch"] == min(history, key=lambda metrics: metrics["validation_loss"])["epoch"]
     saved = torch.load(tmp_path / "generator.pt", weights_only=False)
     assert saved["base_width"] == 8 and saved["epoch"] == best["epoch"]
+
+
+def test_dapter_converter_trains_with_its_own_loss(classifiers: Path, tiny_cifar: Path, tmp_path: Path) -> None:
+    config = GeneratorConfig(architecture="dapter", base_width=8, epochs=1, batch_size=32, limit=LIMIT,
+                             loss=PerturbationLossConfig(objective="dapter", dapter_lambda=0.9))
+    best = train_generator(config, tiny_cifar, classifiers / "fastnet.pt", classifiers / "compact_resnet.pt",
+                           tmp_path, False)
+    converter = load_generator(tmp_path / "generator.pt")
+    assert isinstance(converter, DapterConverter) and converter.link_image == "perturbed"
+    # the loss trained on is DAPter's (linear in its terms, so their running means add up the same way)
+    assert best["train_loss"] == pytest.approx(0.9 * best["train_grey_l1"] + 0.1 * best["train_target_ce"], rel=1e-4)
+    assert converter(torch.zeros(2, 3, 32, 32)).shape == (2, 3, 32, 32)
 
 
 @pytest.mark.parametrize(("loss", "straight_through"), [("rd", False), ("task", False), ("task", True)])
