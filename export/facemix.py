@@ -1,0 +1,62 @@
+"""FaceMix (the related system): a split classifier whose cloud part only ever sees mixed features.
+
+    edge: x ──stem, conv group 1──▶ f_i (64×16×16) ─┐ per group of S images, a fresh random orthogonal A (S×S),
+          the user's private key:  m_k = Σ_i A_ki f_i ─────────────────────────────────────────────────────▶ cloud
+    cloud: m_k ──conv groups 2, 3, global max-pool──▶ h_k (256) ───────────────────────────────────────────▶ edge
+    edge: ĥ_i = Σ_k A_ki h_k  (Aᵀ, the inverse of an orthogonal A) ──linear head──▶ logits_i
+
+The cloud part is not linear, so demixing is exact only for a linear one; encryption-aware training (every
+forward pass mixes with fresh random orthogonal matrices, as FaceMix trains) teaches it to behave nearly
+linearly on mixtures. The layers are FastNet's (``fast_classifiers``), so the network trains with the same
+recipe: ``python export/train_classifier.py --model facemix_fastnet``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pmc2.export.fast_classifiers import FastNet
+
+GROUP_SIZE = 4  # images mixed together (FaceMix's S_G)
+
+
+def random_orthogonal(size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A Haar-random orthogonal matrix (QR of a Gaussian matrix, signs fixed by R's diagonal)."""
+    q, r = torch.linalg.qr(torch.randn(size, size, generator=generator))
+    return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+
+
+def mix(features: torch.Tensor, keys: list[torch.Tensor]) -> torch.Tensor:
+    """Mix consecutive groups of ``features`` (group sizes = the keys' sizes): m = A·f per group."""
+    groups = features.split([len(key) for key in keys])
+    return torch.cat([torch.einsum("ki,i...->k...", key.to(group.dtype), group) for key, group in zip(keys, groups)])
+
+
+def demix(outputs: torch.Tensor, keys: list[torch.Tensor]) -> torch.Tensor:
+    """Undo ``mix`` with each group's transpose (exact when what ran in between was linear)."""
+    return mix(outputs, [key.T for key in keys])
+
+
+def group_keys(count: int, group_size: int = GROUP_SIZE, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """Fresh keys for ``count`` images in groups of ``group_size`` (the last group may be smaller)."""
+    sizes = [group_size] * (count // group_size) + ([count % group_size] if count % group_size else [])
+    return [random_orthogonal(size, generator) for size in sizes]
+
+
+class FaceMixFastNet(FastNet):
+    """FastNet split after its first conv group; every forward pass mixes, runs the cloud part, demixes."""
+
+    def edge_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(x, (0, 1, 0, 1), mode="replicate")
+        return self.layers[0](nn.functional.gelu(self.stem(x)))
+
+    def cloud_features(self, mixed: torch.Tensor) -> torch.Tensor:
+        return torch.amax(self.layers[2](self.layers[1](mixed)), dim=(2, 3))
+
+    def edge_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features) * self.logit_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keys = group_keys(len(x))
+        return self.edge_logits(demix(self.cloud_features(mix(self.edge_features(x), keys)), keys))
