@@ -4,7 +4,7 @@
     x ──g_a──▶ y ──round(y − medians)──▶ rANS ──▶ bytes ──▶ rANS⁻¹ ──+ medians──▶ ŷ ──g_s──▶ x̂
 
 Inputs are [0, 1] images (the perturbed image after de-normalisation). A checkpoint may hold a latent
-codebook (``export/latent_codebook.py``): g_a then ends by snapping y to the nearest of its entries.
+codebook (``export/latent_codebook.py``): g_a then ends by choosing one of its K latents.
 """
 
 from __future__ import annotations
@@ -28,27 +28,28 @@ def build_compressor(n: int = PAPER_N, m: int = PAPER_M) -> FactorizedPrior:
 
 
 TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
-CODEBOOK_KEY = "latent_codebook"  # int16 symbols [K, M, h, w] in a compressor checkpoint
+CODEBOOK_KEY = "latent_codebook"  # {"symbols": int16 [K, M, h, w], "weight": [K, M·h·w], "bias": [K]} in a checkpoint
 
 
 class CodebookAnalysis(nn.Sequential):
-    """g_a's layers, then the nearest of the codebook's latents (symbols + medians, so coding rounds to them)."""
+    """g_a's layers, then the codebook latent (symbols + medians, so coding rounds to it) of the highest-scoring
+    entry under a linear rule on y: scores = y·Wᵀ + b."""
 
-    def __init__(self, layers: nn.Sequential, codebook: torch.Tensor) -> None:
+    def __init__(self, layers: nn.Sequential, entries: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
         super().__init__(*layers)
-        self.register_buffer("codebook", codebook.float(), persistent=False)
+        self.register_buffer("entries", entries.float(), persistent=False)
+        self.register_buffer("weight", weight.float(), persistent=False)
+        self.register_buffer("bias", bias.float(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x).flatten(1)
-        entries = self.codebook.flatten(1)
-        distances = (entries * entries).sum(1) - 2 * y @ entries.T  # + |y|², the same for every entry
-        return self.codebook[distances.argmin(1)]
+        scores = super().forward(x).flatten(1) @ self.weight.T + self.bias
+        return self.entries[scores.argmax(1)]
 
 
-def install_codebook(model: FactorizedPrior, symbols: torch.Tensor) -> None:
-    """Make ``model.g_a`` end by snapping to ``symbols`` (integer latents; the medians are added here)."""
+def install_codebook(model: FactorizedPrior, codebook: dict[str, torch.Tensor]) -> None:
+    """Make ``model.g_a`` end by choosing a codebook latent (the medians are added to the symbols here)."""
     medians = model.entropy_bottleneck._get_medians().detach()  # [1, M, 1, 1]
-    model.g_a = CodebookAnalysis(model.g_a, symbols.float() + medians)
+    model.g_a = CodebookAnalysis(model.g_a, codebook["symbols"].float() + medians, codebook["weight"], codebook["bias"])
 
 
 class MissingEntropyTables(ValueError):
@@ -73,9 +74,9 @@ def clear_entropy_tables(model: FactorizedPrior) -> None:
         setattr(model.entropy_bottleneck, name, torch.empty(0, dtype=torch.int32))
 
 
-def load_compressor(path: Path) -> FactorizedPrior:
-    """Rebuild a compressor from a checkpoint, with the entropy tables (never recomputed) and the latent
-    codebook, if any, stored in it."""
+def load_compressor(path: Path, with_codebook: bool = True) -> FactorizedPrior:
+    """Rebuild a compressor from a checkpoint, with the entropy tables (never recomputed) and, unless
+    ``with_codebook`` is False, the latent codebook stored in it."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     stored = {name: checkpoint["state_dict"].get(f"entropy_bottleneck.{name}") for name in TABLE_BUFFERS}
     if any(table is None or table.numel() == 0 for table in stored.values()):
@@ -83,7 +84,7 @@ def load_compressor(path: Path) -> FactorizedPrior:
                                    "`python -m pmc2.export.store_entropy_tables`")
     model = build_compressor(checkpoint["n"], checkpoint["m"])
     model.load_state_dict(checkpoint["state_dict"])
-    if CODEBOOK_KEY in checkpoint:
+    if with_codebook and CODEBOOK_KEY in checkpoint:
         install_codebook(model, checkpoint[CODEBOOK_KEY])
     return model.eval()
 

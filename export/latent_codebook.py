@@ -1,13 +1,19 @@
-"""A latent codebook: the edge sends one of K latents, so the cloud can learn the class code and nothing else.
+"""A latent codebook: the edge sends one of K latents, so the cloud can learn the class and nothing else.
 
-    x' ──g_a──▶ y ──nearest codebook entry (squared L2)──▶ ŷ ∈ {c_1 … c_K} ──rANS──▶ bytes ──g_s──▶ x̂ ∈ K images
+    x' ──g_a──▶ y ──linear chooser: k = argmax(y·Wᵀ + b)──▶ ŷ = c_k ──rANS──▶ bytes ──g_s──▶ x̂ ∈ K images
 
 An end-to-end generator and compressor leave a few bits per image beyond the class in the latent (several
-codes per class), and those bits let an attacker who recomputes views tell same-class pictures apart.
-Snapping y to the most frequent code of each class (counted once on the public training images, stored as
-integer symbols in the compressor's checkpoint, never recomputed) removes them: every image of a class
-that the generator and compressor agree on gets the same bitstream. The snap is part of g_a, so the
-exported g_a.onnx carries it and the rANS coder, the wire format and the cloud are unchanged.
+codes per class), and those bits let an attacker who recomputes views tell same-class pictures apart. The
+codebook removes them: entry c_k is the most frequent rounded latent of class k's public training images,
+and a linear rule on y (logistic regression on those images' latents, its L2 weight chosen on a held-out
+tenth) picks the entry. Every image the rule puts in class k gets the same bitstream, so what the cloud
+receives is a function of the chosen class alone. Counted and fitted once, stored in the compressor's
+checkpoint (integer symbols, float rule), never recomputed. The choice is part of g_a, so the exported
+g_a.onnx carries it, and the rANS coder, the wire format and the cloud are unchanged.
+
+Note what this makes of the edge: its generator and g_a, trained end to end against the target, now hold a
+classifier of their own (the rule's accuracy on the evaluation images is the neural link's accuracy), and
+the cloud's target reads the class off one of K fixed images.
 
     python -m pmc2.export.latent_codebook --pair fastnet     # writes the codebook into the pair's compressor.pt
 """
@@ -36,50 +42,95 @@ from pmc2.runtime.paths import SHARED_DATA
 CHUNK = 500
 
 
+WEIGHT_DECAYS = (1e-3, 3e-3, 1e-2, 3e-2)
+
+
 @torch.inference_mode()
-def class_codes(generator, compressor, images_uint8: np.ndarray, labels: np.ndarray,
-                phone_quality: int = 90) -> tuple[torch.Tensor, list[float]]:
-    """The most frequent rounded latent of each class's images (as the edge receives them), and its share."""
-    medians = compressor.entropy_bottleneck._get_medians().detach()
-    symbols = []
-    for start in tqdm(range(0, len(images_uint8), CHUNK), desc="latent codes of the training images"):
+def edge_latents(generator, compressor, images_uint8: np.ndarray, phone_quality: int = 90) -> torch.Tensor:
+    """y = g_a(x') of every image as the edge receives it (the phone's JPEG), [N, M, h, w]."""
+    latents = []
+    for start in tqdm(range(0, len(images_uint8), CHUNK), desc="latents of the training images"):
         received = torch.from_numpy(to_unit_nchw(through_phone_jpeg(images_uint8[start : start + CHUNK], phone_quality)))
-        perturbed = denormalize(generator(normalize(received))).clamp(0, 1)
-        symbols.append(torch.round(compressor.g_a(perturbed) - medians).to(torch.int16))
-    symbols = torch.cat(symbols)
+        latents.append(compressor.g_a(denormalize(generator(normalize(received))).clamp(0, 1)))
+    return torch.cat(latents)
+
+
+def class_codes(symbols: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+    """The most frequent integer latent of each class's images, and the share of the class that has it."""
     codes, shares = [], []
     for label in range(int(labels.max()) + 1):
-        counts = Counter(tuple(code.flatten().tolist()) for code in symbols[torch.from_numpy(labels == label)])
+        counts = Counter(tuple(code.flatten().tolist()) for code in symbols[labels == label])
         code, count = counts.most_common(1)[0]
         codes.append(torch.tensor(code, dtype=torch.int16).view(symbols.shape[1:]))
         shares.append(count / counts.total())
     return torch.stack(codes), shares
 
 
+def _fit_logistic(features: torch.Tensor, labels: torch.Tensor, weight_decay: float) -> torch.nn.Linear:
+    rule = torch.nn.Linear(features.shape[1], int(labels.max()) + 1)
+    optimizer = torch.optim.LBFGS(rule.parameters(), max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(rule(features), labels) + weight_decay * rule.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return rule
+
+
+def fit_chooser(latents: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """A linear rule from flattened y to the class (W [K, D], b [K]), with its L2 weight chosen on a held-out
+    tenth and then refitted on everything; also what was tried."""
+    features = latents.flatten(1).double()
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    standardised = (features - mean) / std
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    held_out, fitted = order[: len(order) // 10], order[len(order) // 10 :]
+    tried = {}
+    for weight_decay in WEIGHT_DECAYS:
+        rule = _fit_logistic(standardised[fitted].float(), labels[fitted], weight_decay)
+        tried[weight_decay] = 100 * float((rule(standardised[held_out].float()).argmax(1) == labels[held_out]).float().mean())
+    chosen = max(tried, key=tried.get)
+    rule = _fit_logistic(standardised.float(), labels, chosen)
+    weight = rule.weight.detach().double() / std  # the standardisation folded into the rule
+    bias = rule.bias.detach().double() - weight @ mean
+    return weight.float(), bias.float(), {"held_out_accuracy_by_weight_decay": tried, "weight_decay": chosen}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pair", choices=PAIRS, default=next(iter(PAIRS)))
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="CIFAR-10 folder (its training images)")
-    parser.add_argument("--images", type=int, default=20_000, help="training images to count codes on")
+    parser.add_argument("--images", type=int, default=20_000, help="training images to count codes and fit the rule on")
+    parser.add_argument("--overwrite", action="store_true", help="replace a codebook the checkpoint already holds")
     args = parser.parse_args()
     pair = PAIRS[args.pair]
     checkpoint = torch.load(pair.compressor, map_location="cpu", weights_only=False)
-    if CODEBOOK_KEY in checkpoint:
-        raise SystemExit(f"{pair.compressor} already holds a latent codebook")
+    if CODEBOOK_KEY in checkpoint and not args.overwrite:
+        raise SystemExit(f"{pair.compressor} already holds a latent codebook (--overwrite to replace it)")
     training = load_split(args.data, "train").subset(slice(0, args.images))
-    codes, shares = class_codes(load_generator(pair.generator), load_compressor(pair.compressor),
-                                training.images, training.labels)
-    checkpoint[CODEBOOK_KEY] = codes
+    compressor = load_compressor(pair.compressor, with_codebook=False)
+    latents = edge_latents(load_generator(pair.generator), compressor, training.images)
+    labels = torch.from_numpy(training.labels).long()
+    symbols = torch.round(latents - compressor.entropy_bottleneck._get_medians().detach()).to(torch.int16)
+    codes, shares = class_codes(symbols, labels)
+    weight, bias, fitting = fit_chooser(latents, labels)
+    checkpoint[CODEBOOK_KEY] = {"symbols": codes, "weight": weight, "bias": bias}
     torch.save(checkpoint, pair.compressor)
     record_path = pair.compressor.with_suffix(".record.json")
     record = json.loads(record_path.read_text())
-    record[CODEBOOK_KEY] = {"command": f"python -m pmc2.export.latent_codebook --pair {args.pair} --images {args.images}",
-                            "git_commit": git_commit(), "images": len(training), "data_sha256": training.sha256(),
-                            "share_of_class_images_with_that_code": shares, "checkpoint_sha256_before": record["checkpoint_sha256"]}
+    before = record.get(CODEBOOK_KEY, {}).get("checkpoint_sha256_before", record["checkpoint_sha256"])
+    record[CODEBOOK_KEY] = {
+        "command": f"python -m pmc2.export.latent_codebook --pair {args.pair} --images {args.images}",
+        "git_commit": git_commit(), "images": len(training), "data_sha256": training.sha256(),
+        "share_of_class_images_with_that_code": shares, **fitting, "checkpoint_sha256_before": before,
+    }
     record["checkpoint_sha256"] = sha256_file(pair.compressor)
     record_path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"codebook of {len(codes)} latents written to {pair.compressor}; share of each class's images with its code: "
-          + ", ".join(f"{share:.3f}" for share in shares))
+    print(f"codebook of {len(codes)} latents written to {pair.compressor}; rule's held-out accuracy by L2 weight: "
+          f"{fitting['held_out_accuracy_by_weight_decay']}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import torch
 from pmc2.export.compressor import (CODEBOOK_KEY, CodebookAnalysis, build_compressor, load_compressor,
                                     save_compressor)
 from pmc2.export.generator import build_generator
-from pmc2.export.latent_codebook import class_codes
+from pmc2.export.latent_codebook import WEIGHT_DECAYS, class_codes, edge_latents, fit_chooser
 from pmc2.export.to_onnx import exportable_transform, to_onnx_bytes
 from pmc2.runtime.cifar10 import load_evaluation
 
@@ -23,11 +23,17 @@ def _compressor_with_codebook(tmp_path: Path) -> tuple[Path, torch.Tensor]:
     with torch.no_grad():  # an untrained g_a maps everything near 0; spread its latents over many codes
         compressor.g_a[0].weight.mul_(50)
     save_compressor(compressor, path, {"loss": "test"})
-    data = load_evaluation(None).subset(slice(0, 120))
-    codes, shares = class_codes(build_generator("unet", 4).eval(), load_compressor(path), data.images, data.labels)
+    data = load_evaluation(None).subset(slice(0, 200))
+    compressor = load_compressor(path)
+    latents = edge_latents(build_generator("unet", 4).eval(), compressor, data.images).clone()
+    labels = torch.from_numpy(data.labels).long()
+    symbols = torch.round(latents - compressor.entropy_bottleneck._get_medians().detach()).to(torch.int16)
+    codes, shares = class_codes(symbols, labels)
     assert codes.shape == (10, 48, 2, 2) and codes.dtype == torch.int16 and all(0 < share <= 1 for share in shares)
+    weight, bias, fitting = fit_chooser(latents, labels)
+    assert weight.shape == (10, 48 * 4) and bias.shape == (10,) and fitting["weight_decay"] in WEIGHT_DECAYS
     checkpoint = torch.load(path, weights_only=False)
-    checkpoint[CODEBOOK_KEY] = codes
+    checkpoint[CODEBOOK_KEY] = {"symbols": codes, "weight": weight, "bias": bias}
     torch.save(checkpoint, path)
     return path, codes
 
