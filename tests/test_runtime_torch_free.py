@@ -166,15 +166,18 @@ def test_garbage_rans_streams_decode_without_reading_past_the_buffer() -> None:
 
 
 def test_a_decoded_bundle_sends_every_link_the_image_the_bitstream_decodes_to(tmp_path: Path) -> None:
-    """With "link_image": "decoded" the PNG link carries the edge's own decode x̂, the same image the cloud
-    decodes from the neural link's bitstream; with the default, it carries x'."""
-    folder = tmp_path / "bundle"
-    shutil.copytree(ModelBundle.open().folder, folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    (folder / "manifest.json").write_text(json.dumps({**manifest, "link_image": "decoded"}))
+    """With "link_image": "decoded" (the shipped bundle's) the PNG link carries the edge's own decode x̂, the
+    same image the cloud decodes from the neural link's bitstream; with "perturbed", it carries x'."""
+    bundles = {}
+    for link_image in ("perturbed", "decoded"):
+        folder = tmp_path / link_image
+        shutil.copytree(ModelBundle.open().folder, folder)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        (folder / "manifest.json").write_text(json.dumps({**manifest, "link_image": link_image}))
+        bundles[link_image] = ModelBundle.open(folder)
     pixels = load_evaluation(None).images[:6]
     carried = {}
-    for name, bundle in (("default", ModelBundle.open()), ("decoded", ModelBundle.open(folder))):
+    for name, bundle in bundles.items():
         edge = EdgeProtector(bundle, SessionSettings(), jpeg_quality=95, webp_quality=None)
         png, neural = edge.protect(pixels, "png"), edge.protect(pixels, "neural")
         carried[name] = edge.codecs["png"].decode(png.payloads, 6)
@@ -184,4 +187,4 @@ def test_a_decoded_bundle_sends_every_link_the_image_the_bitstream_decodes_to(tm
             assert np.abs(carried[name] - cloud_decodes).max() <= 0.5 / 255 + 1e-6  # x̂, to the uint8 step
         else:
             assert np.abs(carried[name] - png.perturbed).max() <= 0.5 / 255 + 1e-6  # x' itself
-    assert np.abs(carried["decoded"] - carried["default"]).mean() > 0.01
+    assert np.abs(carried["decoded"] - carried["perturbed"]).mean() > 0.01

@@ -33,6 +33,7 @@ from pmc2.runtime.image_decoding import decode_image
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.pipeline import classify, perturb, preprocess
+from pmc2.runtime.protection import Protector
 from pmc2.runtime.sessions import SessionSettings
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
 from pmc2.serving.dev_certs import create_dev_certificates
@@ -94,10 +95,11 @@ async def post_edge(client, edge, body: bytes, content_type: str = "image/jpeg",
 
 def runtime_labels(bundle: ModelBundle, pixels: np.ndarray, codec: str) -> np.ndarray:
     """The labels the runtime computes in-process for phone JPEGs of ``pixels`` sent over ``codec``."""
-    decoded = np.stack([decode_image(jpeg(p)) for p in pixels])
-    perturbed = perturb(bundle.session("generator"), preprocess(decoded))
+    protector = Protector(bundle)
+    perturbed = protector.perturb(np.stack([decode_image(jpeg(p)) for p in pixels]))
     reference = codec_named(codec).build(CodecContext(bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s")))
-    return classify(bundle.session("target"), reference.decode(reference.encode(perturbed), len(perturbed)))
+    carried = protector.pixels_for_links(perturbed) if reference.carries_pixels else perturbed
+    return classify(bundle.session("target"), reference.decode(reference.encode(carried), len(carried)))
 
 
 @pytest.mark.parametrize("codec", list(LINK_CODECS))
