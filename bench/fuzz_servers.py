@@ -38,7 +38,8 @@ from pmc2.runtime.image_decoding import decode_image
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, PillowLink, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.paths import REPORTS
-from pmc2.runtime.pipeline import classify, perturb, preprocess
+from pmc2.runtime.pipeline import classify
+from pmc2.runtime.protection import Protector
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
 
 GOOD_EVERY = 10
@@ -194,10 +195,13 @@ class GoodRequests:
     def build(cls, count: int = 16) -> "GoodRequests":
         bundle, pixels = ModelBundle.open(), load_evaluation(None).images[:count]
         edge_bodies = [jpeg_bytes(p, 90) for p in pixels]
-        perturbed = perturb(bundle.session("generator"), preprocess(np.stack([decode_image(b) for b in edge_bodies])))
-        context = CodecContext(bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
+        g_a, g_s = bundle.session("g_a"), bundle.session("g_s")
+        protector = Protector(bundle, g_a=g_a, g_s=g_s)
+        perturbed = protector.perturb(np.stack([decode_image(b) for b in edge_bodies]))
+        context = CodecContext(bundle, g_a=g_a, g_s=g_s)
         png, neural = (codec_named(name).build(context) for name in ("png", "neural"))
-        labels = classify(bundle.session("target"), png.decode(png.encode(perturbed), count)).tolist()
+        carried = protector.pixels_for_links(perturbed)  # what the edge's PNG link sends
+        labels = classify(bundle.session("target"), png.decode(png.encode(carried), count)).tolist()
         streams = neural.encode(perturbed)
         cloud_bodies = [EncodedBatch("neural", [stream]).to_bytes() for stream in streams]
         cloud_labels = classify(bundle.session("target"), neural.decode(streams, count)).tolist()

@@ -21,9 +21,10 @@ from tqdm import tqdm
 from pmc2.bench.timing import median_seconds
 from pmc2.runtime.cifar10 import load_evaluation, load_validation
 from pmc2.runtime.paths import REPORTS, SHARED_DATA
-from pmc2.runtime.model_bundle import DEFAULT_MODELS, run_single_output
+from pmc2.runtime.model_bundle import DEFAULT_MODELS, ModelBundle, run_single_output
 from pmc2.runtime.normalization import normalize
 from pmc2.runtime.pipeline import perturb, preprocess
+from pmc2.runtime.protection import Protector
 from pmc2.runtime.sessions import SessionSettings, create_session
 
 MAX_ACCURACY_DROP = 0.5
@@ -56,8 +57,9 @@ def accuracy(target, images_normalized: np.ndarray, labels: np.ndarray) -> float
     return 100.0 * float((predictions == labels).mean())
 
 
-def perturbed(generator, images_normalized: np.ndarray) -> np.ndarray:
-    return normalize(np.concatenate([perturb(generator, images_normalized[i : i + 500])
+def perturbed(generator, protector: Protector, images_normalized: np.ndarray) -> np.ndarray:
+    """What the target sees over the pixel links (x', or the bundle's decode x̂ of it), normalised."""
+    return normalize(np.concatenate([protector.pixels_for_links(perturb(generator, images_normalized[i : i + 500]))
                                      for i in range(0, len(images_normalized), 500)]))
 
 
@@ -75,14 +77,15 @@ def main() -> None:
     calibration_clean = preprocess(load_validation(args.data).images[: args.calibration_images])
     images, labels = preprocess(evaluation.images), evaluation.labels.astype(np.int64)
     fp32 = {name: create_session(DEFAULT_MODELS / f"{name}.onnx", SessionSettings()) for name in ("generator", "target")}
+    protector = Protector(ModelBundle.open(DEFAULT_MODELS))
     with tempfile.TemporaryDirectory() as scratch:
         # The generator is calibrated on clean images, the target on the perturbed images it will see.
-        calibration = {"generator": calibration_clean, "target": perturbed(fp32["generator"], calibration_clean)}
+        calibration = {"generator": calibration_clean, "target": perturbed(fp32["generator"], protector, calibration_clean)}
         int8 = {name: create_session(quantize(DEFAULT_MODELS / f"{name}.onnx", calibration[name], Path(scratch)),
                                      SessionSettings())
                 for name in tqdm(("generator", "target"), desc="quantising")}
     accuracies = {
-        f"generator {g} / target {t}": accuracy(sessions_t, perturbed(sessions_g, images), labels)
+        f"generator {g} / target {t}": accuracy(sessions_t, perturbed(sessions_g, protector, images), labels)
         for g, sessions_g in (("fp32", fp32["generator"]), ("int8", int8["generator"]))
         for t, sessions_t in (("fp32", fp32["target"]), ("int8", int8["target"]))
     }

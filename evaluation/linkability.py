@@ -15,8 +15,11 @@ import torch
 
 
 def _squared_distances(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """[Q, K] squared L2 distances between flattened queries [Q, ...] and candidates [K, ...]."""
-    return torch.cdist(queries.flatten(1).float(), candidates.flatten(1).float()).pow(2)
+    """[Q, K] squared L2 distances between flattened queries [Q, ...] and candidates [K, ...], computed
+    directly: cdist's matrix-product shortcut leaves identical vectors a small non-zero distance apart, which
+    would let exact ties (two images with the same view) look like a match."""
+    return torch.cdist(queries.flatten(1).float(), candidates.flatten(1).float(),
+                       compute_mode="donot_use_mm_for_euclid_dist").pow(2)
 
 
 def two_choice_success(queries: torch.Tensor, true: torch.Tensor, other: torch.Tensor) -> float:

@@ -12,7 +12,8 @@ import pytest
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.paths import SHARED_DATA
-from pmc2.runtime.pipeline import classify, perturb, preprocess
+from pmc2.runtime.pipeline import classify
+from pmc2.runtime.protection import Protector
 
 
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason=f"needs the validation images in {SHARED_DATA} for calibration")
@@ -27,7 +28,8 @@ def test_int8_benchmark_reports_accuracy_latency_and_verdict(tmp_path: Path) -> 
     # The fp32 reference is what the shipped models really give on those images, measured here independently.
     evaluation = load_evaluation(SHARED_DATA).subset(slice(0, 100))
     bundle = ModelBundle.open()
-    labels = classify(bundle.session("target"), perturb(bundle.session("generator"), preprocess(evaluation.images)))
+    protector = Protector(bundle)
+    labels = classify(bundle.session("target"), protector.pixels_for_links(protector.perturb(evaluation.images)))
     measured = 100.0 * float((labels == evaluation.labels).mean())
     assert report["perturbed_accuracy"]["generator fp32 / target fp32"] == pytest.approx(measured)
     # int8 models that ran: accuracy well above chance, every latency a real positive time.

@@ -70,3 +70,5 @@ def test_linkability_is_chance_for_identical_views_and_certain_for_distinct_ones
     distractors, distractor_labels = torch.rand(500, 3, 8, 8), torch.arange(500) % 10
     assert rank1_reidentification(originals, originals, labels, distractors, distractor_labels) == 100.0
     assert rank1_reidentification(same, same, labels, torch.zeros(500, 3, 8, 8), distractor_labels) == 0.0
+    codes = torch.rand(10, 3, 8, 8)  # one view per class (a latent codebook): every distractor ties exactly
+    assert rank1_reidentification(codes[labels], codes[labels], labels, codes[distractor_labels], distractor_labels) == 0.0

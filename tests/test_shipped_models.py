@@ -16,7 +16,7 @@ SHIPPED = tuple(sorted({str(path.relative_to(CHECKPOINTS).with_suffix("")) for p
                         for path in (pair.target, pair.aux, pair.generator, pair.compressor)}))
 
 
-JUDGES = tuple(sorted(f"judges/{path.stem}" for path in (CHECKPOINTS / "judges").glob("*.pt")))
+JUDGES = tuple(sorted(f"judges/{path.name.removesuffix('.record.json')}" for path in (CHECKPOINTS / "judges").glob("*.record.json")))
 
 
 def test_two_independent_judges_are_shipped() -> None:
