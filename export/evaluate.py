@@ -65,10 +65,11 @@ def evaluate(pipeline: TrainedPipeline, data: LabelledImages, jpeg_quality: int,
         y = labels[start : start + batch_size]
         perturbed_unit = denormalize(pipeline.generator(x)).clamp(0, 1)
         carried = pipeline.link_images(perturbed_unit)
+        carried_normalized = normalize(carried)
         counts["clean"] += _correct(pipeline.target, x, y)
-        counts["perturbed"] += _correct(pipeline.target, normalize(carried), y)
-        counts["aux_perturbed"] += _correct(pipeline.aux, normalize(carried), y)
-        abs_ssim.append(per_image_ssim(x, normalize(carried)).abs())
+        counts["perturbed"] += _correct(pipeline.target, carried_normalized, y)
+        counts["aux_perturbed"] += _correct(pipeline.aux, carried_normalized, y)
+        abs_ssim.append(per_image_ssim(x, carried_normalized).abs())
         for name, codec in codecs.items():
             payloads = codec.encode(carried.numpy())
             sizes[name] += [len(p) for p in payloads]
