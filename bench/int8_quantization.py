@@ -4,7 +4,9 @@ validation images; reports the accuracy change on the evaluation images and the 
     python -m pmc2.bench.int8_quantization [--data DIR] [--limit N]   # → reports/bench/int8.json
 
 The int8 models are worth shipping only if they are both faster and within 0.5 points; the JSON
-says whether they are. Runs without torch.
+says whether they are, and holds ORT's profile of each model (ms per image by operator type, batch 256),
+which shows where the time goes: which operators run in int8, and what the Quantize/Dequantize pairs
+around them cost. Runs without torch.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 from tqdm import tqdm
 
-from pmc2.bench.timing import median_seconds
+from pmc2.bench.timing import cpu_model, median_seconds
 from pmc2.runtime.cifar10 import load_evaluation, load_validation
 from pmc2.runtime.paths import REPORTS, SHARED_DATA
 from pmc2.runtime.model_bundle import DEFAULT_MODELS, ModelBundle, run_single_output
@@ -51,6 +55,20 @@ def quantize(model: Path, calibration: np.ndarray, out: Path) -> Path:
     return quantized
 
 
+def op_ms_per_image(model: Path, settings: SessionSettings, batch: np.ndarray, profile_dir: Path, runs: int = 10) -> dict:
+    """ORT's own per-node kernel times for ``runs`` calls on ``batch``, summed by operator type, in ms per image."""
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    session = create_session(model, replace(settings, profile_prefix=profile_dir / model.stem))
+    for _ in range(runs):
+        run_single_output(session, batch)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    microseconds = Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            microseconds[event["args"]["op_name"]] += event["dur"]
+    return {op: total / 1e3 / (runs * len(batch)) for op, total in microseconds.most_common()}
+
+
 def accuracy(target, images_normalized: np.ndarray, labels: np.ndarray) -> float:
     predictions = np.concatenate([run_single_output(target, images_normalized[i : i + 500]).argmax(1)
                                   for i in range(0, len(images_normalized), 500)])
@@ -69,21 +87,26 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="evaluation images (default all 5,000)")
     parser.add_argument("--calibration-images", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: the CPUs available)")
     parser.add_argument("--out", type=Path, default=REPORTS / "bench" / "int8.json")
     args = parser.parse_args()
+    settings = SessionSettings(intra_op_threads=args.threads)
     evaluation = load_evaluation(args.data)
     if args.limit:
         evaluation = evaluation.subset(slice(0, args.limit))
     calibration_clean = preprocess(load_validation(args.data).images[: args.calibration_images])
     images, labels = preprocess(evaluation.images), evaluation.labels.astype(np.int64)
-    fp32 = {name: create_session(DEFAULT_MODELS / f"{name}.onnx", SessionSettings()) for name in ("generator", "target")}
+    fp32 = {name: create_session(DEFAULT_MODELS / f"{name}.onnx", settings) for name in ("generator", "target")}
     protector = Protector(ModelBundle.open(DEFAULT_MODELS))
     with tempfile.TemporaryDirectory() as scratch:
         # The generator is calibrated on clean images, the target on the perturbed images it will see.
         calibration = {"generator": calibration_clean, "target": perturbed(fp32["generator"], protector, calibration_clean)}
-        int8 = {name: create_session(quantize(DEFAULT_MODELS / f"{name}.onnx", calibration[name], Path(scratch)),
-                                     SessionSettings())
-                for name in tqdm(("generator", "target"), desc="quantising")}
+        paths = {"fp32": {name: DEFAULT_MODELS / f"{name}.onnx" for name in ("generator", "target")}}
+        paths["int8"] = {name: quantize(path, calibration[name], Path(scratch))
+                         for name, path in tqdm(paths["fp32"].items(), desc="quantising")}
+        int8 = {name: create_session(path, settings) for name, path in paths["int8"].items()}
+        profile = {f"{name} {kind}": op_ms_per_image(path, settings, images[:256], Path(scratch) / kind)
+                   for kind, by_name in paths.items() for name, path in by_name.items()}
     accuracies = {
         f"generator {g} / target {t}": accuracy(sessions_t, perturbed(sessions_g, protector, images), labels)
         for g, sessions_g in (("fp32", fp32["generator"]), ("int8", int8["generator"]))
@@ -99,8 +122,9 @@ def main() -> None:
                and reference - accuracies[key] <= MAX_ACCURACY_DROP)
         for name, key in (("generator", "generator int8 / target fp32"), ("target", "generator fp32 / target int8"))
     }
-    result = {"images": len(labels), "calibration_images": args.calibration_images,
-              "perturbed_accuracy": accuracies, "latency": latency, "int8_worth_shipping": verdict}
+    result = {"cpu": cpu_model(), "threads": args.threads or "all", "images": len(labels), "calibration_images": args.calibration_images,
+              "perturbed_accuracy": accuracies, "latency": latency, "int8_worth_shipping": verdict,
+              "profile_ms_per_image_by_operator": profile}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

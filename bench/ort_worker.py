@@ -19,15 +19,16 @@ def input_shape(session, batch: int) -> tuple[int, ...]:
     return (batch, *session.get_inputs()[0].shape[1:])
 
 
-def time_model(path: Path, batch: int, repeats: int) -> float:
-    session = create_session(path, SessionSettings())
+def time_model(path: Path, batch: int, repeats: int, settings: SessionSettings) -> float:
+    session = create_session(path, settings)
     inputs = np.random.default_rng(0).random(input_shape(session, batch), dtype=np.float32)
     return median_seconds(lambda: run_single_output(session, inputs), repeats)
 
 
-def time_codec(folder: Path, batch: int, repeats: int) -> dict[str, float]:
+def time_codec(folder: Path, batch: int, repeats: int, settings: SessionSettings) -> dict[str, float]:
     bundle = ModelBundle.open(folder)
-    codec = NeuralCodec(bundle.entropy_tables(), bundle.latent_size, g_a=bundle.session("g_a"), g_s=bundle.session("g_s"))
+    codec = NeuralCodec(bundle.entropy_tables(), bundle.latent_size,
+                        g_a=bundle.session("g_a", settings), g_s=bundle.session("g_s", settings))
     images = np.random.default_rng(0).random((batch, 3, 32, 32), dtype=np.float32)
     streams = codec.encode(images)
     return {
@@ -42,9 +43,11 @@ def main() -> None:
     parser.add_argument("--codec-folder", type=Path, help="an onnx_models folder whose neural codec to time")
     parser.add_argument("--batch", type=int, required=True)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: the CPUs available)")
     args = parser.parse_args()
-    result = time_codec(args.codec_folder, args.batch, args.repeats) if args.codec_folder else {
-        "seconds": time_model(args.model, args.batch, args.repeats)}
+    settings = SessionSettings(intra_op_threads=args.threads)
+    result = time_codec(args.codec_folder, args.batch, args.repeats, settings) if args.codec_folder else {
+        "seconds": time_model(args.model, args.batch, args.repeats, settings)}
     result["torch_imported"] = "torch" in sys.modules
     print(json.dumps(result))
 

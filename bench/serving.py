@@ -9,7 +9,8 @@ get 503, and the p99 of those served.
 
 Bound: the same models and coder in this process, one thread, at the batch size the servers formed
 (median of the run): edge (generator + g_a + rANS) plus cloud (rANS⁻¹ + g_s + target) CPU seconds per
-image. The load generator runs in this process too; its CPU time during each run is measured, and the
+image. The servers' peak resident memory after the concurrency runs is recorded for sizing pods.
+The load generator runs in this process too; its CPU time during each run is measured, and the
 bound of that run is the cores left to the servers divided by the CPU seconds per image:
 bound = (cores − load-generator cores) / (edge + cloud seconds per image).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pmc2.bench.timing import median_seconds
+from pmc2.bench.timing import cpu_model, median_seconds
 from pmc2.mobile_client.modes import Phone
 from pmc2.mobile_client.run import run_mode, summarize
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
@@ -43,6 +45,10 @@ from pmc2.serving.local_stack import local_stack
 
 CONCURRENCIES = (1, 16, 64, 256)
 OVERLOAD_CONCURRENCY, OVERLOAD_QUEUE = 512, 64
+CAPACITY_CONCURRENCY = 64
+POD_CPUS = 2  # deploy/k8s/base: each server's CPU request
+HPA_CPU_TARGET = 0.70  # deploy/k8s/base/autoscaling.yaml: the utilisation the autoscaler holds pods at
+PLANNED_RATES = (1_000, 10_000)
 
 
 def compute_seconds_per_image(batch_size: int, repeats: int = 10) -> dict[str, float]:
@@ -81,6 +87,7 @@ def run(requests: int, workdir: Path) -> dict:
         asyncio.run(run_mode(phone, "pmc2", data.subset(slice(0, 200)), stack.client_ssl(), 16, progress=False))
         for concurrency in CONCURRENCIES:
             runs.append(served(phone, repeated, concurrency, stack.client_ssl()))
+        peak_memory = stack.peak_memory_mib()
     with local_stack(workdir / "overload", extra_edge_args=("--max-queued-images", str(OVERLOAD_QUEUE))) as stack:
         phone = Phone(stack.edge_url, stack.cloud_url, stack.token, 90, DEFAULT_CODEC)
         overload = served(phone, repeated, OVERLOAD_CONCURRENCY, stack.client_ssl())
@@ -90,8 +97,20 @@ def run(requests: int, workdir: Path) -> dict:
         result["compute_seconds_per_image"] = per_image
         result["bound_images_per_s"] = (cores - result["load_generator_cores"]) / (per_image["edge"] + per_image["cloud"])
         result["served_over_bound"] = result["images_per_s"] / result["bound_images_per_s"]
-    return {"cores": cores, "link_codec": DEFAULT_CODEC, "runs": runs,
+    return {"cpu": cpu_model(), "cores": cores, "link_codec": DEFAULT_CODEC, "runs": runs,
+            "capacity": capacity(runs, peak_memory),
             "overload": {**overload, "queue_limit_images": OVERLOAD_QUEUE}}
+
+
+def capacity(runs: list[dict], peak_memory_mib: dict[str, float]) -> dict:
+    """Pod sizing from the c64 run: a 2-CPU pod of one server serves its CPU time per image into 2 cores at the
+    served/bound efficiency measured here; the autoscaler keeps pods at HPA_CPU_TARGET."""
+    run = next(r for r in runs if r["concurrency"] == CAPACITY_CONCURRENCY)
+    per_pod = {side: run["served_over_bound"] * POD_CPUS / seconds for side, seconds in run["compute_seconds_per_image"].items()}
+    return {"from_concurrency": CAPACITY_CONCURRENCY, "pod_cpus": POD_CPUS, "hpa_cpu_target": HPA_CPU_TARGET,
+            "images_per_s_per_pod": per_pod, "peak_memory_mib": peak_memory_mib,
+            "pods_needed": {rate: {side: math.ceil(rate / (HPA_CPU_TARGET * images)) for side, images in per_pod.items()}
+                            for rate in PLANNED_RATES}}
 
 
 def plot(results: dict, path: Path) -> None:

@@ -1,10 +1,12 @@
-"""Median wall time of a callable after warm-up."""
+"""Median wall time of a callable after warm-up, and the CPU it was measured on."""
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def median_seconds(function: Callable[[], object], repeats: int = 20, warmup: int = 3) -> float:
@@ -16,3 +18,12 @@ def median_seconds(function: Callable[[], object], repeats: int = 20, warmup: in
         function()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (results differ between vendors, so every benchmark records it)."""
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

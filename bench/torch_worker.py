@@ -11,14 +11,23 @@ import torch
 from pmc2.bench.timing import median_seconds
 from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import load_compressor
-from pmc2.export.generator import PerturbationGenerator, PixelOutput, load_generator
+from pmc2.export.generator import PerturbationGenerator, PixelCube, PixelOutput, build_generator, load_generator
+
+WIDE_BASE_WIDTH = 32
+
+
+def wide_generator(checkpoints: Path) -> PixelCube:
+    """The shipped generator's architecture at base width 32 (seeded random weights): the scaling point."""
+    checkpoint = torch.load(checkpoints / "generator.pt", map_location="cpu", weights_only=False)
+    torch.manual_seed(0)
+    return build_generator(checkpoint.get("architecture", PerturbationGenerator.architecture), WIDE_BASE_WIDTH).eval()
 
 
 def build(name: str, checkpoints: Path, compressor: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
     if name == "generator":
         return PixelOutput(load_generator(checkpoints / "generator.pt")), (3, 32, 32)
     if name == "generator_base32":
-        return PixelOutput(PerturbationGenerator(32).eval()), (3, 32, 32)
+        return PixelOutput(wide_generator(checkpoints)), (3, 32, 32)
     if name in ("g_a", "g_s"):
         model = load_compressor(checkpoints / f"{compressor}.pt")
         channels = model.entropy_bottleneck.channels
@@ -35,7 +44,10 @@ def main() -> None:
     parser.add_argument("--compressor", default="compressor")
     parser.add_argument("--batch", type=int, required=True)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.model == "codec":
         model = load_compressor(args.checkpoints / f"{args.compressor}.pt")
         images = torch.rand(args.batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))

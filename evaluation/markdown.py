@@ -141,7 +141,11 @@ def render_privacy(privacy: dict) -> str:
         f"baseline + {goals['ssim_margin']}, PSNR ≤ baseline + {goals['psnr_margin_db']} dB, two-choice linkability "
         f"≤ {goals['two_choice_max']:.0f}% (the two candidates are images the cloud returns the same label for, so "
         "knowing the label alone scores 50%), judges no better on any view (masked or not) or reconstruction than on the "
-        f"baseline image, aux ≤ {goals['aux_max']:.0f}% with and without masking.",
+        f"baseline image, aux ≤ {goals['aux_max']:.0f}% with and without masking. Because a view may carry the label "
+        "legibly (the cloud learns it anyway), the last table asks what each judge's reading adds to the label the "
+        "cloud returns: I(judge; true label | cloud label) in bits, beside the same statistic's 95th percentile when "
+        "the readings are shuffled among images of one cloud label (chance) and H(true label | cloud label), the most "
+        "any reading could add (goal `judges_beyond_label`: no more than chance).",
     ]
     for pair in privacy["pairs"]:
         baseline = pair["label_only"]
@@ -166,10 +170,16 @@ def render_privacy(privacy: dict) -> str:
                 f"{_percent(result['classifiers_on_view']['aux'])} (masked "
                 f"{_percent(result['classifiers_on_view_masked']['aux']['best_accuracy'])})", "", "", "",
             ])
+        beyond = [[view, reading, f"{bits['bits']:.3f}", f"{bits['chance_bits_p95']:.3f}",
+                   f"{bits['label_uncertainty_bits']:.3f}"]
+                  for view, result in pair["views"].items() if "same_as" not in result
+                  for reading, bits in result["judge_bits_beyond_cloud_label"].items()]
         sections += [
             f"### Pair `{pair['pair']}`",
             _table(["what the attacker has", "PSNR dB", "SSIM", *[f"judge {j}" for j in judges], "aux",
                     "two-choice (inverse / view)", "rank-1 of 1,000 (inverse / view)", "goals"], rows),
+            _table(["view", "judge reading", "bits beyond the cloud's label", "chance (p95)",
+                    "H(label | cloud label)"], beyond),
             f"![privacy attack grid {pair['pair']}](privacy_attack_grid_{pair['pair']}.png)",
         ]
     return "\n\n".join(sections)

@@ -8,7 +8,8 @@ decode x̂ (the bitstream), for every pair. Measured on the evaluation images:
   1. learned inverse: PSNR / SSIM of a U-Net trained on (view, original) pairs of public images;
   2. label-only baseline: the class-mean image, what any scheme that leaks only the label allows;
   3. independent judges (and the aux model) on each view, on the reconstructions and on the baseline,
-     also with each fixed 10×10 region masked;
+     also with each fixed 10×10 region masked; and what the judges' readings add to the cloud's label
+     (bits of the true label beyond it, against their chance level);
   4. linkability: two-choice game between images the cloud labels alike (50 % = nothing beyond the label) and
      rank-1 re-identification among 1,000 same-class images (0.1 % = none).
 The goals are the privacy issue's; every row says whether it meets them.
@@ -28,7 +29,7 @@ import torch
 from pmc2.evaluation import plots
 from pmc2.evaluation.image_similarity import similarity_summary
 from pmc2.evaluation.inverse_attack import InverseAttackConfig, cached_inverse, reconstruct
-from pmc2.evaluation.judges import JUDGES, accuracy, load_judges, masked_accuracy, predictions
+from pmc2.evaluation.judges import JUDGES, accuracy, bits_beyond_label, load_judges, masked_accuracy, predictions
 from pmc2.evaluation.markdown import render_privacy
 from pmc2.evaluation.linkability import rank1_reidentification, same_class_partners, two_choice_success
 from pmc2.evaluation.privacy_views import VIEWS, cloud_views
@@ -86,6 +87,10 @@ def attack_view(view: torch.Tensor, public_view: torch.Tensor, context: dict) ->
         "classifiers_on_view": _judge_scores(classifiers, view, labels),
         "classifiers_on_view_masked": {name: masked_accuracy(model, view, labels) for name, model in classifiers.items()},
         "judges_on_reconstruction": _judge_scores(context["judges"], reconstructed, labels),
+        "judge_bits_beyond_cloud_label": {
+            f"{name} on {seen}": bits_beyond_label(predictions(judge, images), labels, cloud_labels, context["config"].seed)
+            for name, judge in context["judges"].items()
+            for seen, images in (("view", view), ("reconstruction", reconstructed))},
         "two_choice": {"inverse": two_choice_success(reconstructed, originals, originals[partners]),
                        "view": two_choice_success(view, view, view[partners])},
         "rank1_of_1000": {
@@ -108,6 +113,8 @@ def verdicts(result: dict, baseline: dict, goals: Goals) -> dict[str, bool]:
         "judges": all(max(result["classifiers_on_view"][j], result["classifiers_on_view_masked"][j]["best_accuracy"],
                           result["judges_on_reconstruction"][j]) <= baseline["judges"][j] for j in judges),
         "aux": max(aux) <= goals.aux_max,
+        "judges_beyond_label": all(reading["bits"] <= reading["chance_bits_p95"]
+                                   for reading in result["judge_bits_beyond_cloud_label"].values()),
     }
 
 

@@ -27,6 +27,7 @@ class SessionSettings:
     allow_spinning: bool = False
     optimization: str = "all"
     optimized_model_dir: Path | None = None
+    profile_prefix: Path | None = None  # ORT writes a per-node timing profile here (benchmarks only)
 
     def __post_init__(self) -> None:
         if self.optimization not in _OPTIMIZATION_LEVELS:
@@ -44,6 +45,9 @@ class SessionSettings:
         if self.optimized_model_dir is not None:
             self.optimized_model_dir.mkdir(parents=True, exist_ok=True)
             options.optimized_model_filepath = str(self.optimized_model_dir / f"{model_path.stem}.optimized.onnx")
+        if self.profile_prefix is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(self.profile_prefix)
         return options
 
 

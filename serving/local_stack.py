@@ -40,6 +40,15 @@ class LocalStack:
     def alive(self) -> dict[str, bool]:
         return {name: process.poll() is None for name, process in self.processes.items()}
 
+    def peak_memory_mib(self) -> dict[str, float]:
+        """Each running server's peak resident memory so far (Linux ``VmHWM``), in MiB."""
+        peaks = {}
+        for name, process in self.processes.items():
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+            peaks[name] = kib / 1024
+        return peaks
+
 
 def _wait_ready(url: str, context: ssl.SSLContext, process: subprocess.Popen, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout

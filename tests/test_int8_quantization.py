@@ -36,3 +36,9 @@ def test_int8_benchmark_reports_accuracy_latency_and_verdict(tmp_path: Path) -> 
     assert all(value > 30.0 for value in report["perturbed_accuracy"].values())
     assert all(0.0 < value < 100.0 for value in report["latency"].values())
     assert set(report["int8_worth_shipping"]) == {"generator", "target"}
+    # ORT's profile says where each model's time goes, and the int8 models really run quantised operators.
+    profile = report["profile_ms_per_image_by_operator"]
+    assert set(profile) == {f"{name} {kind}" for name in ("generator", "target") for kind in ("fp32", "int8")}
+    assert all(sum(by_operator.values()) > 0 for by_operator in profile.values())
+    assert any(op.startswith("QLinear") or op == "DequantizeLinear" for op in profile["target int8"])
+    assert not any(op.startswith("QLinear") or op == "DequantizeLinear" for op in profile["target fp32"])

@@ -10,6 +10,7 @@ import torch
 
 from pmc2.evaluation.image_similarity import psnr, structural_similarity
 from pmc2.evaluation.inverse_attack import InverseAttackConfig
+from pmc2.evaluation.judges import bits_beyond_label
 from pmc2.evaluation.linkability import rank1_reidentification, same_class_partners, two_choice_success
 from pmc2.evaluation.markdown import render_privacy
 from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
@@ -34,9 +35,10 @@ def test_every_attack_runs_end_to_end_and_is_reported(tiny_cifar: Path, tiny_jud
     assert [pair["pair"] for pair in privacy["pairs"]] == list(PAIRS)
     for pair in privacy["pairs"]:
         assert set(pair["label_only"]["judges"]) == {"fastnet", "compact_resnet"}
+        assert "bits beyond the cloud's label" in render_privacy({**privacy, "pairs": [pair]})
         for result in pair["views"].values():
             assert 0 < result["inverse_attack"]["psnr_db"] < 100 and -1 <= result["inverse_attack"]["ssim"] <= 1
-            assert set(result["two_choice"]) == {"inverse", "view"} and set(result["goals_met"]) >= {"attack_ssim", "aux"}
+            assert set(result["two_choice"]) == {"inverse", "view"} and set(result["goals_met"]) >= {"attack_ssim", "aux", "judges_beyond_label"}
             # the view attacker recomputes the candidates' views with the known, deterministic models
             assert result["two_choice"]["view"] >= 50.0
         if TrainedPipeline.load(PAIRS[pair["pair"]]).generator.link_image == "decoded":  # every link carries x̂: attacked once
@@ -72,3 +74,14 @@ def test_linkability_is_chance_for_identical_views_and_certain_for_distinct_ones
     assert rank1_reidentification(same, same, labels, torch.zeros(500, 3, 8, 8), distractor_labels) == 0.0
     codes = torch.rand(10, 3, 8, 8)  # one view per class (a latent codebook): every distractor ties exactly
     assert rank1_reidentification(codes[labels], codes[labels], labels, codes[distractor_labels], distractor_labels) == 0.0
+
+
+def test_bits_beyond_the_label_are_zero_for_a_function_of_it_and_full_for_the_truth() -> None:
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.randint(0, 10, (2000,), generator=generator)
+    cloud = torch.where(torch.rand(2000, generator=generator) < 0.2, torch.randint(0, 10, (2000,), generator=generator), truth)
+    relabelled = (cloud * 7 + 3) % 10  # a judge that reads only the cloud's label (under other names)
+    label_only = bits_beyond_label(relabelled, truth, cloud)
+    assert label_only["bits"] == 0.0 and label_only["label_uncertainty_bits"] > 0.3
+    oracle = bits_beyond_label(truth.clone(), truth, cloud)
+    assert oracle["bits"] == pytest.approx(oracle["label_uncertainty_bits"]) and oracle["bits"] > 5 * oracle["chance_bits_p95"]
