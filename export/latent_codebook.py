@@ -6,7 +6,10 @@ An end-to-end generator and compressor leave a few bits per image beyond the cla
 codes per class), and those bits let an attacker who recomputes views tell same-class pictures apart. The
 codebook removes them: entry c_k is the most frequent rounded latent of class k's public training images,
 and a linear rule on y (logistic regression on those images' latents, its L2 weight chosen on a held-out
-tenth) picks the entry. Every image the rule puts in class k gets the same bitstream, so what the cloud
+tenth) picks the entry. Then g_s is fine-tuned on the K entries alone (``shape_decoded_entries``) so that
+each entry's decoded image looks like no natural picture of its class (mean |SSIM| to them near 0) while
+the target still reads its class and the auxiliary model does not; the entries, the entropy model and so
+every bitstream stay as they were. Every image the rule puts in class k gets the same bitstream, so what the cloud
 receives is a function of the chosen class alone. Counted and fitted once, stored in the compressor's
 checkpoint (integer symbols, float rule), never recomputed. The choice is part of g_a, so the exported
 g_a.onnx carries it, and the rANS coder, the wire format and the cloud are unchanged.
@@ -23,17 +26,22 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from compressai.models import FactorizedPrior
+from pytorch_msssim import ssim
+from torch import nn
 from tqdm import tqdm
 
+from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import CODEBOOK_KEY, load_compressor
-from pmc2.export.data import denormalize, normalize
+from pmc2.export.data import denormalize, normalize, to_unit
 from pmc2.export.generator import load_generator
 from pmc2.export.pairs import PAIRS
-from pmc2.export.records import git_commit, sha256_file
+from pmc2.export.records import git_commit, sha256_file, shipping_weights
 from pmc2.runtime.cifar10 import load_split
 from pmc2.runtime.image_codecs import through_phone_jpeg
 from pmc2.runtime.normalization import to_unit_nchw
@@ -99,6 +107,61 @@ def fit_chooser(latents: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> t
     return weight.float(), bias.float(), {"held_out_accuracy_by_weight_decay": tried, "weight_decay": chosen}
 
 
+@dataclass(frozen=True)
+class CodeShaping:
+    """How g_s is fine-tuned on the entries (Adam on g_s's weights; the entries and the entropy model stay)."""
+
+    steps: int = 150
+    lr: float = 1e-3
+    similarity_weight: float = 20.0  # on the mean |SSIM| between an entry's image and its class's images
+    aux_margin: float = 2.0  # the aux model's logit of the entry's class stays this far below its best other
+    images_per_class: int = 200
+    seed: int = 0
+
+
+def decoded_entry_terms(compressor: FactorizedPrior, target: nn.Module, aux: nn.Module, symbols: torch.Tensor,
+                   class_images: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per entry: its decoded image's mean |SSIM| to its class's images, the target's CE and whether it reads the
+    class, and how far the aux model's logit of the class lies above its best other."""
+    decoded = compressor.g_s(symbols.float() + compressor.entropy_bottleneck._get_medians()).clamp(0, 1)
+    classes = torch.arange(len(symbols))
+    similarity = torch.stack([ssim(images, decoded[k : k + 1].expand_as(images), data_range=1.0, size_average=False).abs().mean()
+                              for k, images in enumerate(class_images)])
+    target_logits, aux_logits = target(normalize(decoded)), aux(normalize(decoded))
+    best_other_aux = aux_logits.scatter(1, classes[:, None], float("-inf")).amax(1)
+    return {"abs_ssim": similarity, "target_ce": nn.functional.cross_entropy(target_logits, classes, reduction="none"),
+            "aux_gap": aux_logits[classes, classes] - best_other_aux,
+            "target_reads": target_logits.argmax(1) == classes, "aux_reads": aux_logits.argmax(1) == classes}
+
+
+def shape_decoded_entries(compressor: FactorizedPrior, target: nn.Module, aux: nn.Module, symbols: torch.Tensor,
+                          public_unit: torch.Tensor, public_labels: torch.Tensor, config: CodeShaping = CodeShaping()) -> dict:
+    """Fine-tune g_s (in place) so that each entry's decoded image resembles no natural image of its class
+    (|SSIM| → 0) while the target reads the class and the aux model does not. The entries, and so every
+    bitstream, stay as they are; g_s is kept at float16 precision, as it ships. Returns before/after per entry."""
+    generator = torch.Generator().manual_seed(config.seed)
+    class_images = [public_unit[public_labels == k][torch.randperm(int((public_labels == k).sum()), generator=generator)
+                                                   [: config.images_per_class]] for k in range(len(symbols))]
+    compressor.requires_grad_(False)
+    compressor.g_s.requires_grad_(True)
+    optimizer = torch.optim.Adam(compressor.g_s.parameters(), lr=config.lr)
+    with torch.no_grad():
+        before = decoded_entry_terms(compressor, target, aux, symbols, class_images)
+    for _ in tqdm(range(config.steps), desc="shaping the entries' decoded images"):
+        terms = decoded_entry_terms(compressor, target, aux, symbols, class_images)
+        loss = (terms["target_ce"] + config.similarity_weight * terms["abs_ssim"]
+                + torch.relu(terms["aux_gap"] + config.aux_margin)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    compressor.g_s.load_state_dict(shipping_weights(compressor.g_s.state_dict()))
+    compressor.g_s.float().requires_grad_(False)
+    with torch.no_grad():
+        after = decoded_entry_terms(compressor, target, aux, symbols, class_images)
+    return {"config": asdict(config), **{name: {"before": before[name].float().tolist(), "after": after[name].float().tolist()}
+                                         for name in ("abs_ssim", "target_reads", "aux_reads")}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pair", choices=PAIRS, default=next(iter(PAIRS)))
@@ -117,6 +180,9 @@ def main() -> None:
     symbols = torch.round(latents - compressor.entropy_bottleneck._get_medians().detach()).to(torch.int16)
     codes, shares = class_codes(symbols, labels)
     weight, bias, fitting = fit_chooser(latents, labels)
+    shaping = shape_decoded_entries(compressor, load_classifier(pair.target), load_classifier(pair.aux), codes,
+                                    to_unit(torch.from_numpy(training.images).permute(0, 3, 1, 2)), labels)
+    checkpoint["state_dict"] |= {f"g_s.{name}": value for name, value in shipping_weights(compressor.g_s.state_dict()).items()}
     checkpoint[CODEBOOK_KEY] = {"symbols": codes, "weight": weight, "bias": bias}
     torch.save(checkpoint, pair.compressor)
     record_path = pair.compressor.with_suffix(".record.json")
@@ -125,12 +191,14 @@ def main() -> None:
     record[CODEBOOK_KEY] = {
         "command": f"python -m pmc2.export.latent_codebook --pair {args.pair} --images {args.images}",
         "git_commit": git_commit(), "images": len(training), "data_sha256": training.sha256(),
-        "share_of_class_images_with_that_code": shares, **fitting, "checkpoint_sha256_before": before,
+        "share_of_class_images_with_that_code": shares, **fitting, "shaping": shaping,
+        "checkpoint_sha256_before": before,
     }
     record["checkpoint_sha256"] = sha256_file(pair.compressor)
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"codebook of {len(codes)} latents written to {pair.compressor}; rule's held-out accuracy by L2 weight: "
-          f"{fitting['held_out_accuracy_by_weight_decay']}")
+          f"{fitting['held_out_accuracy_by_weight_decay']}; entries' decoded images, mean |SSIM| to their class: "
+          f"{np.mean(shaping['abs_ssim']['before']):.3f} → {np.mean(shaping['abs_ssim']['after']):.3f}")
 
 
 if __name__ == "__main__":

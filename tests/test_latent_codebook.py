@@ -8,10 +8,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from pmc2.export.classifiers import build_classifier
 from pmc2.export.compressor import (CODEBOOK_KEY, CodebookAnalysis, build_compressor, load_compressor,
                                     save_compressor)
 from pmc2.export.generator import build_generator
-from pmc2.export.latent_codebook import WEIGHT_DECAYS, class_codes, edge_latents, fit_chooser
+from pmc2.export.data import to_unit
+from pmc2.export.latent_codebook import (WEIGHT_DECAYS, CodeShaping, class_codes, edge_latents, fit_chooser,
+                                         shape_decoded_entries)
 from pmc2.export.to_onnx import exportable_transform, to_onnx_bytes
 from pmc2.runtime.cifar10 import load_evaluation
 
@@ -64,3 +67,17 @@ def test_exported_analysis_snaps_to_the_same_entries(tmp_path: Path) -> None:
     with torch.inference_mode():
         expected = analysis(images).numpy()
     np.testing.assert_array_equal(session.run(None, {"images": images.numpy()})[0], expected)
+
+
+def test_shaping_fine_tunes_only_the_decoder_and_lowers_the_entries_similarity(tmp_path: Path) -> None:
+    path, codes = _compressor_with_codebook(tmp_path)
+    compressor = load_compressor(path, with_codebook=False)
+    untouched = {name: value.clone() for name, value in compressor.state_dict().items() if not name.startswith("g_s.")}
+    data = load_evaluation(None).subset(slice(0, 200))
+    target, aux = (build_classifier(name).eval().requires_grad_(False) for name in ("fastnet", "compact_resnet"))
+    shaping = shape_decoded_entries(compressor, target, aux, codes, to_unit(torch.from_numpy(data.images).permute(0, 3, 1, 2)),
+                                    torch.from_numpy(data.labels).long(), CodeShaping(steps=30, images_per_class=10))
+    assert np.mean(shaping["abs_ssim"]["after"]) < np.mean(shaping["abs_ssim"]["before"])
+    after = compressor.state_dict()
+    assert all(torch.equal(after[name], value) for name, value in untouched.items())  # g_a, entropy model: as they were
+    assert all(torch.equal(value, value.half().float()) for name, value in after.items() if name.startswith("g_s."))
