@@ -1,7 +1,7 @@
 """End-to-end demo: cloud + edge on localhost (HTTPS, mutual TLS edge→cloud), the simulated phone
-over the bundled images in every mode and edge→cloud codec, one table, clean shutdown.
+over the bundled images in every mode, protector and edge→cloud codec, one table, clean shutdown.
 
-    python -m pmc2.demo [--images sample] [--limit N] [--concurrency 1] [--json out.json] [--serve]
+    python -m pmc2.demo [--images sample] [--limit N] [--protectors perturbation,dapter] [--json out.json] [--serve]
 
 With ``--serve`` the demo then keeps a cloud and an edge running, prints the address of the edge's page
 (token included) and waits for Ctrl-C.
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pmc2.mobile_client.image_sources import load_images
 from pmc2.mobile_client.run import format_accuracy_by_class, format_summaries, run_all_modes
+from pmc2.runtime.protection import PROTECTORS, protector_named
 from pmc2.serving.local_stack import local_stack
 
 
@@ -25,6 +26,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--jpeg-quality", type=int, default=90, help="phone-side JPEG quality (S1)")
+    parser.add_argument("--protectors", default=None,
+                        help=f"comma-separated, of {', '.join(PROTECTORS)} (default: every one the bundle holds)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--serve", action="store_true", help="afterwards, keep the servers up for the page until Ctrl-C")
     parser.add_argument("--port", type=int, default=9443, help="the edge's port with --serve")
@@ -32,7 +35,13 @@ def main() -> None:
     data = load_images(args.images)
     if args.limit:
         data = data.subset(slice(0, args.limit))
-    summaries = run_all_modes(data, args.concurrency, args.jpeg_quality)
+    protectors = None
+    if args.protectors:
+        try:
+            protectors = tuple(protector_named(name.strip()).name for name in args.protectors.split(","))
+        except ValueError as error:
+            parser.error(str(error))
+    summaries = run_all_modes(data, args.concurrency, args.jpeg_quality, protectors)
     print(f"{len(data)} images, one request each, concurrency {args.concurrency}")
     print(format_summaries(summaries))
     print(format_accuracy_by_class(summaries))

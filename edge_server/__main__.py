@@ -13,6 +13,7 @@ from pmc2.edge_server.config import EdgeConfig
 from pmc2.runtime.image_decoding import RESIZE_POLICIES
 from pmc2.runtime.link_codecs import LINK_CODECS
 from pmc2.runtime.model_bundle import ModelIntegrityError
+from pmc2.runtime.protection import PROTECTORS
 from pmc2.runtime.secrets import SecretUnavailable, fetch_secret, materialize_secret
 from pmc2.serving.cli import add_server_arguments, serve, session_settings
 
@@ -47,6 +48,8 @@ def main() -> None:
     parser.add_argument("--cloud-client-cert", type=Path, default=None, help="PEM for mutual TLS to the cloud")
     parser.add_argument("--token-env", default="PMC2_EDGE_TOKEN", help="environment variable holding the bearer token")
     parser.add_argument("--codec", choices=tuple(LINK_CODECS), default=defaults.codec)
+    parser.add_argument("--protector", choices=tuple(PROTECTORS), default=defaults.protector,
+                        help="what protects each image unless a request asks for another (?protector=)")
     parser.add_argument("--jpeg-quality", type=int, default=defaults.jpeg_quality)
     parser.add_argument("--webp-quality", type=int, default=defaults.webp_quality, help="lossy WebP (default: lossless)")
     parser.add_argument("--resize-policy", choices=RESIZE_POLICIES, default=defaults.resize_policy)
@@ -71,7 +74,7 @@ def main() -> None:
             cloud_url=args.cloud_url, cloud_ca=args.cloud_ca, cloud_client_cert=args.cloud_client_cert,
             token=None if args.insecure_dev_no_auth else bearer_token(args),
             allow_unauthenticated=args.insecure_dev_no_auth,
-            codec=args.codec, jpeg_quality=args.jpeg_quality, webp_quality=args.webp_quality,
+            codec=args.codec, protector=args.protector, jpeg_quality=args.jpeg_quality, webp_quality=args.webp_quality,
             resize_policy=args.resize_policy, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
             max_queued_images=args.max_queued_images,
             cloud_timeout_s=args.cloud_timeout, model_key_uri=args.model_key_uri, sessions=session_settings(args),

@@ -1,8 +1,9 @@
 """The secure edge server (runs in the CoCo pod): perturb, compress, forward, answer.
 
     POST /v1/recognize  (Bearer token; image/jpeg, image/png, or application/x-pmc2 batch of them;
-                         ?codec=<any link codec of runtime.link_codecs> overrides the configured one)
-      → {"labels", "classes", "s2_bytes", "batch_size", "timings_ms": {decode, queue, generation, compression,
+                         ?codec=<any link codec of runtime.link_codecs> and ?protector=<any protector of
+                         runtime.protection the bundle holds> override the configured ones)
+      → {"labels", "classes", "s2_bytes", "codec", "protector", "batch_size", "timings_ms": {decode, queue, generation, compression,
          network_edge_cloud, decompression, recognition, other_cloud, other_edge, total_edge}}
     GET /ui, /ui/config · POST /v1/inspect (the page: edge_server/inspection.py)
     GET /healthz · /readyz · /metrics
@@ -44,6 +45,7 @@ async def recognize_handler(request: web.Request) -> web.Response:
     config, state = request.app[CONFIG], request.app[STATE]
     require_token(request, config)
     codec = codec_named(request.query.get("codec", config.codec)).name
+    protector = state.served_protector(request.query.get("protector", config.protector))
     body = await read_body(request, (*IMAGE_TYPES, CONTENT_TYPE))
     payloads = _client_payloads(request.content_type, body, config.max_request_images)
     loop = asyncio.get_running_loop()
@@ -51,7 +53,7 @@ async def recognize_handler(request: web.Request) -> web.Response:
     images = await loop.run_in_executor(state.executor, decode_images, payloads, config.max_image_pixels, MODEL_SIZE,
                                         config.resize_policy)
     decode_ms = 1e3 * (time.perf_counter() - decode_start)
-    results, queue_ms = await state.batchers[codec].submit(images)
+    results, queue_ms = await state.batchers[protector, codec].submit(images)
     request.app[METRICS].images.inc(len(results))
     timings = {"decode": decode_ms, "queue": queue_ms, **results[0].timings_ms}
     total_ms = 1e3 * (time.perf_counter() - start)
@@ -62,6 +64,7 @@ async def recognize_handler(request: web.Request) -> web.Response:
         "classes": [state.class_names[r.label] for r in results],
         "s2_bytes": [r.s2_bytes for r in results],
         "codec": codec,
+        "protector": protector,
         "batch_size": results[0].batch_size,
         "timings_ms": timings,
     })

@@ -8,6 +8,7 @@ from pathlib import Path
 from pmc2.runtime.image_decoding import RESIZE_POLICIES
 from pmc2.runtime.link_codecs import DEFAULT_CODEC, codec_named
 from pmc2.runtime.model_bundle import DEFAULT_MODELS
+from pmc2.runtime.protection import DEFAULT_PROTECTOR, protector_named
 from pmc2.runtime.sessions import SessionSettings
 
 
@@ -19,6 +20,7 @@ class EdgeConfig:
     token: str | None = None  # bearer token every client must present
     allow_unauthenticated: bool = False  # development only: serve without a token
     codec: str = DEFAULT_CODEC
+    protector: str = DEFAULT_PROTECTOR  # unless a request asks for another (?protector=)
     jpeg_quality: int = 95
     webp_quality: int | None = None  # None: lossless WebP
     resize_policy: str = "resize"  # or "reject": inputs that are not 32x32
@@ -43,3 +45,4 @@ class EdgeConfig:
         if self.resize_policy not in RESIZE_POLICIES:
             raise ValueError(f"resize_policy must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize_policy!r}")
         codec_named(self.codec)
+        protector_named(self.protector)

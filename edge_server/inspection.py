@@ -1,9 +1,10 @@
 """The edge's page: upload a photo and see exactly what leaves the trusted domain.
 
     GET  /ui          the page (one static file, no external assets)
-    GET  /ui/config   link codecs and a few bundled CIFAR-10 samples (PNG data URLs)
-    POST /v1/inspect  (bearer token) one image → the image the edge received, the perturbed x', what the
-                      cloud decodes (all PNG data URLs), the cloud's label and class, S1/S2 bytes, stage timings
+    GET  /ui/config   link codecs, the edge's protectors and a few bundled CIFAR-10 samples (PNG data URLs)
+    POST /v1/inspect  (bearer token; ?codec=, ?protector=) one image → the image the edge received, the
+                      protector's output x', what the cloud decodes (all PNG data URLs), the cloud's label
+                      and class, S1/S2 bytes, stage timings
 
 ``/v1/recognize`` never returns images; only this route does, and only to an authorised caller. The image
 goes from the page to this edge and nowhere else; the cloud receives what the chosen link carries.
@@ -57,7 +58,9 @@ def add_inspection_routes(app: web.Application) -> None:
         return web.Response(body=page, content_type="text/html", charset="utf-8")
 
     async def ui_config(request: web.Request) -> web.Response:
-        return web.json_response({"codecs": list(LINK_CODECS), "default_codec": request.app[CONFIG].codec,
+        config, state = request.app[CONFIG], request.app[STATE]
+        return web.json_response({"codecs": list(LINK_CODECS), "default_codec": config.codec,
+                                  "protectors": list(state.protection.protectors), "default_protector": config.protector,
                                   "samples": samples})
 
     async def inspect(request: web.Request) -> web.Response:
@@ -65,21 +68,22 @@ def add_inspection_routes(app: web.Application) -> None:
         config, state = request.app[CONFIG], request.app[STATE]
         require_token(request, config)
         codec = codec_named(request.query.get("codec", config.codec)).name
+        protector = state.served_protector(request.query.get("protector", config.protector))
         body = await read_body(request, IMAGE_TYPES)
         loop = asyncio.get_running_loop()
         received = await loop.run_in_executor(state.executor, decode_images, [body], config.max_image_pixels,
                                               MODEL_SIZE, config.resize_policy)
         decoded_at = time.perf_counter()
-        protected = await loop.run_in_executor(state.executor, state.protector.protect, received, codec)
+        protected = await loop.run_in_executor(state.executor, state.protection.protect, received, codec, protector)
         reply = await state.cloud.classify(EncodedBatch(codec, protected.payloads, 1))
-        link = state.protector.codecs[codec]
+        link = state.protection.codecs[codec]
         cloud_view = await loop.run_in_executor(state.executor, link.decode, protected.payloads, 1)
         s2_bytes = sum(map(len, protected.payloads))
         timings = {"decode": 1e3 * (decoded_at - start), **stage_timings(protected, reply)}
         timings["other_edge"] = max(0.0, 1e3 * (time.perf_counter() - start) - sum(timings.values()))
         label = reply.labels[0]
         return web.json_response({
-            "label": label, "class": state.class_names[label], "codec": codec,
+            "label": label, "class": state.class_names[label], "codec": codec, "protector": protector,
             "s1_bytes": len(body), "s2_bytes": s2_bytes,
             "cloud_saw": f"The cloud received only {s2_bytes} bytes over the {codec} link; the image on the right "
                          "is what it decodes from them",

@@ -1,6 +1,6 @@
 """The edge's blocking work: protect the client's images and encode them for the cloud.
 
-    uint8 [N,32,32,3] ──Protector (runtime.protection)──▶ x' (or x̂) ──link codec (by name)──▶ S2 payloads
+    uint8 [N,32,32,3] ──protector (by name, runtime.protection)──▶ x' (or x̂) ──link codec (by name)──▶ S2 payloads
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, LinkCodec
 from pmc2.runtime.model_bundle import ModelBundle
-from pmc2.runtime.protection import Protector
+from pmc2.runtime.protection import Protector, bundle_protectors
 from pmc2.runtime.sessions import SessionSettings
 
 
@@ -25,21 +25,22 @@ class ProtectedBatch:
 
 
 class EdgeProtector:
-    """Generator and every link codec of one edge, built once from the model bundle (g_s too, so the edge can
-    show what the cloud will decode)."""
+    """Every protector the bundle holds and every link codec of one edge, built once from the model bundle
+    (g_s too, so the edge can show what the cloud will decode)."""
 
     def __init__(self, bundle: ModelBundle, settings: SessionSettings, jpeg_quality: int,
                  webp_quality: int | None) -> None:
         g_a, g_s = bundle.session("g_a", settings), bundle.session("g_s", settings)
-        self.protector = Protector(bundle, settings, g_a=g_a, g_s=g_s)
+        self.protectors = {name: Protector(bundle, settings, g_a=g_a, g_s=g_s, name=name)
+                           for name in bundle_protectors(bundle)}
         context = CodecContext(bundle, g_a=g_a, g_s=g_s, jpeg_quality=jpeg_quality, webp_quality=webp_quality)
         self.codecs: dict[str, LinkCodec] = {name: codec.build(context) for name, codec in LINK_CODECS.items()}
 
-    def protect(self, images_uint8: np.ndarray, codec: str) -> ProtectedBatch:
+    def protect(self, images_uint8: np.ndarray, codec: str, protector: str) -> ProtectedBatch:
         start = time.perf_counter()
-        link = self.codecs[codec]
-        perturbed = self.protector.perturb(images_uint8)
-        images = self.protector.pixels_for_links(perturbed) if link.carries_pixels else perturbed
+        link, chosen = self.codecs[codec], self.protectors[protector]
+        perturbed = chosen.perturb(images_uint8)
+        images = chosen.pixels_for_links(perturbed) if link.carries_pixels else perturbed
         generated = time.perf_counter()
         payloads = link.encode(images)
         done = time.perf_counter()

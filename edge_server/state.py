@@ -1,5 +1,5 @@
-"""What a running edge holds (models, worker thread, cloud link, one micro-batcher per link codec), and
-the bearer-token check of every route that reaches the models."""
+"""What a running edge holds (models, worker thread, cloud link, one micro-batcher per protector and link
+codec), and the bearer-token check of every route that reaches the models."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from pmc2.edge_server.config import EdgeConfig
 from pmc2.edge_server.protection import EdgeProtector, ProtectedBatch
 from pmc2.runtime.link_codecs import LinkCodec
 from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.protection import UnknownProtector, bundle_protectors, protector_named
 from pmc2.runtime.secrets import fetch_secret
 from pmc2.runtime.wire_format import EncodedBatch
 from pmc2.serving.http_common import RequestRejected
 
 IMAGE_TYPES = ("image/jpeg", "image/png")
 MODEL_SIZE = (32, 32)
-EDGE_MODELS = ("generator", "g_a", "g_s")
+EDGE_MODELS = ("g_a", "g_s")  # and the model of every protector the bundle holds (runtime.protection)
 
 
 @dataclass
@@ -34,25 +35,35 @@ class ImageResult:
 
 
 class EdgeState:
-    """Everything a running edge holds: models, the worker thread, the cloud link, one batcher per codec."""
+    """Everything a running edge holds: models, the worker thread, the cloud link, one batcher per protector
+    and codec."""
 
     def __init__(self, config: EdgeConfig, bundle: ModelBundle) -> None:
         self.config = config
         self.class_names = bundle.class_names
-        self.protector = EdgeProtector(bundle, config.sessions, config.jpeg_quality, config.webp_quality)
+        self.protection = EdgeProtector(bundle, config.sessions, config.jpeg_quality, config.webp_quality)
         # One worker: the ORT sessions already use every CPU the process has.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-ort")
         self.cloud = CloudLink(config.cloud_url, config.cloud_ca, config.cloud_client_cert,
                                config.cloud_timeout_s, config.cloud_connect_retries)
         self.batchers = {
-            name: MicroBatcher(self._processor(codec), config.max_batch_size, config.max_wait_ms, config.max_queued_images)
-            for name, codec in self.protector.codecs.items()
+            (protector, name): MicroBatcher(self._processor(protector, codec), config.max_batch_size,
+                                            config.max_wait_ms, config.max_queued_images)
+            for protector in self.protection.protectors for name, codec in self.protection.codecs.items()
         }
 
-    def _processor(self, codec: LinkCodec):
+    def served_protector(self, name: str) -> str:
+        """``name`` if this edge serves that protector; UnknownProtector (answered 400) otherwise."""
+        if name not in self.protection.protectors:
+            protector_named(name)
+            raise UnknownProtector(f"this edge's model bundle has no model for protector {name!r}; "
+                                   f"it serves {', '.join(self.protection.protectors)}")
+        return name
+
+    def _processor(self, protector: str, codec: LinkCodec):
         async def process(images) -> list[ImageResult]:
             loop = asyncio.get_running_loop()
-            protected = await loop.run_in_executor(self.executor, self.protector.protect, images, codec.name)
+            protected = await loop.run_in_executor(self.executor, self.protection.protect, images, codec.name, protector)
             reply = await self.cloud.classify(EncodedBatch(codec.name, protected.payloads, len(images)))
             timings = stage_timings(protected, reply)
             sizes = [len(payload) for payload in protected.payloads]
@@ -71,10 +82,14 @@ class EdgeState:
 
 def open_edge_bundle(config: EdgeConfig) -> ModelBundle:
     """The edge's models, decrypted with the data hub's key when configured; every file the edge
-    uses is checked against the manifest's sha256 (ModelIntegrityError otherwise)."""
+    uses is checked against the manifest's sha256 (ModelIntegrityError otherwise), and the configured
+    protector must be among the bundle's (UnknownProtector otherwise)."""
     key = fetch_secret(config.model_key_uri) if config.model_key_uri else None
     bundle = ModelBundle.open(config.models, model_key=key)
-    for name in EDGE_MODELS:
+    if config.protector not in bundle_protectors(bundle):
+        raise UnknownProtector(f"the edge's protector {config.protector!r} has no model in {config.models}; "
+                               f"it holds {', '.join(bundle_protectors(bundle))}")
+    for name in (*EDGE_MODELS, *(protector_named(p).model for p in bundle_protectors(bundle))):
         bundle.model_bytes(name)
     bundle.entropy_tables()
     return bundle

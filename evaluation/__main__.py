@@ -12,7 +12,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pmc2.mobile_client.run import run_all_modes
+from pmc2.bench.timing import cpu_model
 from pmc2.evaluation import plots
+from pmc2.evaluation.edge_cost import edge_ms_per_image
 from pmc2.evaluation.markdown import render, render_before_after
 from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
 from pmc2.evaluation.measurements import (
@@ -25,17 +27,19 @@ from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.paths import REPORTS, SHARED_DATA
 
 BATCH_SIZES = (16, 256)
+EDGE_COST_IMAGES = 1024
 PAPER_SUBSAMPLING_QUALITY = 89
 WEBP_QUALITIES = range(10, 101, 10)
 
 
 def measure_pair(pair: ModelPair, data: LabelledImages, phone_quality: int, full: bool) -> dict:
-    """Table 3, privacy and batched-stream numbers for one pair; ``full`` adds the JPEG and WebP quality
-    sweeps and the 4:2:0 ablation of the default pair's rate–accuracy curve."""
+    """Table 3, privacy, batched-stream and edge-cost numbers for one pair (and the protector in its generator's
+    slot); ``full`` adds the JPEG and WebP quality sweeps and the 4:2:0 ablation of the default pair's
+    rate–accuracy curve."""
     edge = EdgeImages(TrainedPipeline.load(pair), data, phone_quality)
     png = edge.link("png")
     jpeg_at = functools.cache(lambda quality: edge.link("jpeg", jpeg_quality=quality, jpeg_subsampling="4:4:4"))
-    results = {"pair": pair.name, "target": pair.target.stem, "aux": pair.aux.stem,
+    results = {"pair": pair.name, "protector": pair.protector, "target": pair.target.stem, "aux": pair.aux.stem,
                "privacy": edge.privacy(), "s1": edge.s1(), "png": png, "webp": edge.link("webp")}
     if full:
         results["jpeg_sweep"] = [jpeg_at(quality) for quality in tqdm(JPEG_QUALITIES, desc="JPEG 4:4:4 sweep")]
@@ -50,6 +54,10 @@ def measure_pair(pair: ModelPair, data: LabelledImages, phone_quality: int, full
     compressor, config = compressor_with_config(pair.compressor)
     results["neural"] = [edge.neural(compressor, "shipped", BATCH_SIZES, **compressor_settings(config))]
     results["_grid"] = edge.grid_images(compressor, 8)
+    codecs = {"png": {}, "jpeg": {"jpeg_quality": auto.settings["jpeg_quality"]}, "webp": {}, "neural": {},
+              "neural-batch": {}}
+    results["edge_ms_per_image"] = edge_ms_per_image(pair.onnx_models, pair.protector, codecs,
+                                                     data.images[:EDGE_COST_IMAGES])
     return results
 
 
@@ -57,7 +65,8 @@ def measure(args: argparse.Namespace) -> dict:
     data = load_evaluation(args.data)
     if args.limit:
         data = data.subset(slice(0, args.limit))
-    targets = [measure_pair(pair, data, args.phone_quality, full=pair == DEFAULT_PAIR) for pair in PAIRS.values()]
+    targets = [measure_pair(variant, data, args.phone_quality, full=variant == DEFAULT_PAIR)
+               for pair in PAIRS.values() for variant in pair.with_every_protector()]
     latency = None
     if args.latency_images:
         latency = run_all_modes(data.subset(slice(0, args.latency_images)), phone_quality=args.phone_quality)
@@ -72,7 +81,8 @@ def measure(args: argparse.Namespace) -> dict:
         "command": " ".join(["python -m pmc2.evaluation", *sys.argv[1:]]),
         "git_commit": git_commit(),
         "data": "bundled 500-image sample" if args.data is None else str(args.data),
-        "images": len(data), "targets": targets, "latency": latency, "latency_images": args.latency_images,
+        "images": len(data), "cpu": cpu_model(), "targets": targets, "latency": latency,
+        "latency_images": args.latency_images,
         "privacy_attacks": privacy,
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pmc2.evaluation.measurements import CodecResult
+from pmc2.runtime.protection import DEFAULT_PROTECTOR
 
 # PMC² NOSSDAV'25 Table 3, ResNet18 row (the paper's eight targets range 8.00–8.35 B for neural).
 PAPER_RESNET18 = {"png": (2544.70, 90.22), "jpeg": (1861.48, 90.24), "neural": (8.12, 90.20)}
@@ -21,6 +22,12 @@ LOSS_NAMES = {"rd": "rate–distortion", "task": "rate–distortion + target CE"
 GOAL_ACCURACY, GOAL_BYTES_PER_STREAM, GOAL_BYTES_AT_256 = 90.0, 8.3, 1.0
 
 
+def _name(target: dict) -> str:
+    """A measured row's target (aux), and its protector when it is not PMC²'s perturbation."""
+    protector = target.get("protector", DEFAULT_PROTECTOR)
+    return f"{target['target']} ({target['aux']})" + ("" if protector == DEFAULT_PROTECTOR else f" · {protector}")
+
+
 def _neural_label(result: CodecResult) -> str:
     settings = result.settings
     weight = ", ".join(f"{key}={settings[key]}" for key in ("lmbda", "rate_weight") if key in settings)
@@ -33,7 +40,7 @@ def _goal(target: dict) -> str:
     per_image = shipped.bytes_mean <= GOAL_BYTES_PER_STREAM and shipped.accuracy >= GOAL_ACCURACY
     batched = shipped.batched_bytes[256] <= GOAL_BYTES_AT_256 and shipped.accuracy >= GOAL_ACCURACY
     links = min(png.accuracy, jpeg.accuracy) >= GOAL_ACCURACY
-    return (f"`{target['target']}`: neural {shipped.bytes_mean:.2f} B/image at {shipped.accuracy:.2f}% against "
+    return (f"`{_name(target)}`: neural {shipped.bytes_mean:.2f} B/image at {shipped.accuracy:.2f}% against "
             f"≤ {GOAL_BYTES_PER_STREAM} B at ≥ {GOAL_ACCURACY:.0f}% — {'met' if per_image else 'not met'}; "
             f"{shipped.batched_bytes[256]:.2f} B/image at 256 per stream against ≤ {GOAL_BYTES_AT_256} B — "
             f"{'met' if batched else 'not met'}; PNG {png.accuracy:.2f}% and JPEG {jpeg.accuracy:.2f}% against "
@@ -60,7 +67,7 @@ def render(results: dict) -> str:
         _table(
             ["target (aux)", "S1 bytes", "PNG bytes", "PNG acc.", "WebP lossless bytes", "WebP acc.", "JPEG q",
              "JPEG bytes", "JPEG acc.", "neural bytes", "neural ideal", "neural acc."],
-            [[f"{t['target']} ({t['aux']})", _size(t["s1"]), _size(t["png"]), f"{t['png'].accuracy:.2f}%",
+            [[_name(t), _size(t["s1"]), _size(t["png"]), f"{t['png'].accuracy:.2f}%",
               _size(t["webp"]), f"{t['webp'].accuracy:.2f}%",
               str(t["jpeg_auto"].settings["jpeg_quality"]), _size(t["jpeg_auto"]), f"{t['jpeg_auto'].accuracy:.2f}%",
               _size(t["neural"][0]), f"{t['neural'][0].ideal_bytes_mean:.2f}", f"{t['neural'][0].accuracy:.2f}%"]
@@ -77,7 +84,7 @@ def render(results: dict) -> str:
         _table(
             ["target", "compressor", "1 image/stream",
              *[f"{size} images/stream" for size in default["neural"][0].batched_bytes], "ideal", "accuracy"],
-            [[t["target"], _neural_label(r), f"{r.bytes_mean:.2f}", *[f"{v:.2f}" for v in r.batched_bytes.values()],
+            [[_name(t), _neural_label(r), f"{r.bytes_mean:.2f}", *[f"{v:.2f}" for v in r.batched_bytes.values()],
               f"{r.ideal_bytes_mean:.2f}", f"{r.accuracy:.2f}%"] for t in targets for r in t["neural"]],
         ),
         "## JPEG chroma subsampling ablation",
@@ -98,14 +105,15 @@ def render(results: dict) -> str:
         "## Perturbation statistics (proxies, not a privacy measure: see Privacy under attack)",
         _table(["target (aux)", "target clean", "target after S1", "target perturbed", "aux clean", "aux perturbed",
                 "mean abs SSIM(x, x')"],
-               [[f"{t['target']} ({t['aux']})", *[f"{t['privacy'][key]:.2f}%" for key in
+               [[_name(t), *[f"{t['privacy'][key]:.2f}%" for key in
                  ("target_clean", "target_after_s1", "target_perturbed", "aux_clean", "aux_perturbed")],
                  f"{t['privacy']['mean_abs_ssim']:.4f}"] for t in targets]),
-        *[f"Target `{t['target']}`: original / perturbed (edge) / neural reconstruction (cloud)\n\n"
-          f"![privacy grid {t['target']}](privacy_grid_{t['pair']}.png)" for t in targets],
+        *[f"`{_name(t)}`: original / protected (edge) / neural reconstruction (cloud)\n\n"
+          f"![privacy grid {t['pair']}](privacy_grid_{t['pair']}.png)" for t in targets],
     ]
     if results.get("privacy_attacks"):
         sections.append(render_privacy(results["privacy_attacks"]))
+    sections.append(render_protectors(results))
     if results.get("latency"):
         latency = results["latency"]
         stages = list(dict.fromkeys(stage for summary in latency.values() for stage in summary["stage_medians_ms"]))
@@ -182,6 +190,69 @@ def render_privacy(privacy: dict) -> str:
                     "H(label | cloud label)"], beyond),
             f"![privacy attack grid {pair['pair']}](privacy_attack_grid_{pair['pair']}.png)",
         ]
+    return "\n\n".join(sections)
+
+
+PROTECTOR_LINKS = (("png", "perturbed"), ("jpeg", "perturbed"), ("webp", "perturbed"), ("neural", "neural"),
+                   ("neural-batch", "neural"))  # link codec, and the privacy view it carries
+
+
+def _link_result(target: dict, link: str) -> tuple[CodecResult, float, str]:
+    """A link's result, its bytes per image and its settings, as the protector table shows them."""
+    neural = target["neural"][0]
+    results = {"png": (target["png"], target["png"].bytes_mean, "lossless"),
+               "jpeg": (target["jpeg_auto"], target["jpeg_auto"].bytes_mean,
+                        f"q{target['jpeg_auto'].settings['jpeg_quality']} 4:4:4"),
+               "webp": (target["webp"], target["webp"].bytes_mean, "lossless"),
+               "neural": (neural, neural.bytes_mean, "1 image/stream"),
+               "neural-batch": (neural, neural.batched_bytes[256], "256 images/stream")}
+    return results[link]
+
+
+def _attack_cells(privacy_pair: dict | None, view: str) -> list[str]:
+    """Inverse-attack SSIM / PSNR, the judges' best on the view and on its reconstruction, two-choice."""
+    if privacy_pair is None:
+        return ["not measured"] * 3
+    result, baseline = privacy_pair["views"][view], privacy_pair["label_only"]
+    judges = list(baseline["judges"])
+    return [f"{result['inverse_attack']['ssim']:.3f} / {result['inverse_attack']['psnr_db']:.2f}",
+            f"{max(result['classifiers_on_view'][j] for j in judges):.1f}% / "
+            f"{max(result['judges_on_reconstruction'][j] for j in judges):.1f}%",
+            " / ".join(_percent(v) for v in result["two_choice"].values())]
+
+
+def render_protectors(results: dict) -> str:
+    """One table per pair: each protector in the generator's slot × each link, with the same attacks."""
+    privacy = results.get("privacy_attacks") or {"pairs": []}
+    sections = [
+        "## Protectors compared",
+        "Each protector runs on the edge between the decoded phone image and the edge→cloud link "
+        "(`runtime.protection`): PMC²'s protective perturbation and DAPter's converter (trained against the same "
+        "target with DAPter's loss: L1 to a flat grey image vs the target's cross-entropy), over the same links "
+        "and the pair's compressor, under the same attacks. Edge ms/image: the shipped ONNX models under "
+        f"onnxruntime at batch 256 on {results.get('cpu', 'this CPU')}, protecting and encoding. Privacy columns: "
+        "the inverse attack's SSIM / PSNR dB on what the link carries (label-only baseline in the header), the "
+        "independent judges' best accuracy on the view / on its reconstruction, two-choice linkability "
+        "(inverse / view; 50% = nothing beyond the label).",
+    ]
+    for base in dict.fromkeys(t["target"] for t in results["targets"]):
+        group = [t for t in results["targets"] if t["target"] == base]
+        rows, baseline = [], None
+        for target in group:
+            privacy_pair = next((p for p in privacy["pairs"] if p["pair"] == target["pair"]), None)
+            baseline = baseline or (privacy_pair or {}).get("label_only")
+            for link, view in PROTECTOR_LINKS:
+                result, size, settings = _link_result(target, link)
+                rows.append([target.get("protector", DEFAULT_PROTECTOR), f"{link} ({settings})",
+                             f"{result.accuracy:.2f}%", f"{size:.2f}",
+                             f"{target['edge_ms_per_image'][link]:.3f}" if "edge_ms_per_image" in target else "",
+                             *_attack_cells(privacy_pair, view)])
+        label_only = (f" (label-only {baseline['ssim']:.3f} / {baseline['psnr_db']:.2f})" if baseline else "")
+        judges = f" (label-only {max(baseline['judges'].values()):.1f}%)" if baseline else ""
+        sections += [f"### Target `{base}`",
+                     _table(["protector", "link", "accuracy", "bytes/image", "edge ms/image",
+                             f"inverse SSIM / PSNR{label_only}", f"judges on view / reconstruction{judges}",
+                             "two-choice"], rows)]
     return "\n\n".join(sections)
 
 

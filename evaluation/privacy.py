@@ -2,9 +2,9 @@
 
     python -m pmc2.evaluation.privacy [--limit N] [--retrain-attacks]   → reports/evaluation/privacy.{json,md}, grids
 
-Attacker (Kerckhoffs): knows the generator and the compressor, holds the public CIFAR-10 training images,
-and learns each image's label. Attacked views: the perturbed image x' (PNG / JPEG links) and the neural
-decode x̂ (the bitstream), for every pair. Measured on the evaluation images:
+Attacker (Kerckhoffs): knows the protector's model (generator or DAPter converter) and the compressor,
+holds the public CIFAR-10 training images, and learns each image's label. Attacked views: the protected
+image x' (PNG / JPEG links) and the neural decode x̂ (the bitstream), for every pair and protector. Measured on the evaluation images:
   1. learned inverse: PSNR / SSIM of a U-Net trained on (view, original) pairs of public images;
   2. label-only baseline: the class-mean image, what any scheme that leaks only the label allows;
   3. independent judges (and the aux model) on each view, on the reconstructions and on the baseline,
@@ -137,7 +137,7 @@ def attack_pair(pair: ModelPair, evaluation: LabelledImages, public: LabelledIma
                 "compressor_sha256": sha256_file(pair.compressor), "public_images_sha256": public.sha256(),
                 "phone_quality": config.phone_quality},
     }
-    results = {"pair": pair.name, "label_only": baseline, "views": {}}
+    results = {"pair": pair.name, "protector": pair.protector, "label_only": baseline, "views": {}}
     grid = {"original": originals[:GRID_IMAGES]}
     for name in VIEWS:
         same_as = next((seen for seen in results["views"] if torch.equal(views[seen], views[name])), None)
@@ -165,12 +165,13 @@ def measure_privacy(data: Path, limit: int | None, config: PrivacyConfig) -> dic
     class_means = class_mean_images(*as_tensors(public_all))
     judges = load_judges(config.judges)
     return {
-        "attacker": "knows the generator and the compressor, holds the public CIFAR-10 training images "
+        "attacker": "knows the protector's model (the generator, or DAPter's converter) and the compressor, holds the public CIFAR-10 training images "
                     f"({config.attacker_images} run through the models), learns each label",
         "evaluation_images": len(evaluation), "data": str(data), "checkpoints": str(CHECKPOINTS),
         "config": json.loads(json.dumps(asdict(config), default=str)),
         "goals": asdict(Goals()),
-        "pairs": [attack_pair(pair, evaluation, public, class_means, judges, config) for pair in PAIRS.values()],
+        "pairs": [attack_pair(variant, evaluation, public, class_means, judges, config)
+                  for pair in PAIRS.values() for variant in pair.with_every_protector()],
     }
 
 

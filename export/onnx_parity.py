@@ -1,13 +1,14 @@
 """ORT-vs-torch parity of the exported models and of the neural codec's bitstreams.
 
-Checks: max |ORT − torch| ≤ 1e-4 and identical argmax for generator and classifiers; the runtime's
-rANS streams byte-identical to CompressAI's compress() for the same latent; each side decodes the
-other's streams to the same ŷ; end-to-end stream differences only where ORT's g_a puts a latent
-value within FLIP_BOUNDARY of a rounding boundary.
+Checks: max |ORT − torch| ≤ 1e-4 for every protector (generator, DAPter converter) and classifier, and
+identical argmax for the classifiers; the runtime's rANS streams byte-identical to CompressAI's compress()
+for the same latent; each side decodes the other's streams to the same ŷ; end-to-end stream differences
+only where ORT's g_a puts a latent value within FLIP_BOUNDARY of a rounding boundary.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,17 +67,24 @@ class ParityReport:
         return "\n".join(lines)
 
 
+def _compare_protector(bundle: ModelBundle, name: str, model, images: np.ndarray, report: ParityReport) -> np.ndarray:
+    """One image-to-image protector on ``images`` (normalised); returns torch's [0, 1] output."""
+    expected = model(torch.from_numpy(images)).numpy()
+    difference = np.abs(run_single_output(bundle.session(name), images) - expected)
+    report.max_abs_difference[name] = max(report.max_abs_difference.get(name, 0.0), float(difference.max()))
+    # The same difference before de-normalisation (÷ std, so ~4x larger), for comparison.
+    key = f"{name} (normalised space)"
+    report.informational[key] = max(report.informational.get(key, 0.0), float((difference / STD).max()))
+    return expected
+
+
 @torch.inference_mode()
 def _compare_networks(bundle: ModelBundle, torch_models: dict, images: np.ndarray, report: ParityReport) -> np.ndarray:
-    """Run generator and classifiers on ``images`` (normalised); returns torch's perturbed [0, 1]
-    images (the clean ones when the generator is not compared)."""
-    perturbed_unit = np.clip(denormalize(images), 0.0, 1.0)
-    if "generator" in torch_models:
-        perturbed_unit = torch_models["generator"](torch.from_numpy(images)).numpy()
-        difference = np.abs(run_single_output(bundle.session("generator"), images) - perturbed_unit)
-        report.max_abs_difference["generator"] = float(difference.max())
-        # The same difference before de-normalisation (÷ std, so ~4x larger), for comparison.
-        report.informational["generator (normalised space)"] = float((difference / STD).max())
+    """Run the protectors and classifiers on ``images`` (normalised); returns torch's generator output in
+    [0, 1] (the clean images when the generator is not compared)."""
+    outputs = {name: _compare_protector(bundle, name, model, images, report)
+               for name, model in torch_models.items() if name not in ("target", "aux")}
+    perturbed_unit = outputs.get("generator", np.clip(denormalize(images), 0.0, 1.0))
     perturbed = normalize(perturbed_unit)
     for name in ("target", "aux"):
         if name not in torch_models:
@@ -124,12 +132,17 @@ def _compare_codec(bundle: ModelBundle, compressor, images_unit: np.ndarray, rep
     report.max_abs_difference["g_s"] = float(np.abs(codec.synthesise(reference_by_ours) - expected_x_hat).max())
 
 
+def _pixel_output(checkpoint: Path) -> PixelOutput:
+    return PixelOutput(load_generator(checkpoint))
+
+
 def check_parity(pair: ModelPair, folder: Path, selected: tuple[str, ...],
                  data: LabelledImages | None = None) -> ParityReport:
     """Compare the bundle in ``folder`` with ``pair``'s torch checkpoints on ``data`` (default: bundled sample)."""
     data = data if data is not None else load_evaluation(None)
     bundle = ModelBundle.open(folder)
-    loaders = {"generator": lambda: PixelOutput(load_generator(pair.generator)),
+    protectors = {"generator": pair.generator, **dict(pair.other_protectors)}
+    loaders = {**{name: functools.partial(_pixel_output, checkpoint) for name, checkpoint in protectors.items()},
                "target": lambda: load_classifier(pair.target), "aux": lambda: load_classifier(pair.aux)}
     torch_models = {name: load() for name, load in loaders.items() if name in selected}
     report = ParityReport(len(data), {}, {})

@@ -2,16 +2,17 @@
 
     pair ── target.pt, aux.pt (checkpoints/)
         ├── generator.pt, compressor.pt (checkpoints/ for the default pair, checkpoints/pairs/<name>/ otherwise)
+    ├── other protectors trained for the same target (checkpoints/protectors/<protector>/generator.pt)
         └── ONNX bundle (onnx_models/ for the default pair, onnx_models/pairs/<name>/ otherwise)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pmc2.runtime.paths import CHECKPOINTS, ONNX_MODELS
-
+from pmc2.runtime.protection import DEFAULT_PROTECTOR
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,18 @@ class ModelPair:
     generator: Path
     compressor: Path
     onnx_models: Path
+    other_protectors: tuple[tuple[str, Path], ...] = ()  # (protector, checkpoint) in the generator's slot
+    protector: str = DEFAULT_PROTECTOR  # what ``generator`` is (runtime.protection)
+
+    def with_protector(self, protector: str) -> "ModelPair":
+        """This pair with ``protector``'s model in the generator's slot (same target, aux and compressor)."""
+        checkpoint = dict(self.other_protectors)[protector]
+        return replace(self, name=f"{self.name}+{protector}", generator=checkpoint, other_protectors=(),
+                       protector=protector)
+
+    def with_every_protector(self) -> list["ModelPair"]:
+        """This pair, then this pair with each of its other protectors in the generator's slot."""
+        return [self, *(self.with_protector(name) for name, _ in self.other_protectors)]
 
     @property
     def evaluation_record(self) -> Path:
@@ -38,5 +51,6 @@ def _second_pair(target: str, aux: str) -> ModelPair:
 
 
 DEFAULT_PAIR = ModelPair("fastnet", CHECKPOINTS / "fastnet.pt", CHECKPOINTS / "compact_resnet.pt",
-                         CHECKPOINTS / "generator.pt", CHECKPOINTS / "compressor.pt", ONNX_MODELS)
+                         CHECKPOINTS / "generator.pt", CHECKPOINTS / "compressor.pt", ONNX_MODELS,
+                         (("dapter", CHECKPOINTS / "protectors" / "dapter" / "generator.pt"),))
 PAIRS: dict[str, ModelPair] = {pair.name: pair for pair in (DEFAULT_PAIR, _second_pair("compact_resnet", "fastnet"))}

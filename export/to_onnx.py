@@ -1,4 +1,5 @@
-"""Export each pair's generator, g_a, g_s, target and auxiliary classifier to ONNX.
+"""Export each pair's generator, g_a, g_s, target and auxiliary classifier (and the other protectors
+trained for its target, e.g. DAPter's converter) to ONNX.
 
     checkpoints ──torch.onnx.export (opset 17, dynamic batch)──▶ <bundle>/<name>.onnx
                 ──EntropyBottleneck tables──────────────────────▶ <bundle>/entropy_bottleneck.npz
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import hashlib
 import io
 import json
@@ -145,6 +147,15 @@ def io_description(model_bytes: bytes) -> dict:
     return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
 
 
+def _protector_module(checkpoint: Path) -> tuple[nn.Module, str, str, torch.Tensor]:
+    return PixelOutput(load_generator(checkpoint)), "images", "perturbed", torch.zeros(1, 3, 32, 32)
+
+
+def _link_image(checkpoint: Path) -> str:
+    """What the pixel links carry behind the protector in ``checkpoint`` (runtime.protection)."""
+    return torch.load(checkpoint, weights_only=False).get("link_image", "perturbed")
+
+
 def _shared_classifier_entry(bundle: Path, checkpoint: Path, out: Path) -> dict:
     """The manifest entry of ``bundle``'s model exported from ``checkpoint``, with its file relative to ``out``."""
     digest = sha256_file(checkpoint)
@@ -154,20 +165,25 @@ def _shared_classifier_entry(bundle: Path, checkpoint: Path, out: Path) -> dict:
     raise ValueError(f"{bundle} has no model exported from {checkpoint}; export that bundle first")
 
 
-def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ...] = MODELS,
+def pair_models(pair: ModelPair) -> tuple[str, ...]:
+    """Every model of ``pair``'s bundle: the five of every pair and its other protectors."""
+    return (*MODELS, *dict(pair.other_protectors))
+
+
+def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ...] | None = None,
                classifiers_from: Path | None = None) -> dict:
     """Write the selected ONNX files, the entropy tables and the manifest of ``pair``; return the manifest.
 
     With ``classifiers_from`` (a bundle folder), target and aux refer to that bundle's files exported from
     the same checkpoints instead of being exported again."""
-    out = out or pair.onnx_models
+    out, selected = out or pair.onnx_models, selected or pair_models(pair)
     out.mkdir(parents=True, exist_ok=True)
-    sources = {"generator": pair.generator, "g_a": pair.compressor, "g_s": pair.compressor,
-               "target": pair.target, "aux": pair.aux}
+    protectors = {"generator": pair.generator, **dict(pair.other_protectors)}  # image-to-image, generator's slot
+    sources = {**protectors, "g_a": pair.compressor, "g_s": pair.compressor, "target": pair.target, "aux": pair.aux}
     compressor = load_compressor(pair.compressor) if {"g_a", "g_s"} & set(selected) else None
     latent_channels = compressor.entropy_bottleneck.channels if compressor else None
     modules = {
-        "generator": lambda: (PixelOutput(load_generator(pair.generator)), "images", "perturbed", torch.zeros(1, 3, 32, 32)),
+        **{name: functools.partial(_protector_module, checkpoint) for name, checkpoint in protectors.items()},
         "g_a": lambda: (exportable_transform(compressor.g_a), "images", "latent", torch.zeros(1, 3, 32, 32)),
         "g_s": lambda: (Synthesis(compressor.g_s), "latent", "images", torch.zeros(1, latent_channels, 2, 2)),
         "target": lambda: (load_classifier(pair.target), "images", "logits", torch.zeros(1, 3, 32, 32)),
@@ -194,11 +210,13 @@ def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ..
         models[name] = {
             "file": f"{name}.onnx", "sha256": hashlib.sha256(model_bytes).hexdigest(),
             **io_description(model_bytes),
-            "input_space": {"generator": "normalized", "g_a": "unit", "g_s": "latent"}.get(name, "normalized"),
-            "output_space": {"generator": "unit", "g_a": "latent", "g_s": "unit"}.get(name, "logits"),
+            "input_space": {"g_a": "unit", "g_s": "latent"}.get(name, "normalized"),
+            "output_space": "unit" if name in protectors else {"g_a": "latent", "g_s": "unit"}.get(name, "logits"),
             "weights_storage": "float16 where exact, cast to float32 on load",
             "checkpoint": checkpoint_provenance(sources[name]),
         }
+        if name in protectors:
+            models[name]["link_image"] = _link_image(sources[name])
         if name in ("target", "aux"):
             models[name]["architecture"] = torch.load(sources[name], weights_only=False)["name"]
     if compressor is not None:
@@ -211,7 +229,7 @@ def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ..
             "channels": tables.channels, "latent_size": [2, 2], "precision_bits": 16,
             "checkpoint": checkpoint_provenance(pair.compressor),
         }
-    manifest["link_image"] = torch.load(pair.generator, weights_only=False).get("link_image", "perturbed")
+    manifest["link_image"] = _link_image(pair.generator)
     manifest["exporter"] = {"torch": torch.__version__.split("+")[0], "onnx": onnx.__version__}
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
@@ -221,18 +239,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pair", choices=("all", *PAIRS), default="all",
                         help="which pair's bundle to export (default: every pair, the default one first)")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    parser.add_argument("--models", default=None,
+                        help=f"comma-separated subset of {','.join(MODELS)} and the pair's other protectors (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="bundle folder (only with a single --pair)")
     parser.add_argument("--skip-parity", action="store_true", help="do not compare ORT with torch afterwards")
     args = parser.parse_args()
-    selected = tuple(name.strip() for name in args.models.split(",") if name.strip())
-    unknown = set(selected) - set(MODELS)
-    if unknown:
-        parser.error(f"unknown model(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODELS)}")
     if args.out is not None and args.pair == "all":
         parser.error("--out needs a single --pair")
     pairs = list(PAIRS.values()) if args.pair == "all" else [PAIRS[args.pair]]
     for pair in pairs:
+        selected = pair_models(pair)
+        if args.models is not None:
+            selected = tuple(name.strip() for name in args.models.split(",") if name.strip())
+            unknown = set(selected) - set(pair_models(pair))
+            if unknown:
+                parser.error(f"pair {pair.name} has no model(s) {', '.join(sorted(unknown))}; "
+                             f"choose from {', '.join(pair_models(pair))}")
         out = args.out or pair.onnx_models
         shared = None if pair == DEFAULT_PAIR else DEFAULT_PAIR.onnx_models
         export_all(pair, out, selected, classifiers_from=shared)

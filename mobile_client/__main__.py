@@ -13,9 +13,10 @@ import numpy as np
 
 from pmc2.mobile_client.image_sources import load_images
 from pmc2.mobile_client.modes import MODES, Phone
-from pmc2.mobile_client.run import format_accuracy_by_class, format_summaries, run_mode, summarize
+from pmc2.mobile_client.run import format_accuracy_by_class, format_summaries, run_mode, run_name, summarize
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.link_codecs import DEFAULT_CODEC, LINK_CODECS
+from pmc2.runtime.protection import DEFAULT_PROTECTOR, PROTECTORS
 from pmc2.serving.tls import client_context
 
 
@@ -30,6 +31,8 @@ def main() -> None:
     parser.add_argument("--ca", type=Path, required=True, help="CA that signed the servers' certificates")
     parser.add_argument("--token-env", default="PMC2_EDGE_TOKEN")
     parser.add_argument("--edge-codec", choices=tuple(LINK_CODECS), default=DEFAULT_CODEC)
+    parser.add_argument("--protector", choices=tuple(PROTECTORS), default=DEFAULT_PROTECTOR,
+                        help="what protects the image: run by the edge (pmc2) or by the phone (pp-baseline)")
     parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality on the phone (S1)")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--rate", type=float, default=None, help="requests started per second (default: unlimited)")
@@ -41,10 +44,10 @@ def main() -> None:
     if args.repeat > 1:
         data = data.subset(np.tile(np.arange(len(data)), args.repeat))
     phone = Phone(args.edge_url, args.cloud_url, os.environ.get(args.token_env), args.jpeg_quality, args.edge_codec,
-                  ModelBundle.open() if args.mode == "pp-baseline" else None)
+                  ModelBundle.open() if args.mode == "pp-baseline" else None, protector=args.protector)
     records = asyncio.run(run_mode(phone, args.mode, data, client_context(args.ca), args.concurrency, args.rate))
     summary = summarize(records)
-    rows = {f"{args.mode}/{args.edge_codec}" if args.mode == "pmc2" else args.mode: summary}
+    rows = {run_name(args.mode, args.edge_codec if args.mode == "pmc2" else None, args.protector): summary}
     print(format_summaries(rows))
     print(format_accuracy_by_class(rows))
     if args.json:

@@ -1,14 +1,18 @@
 """The three ways a phone can ask for a label, each timed stage by stage (PMC² Fig. 4).
 
-    pmc2:         JPEG on phone ──HTTPS──▶ edge (perturb, compress) ──HTTPS──▶ cloud
-    pp-baseline:  perturb on phone (ORT) ──PNG──HTTPS──▶ cloud                  (MMSys'22)
+    pmc2:         JPEG on phone ──HTTPS──▶ edge (protect, compress) ──HTTPS──▶ cloud
+    pp-baseline:  protect on phone (ORT) ──PNG──HTTPS──▶ cloud                  (MMSys'22)
     unprotected:  original ──PNG──HTTPS──▶ cloud
+
+The protector (runtime.protection: PMC²'s perturbation by default, or DAPter's converter) is chosen by
+name: the edge runs it in pmc2 mode, the phone itself in pp-baseline mode.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import aiohttp
 import numpy as np
@@ -17,7 +21,7 @@ from pmc2.runtime.image_codecs import jpeg_bytes
 from pmc2.runtime.link_codecs import CodecContext, PngLink, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.normalization import to_unit_nchw
-from pmc2.runtime.protection import Protector
+from pmc2.runtime.protection import DEFAULT_PROTECTOR, Protector, protector_named
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
 
 MODES = ("pmc2", "pp-baseline", "unprotected")
@@ -59,13 +63,15 @@ class Phone:
     """One simulated phone: knows the edge and cloud URLs and, for pp-baseline, holds the generator."""
 
     def __init__(self, edge_url: str, cloud_url: str, token: str | None, jpeg_quality: int,
-                 edge_codec: str, bundle: ModelBundle | None = None, direct_codec: str = PngLink.name) -> None:
+                 edge_codec: str, bundle: ModelBundle | None = None, direct_codec: str = PngLink.name,
+                 protector: str = DEFAULT_PROTECTOR) -> None:
         """``direct_codec``: the link codec of the modes that upload straight to the cloud (lossless PNG, as MMSys'22)."""
-        self.edge_url = f"{edge_url.rstrip('/')}/v1/recognize?codec={edge_codec}"
+        query = urlencode({"codec": edge_codec, "protector": protector_named(protector).name})
+        self.edge_url = f"{edge_url.rstrip('/')}/v1/recognize?{query}"
         self.cloud_url = f"{cloud_url.rstrip('/')}/v1/classify"
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.jpeg_quality = jpeg_quality
-        self.protector = Protector(bundle) if bundle is not None else None
+        self.protector = Protector(bundle, name=protector) if bundle is not None else None
         self.direct = codec_named(direct_codec).build(CodecContext())
 
     async def pmc2(self, session: aiohttp.ClientSession, pixels: np.ndarray, record: ImageRecord) -> None:
@@ -105,7 +111,7 @@ class Phone:
 
     async def pp_baseline(self, session: aiohttp.ClientSession, pixels: np.ndarray, record: ImageRecord) -> None:
         if self.protector is None:
-            raise RuntimeError("pp-baseline needs the generator: give the Phone a model bundle")
+            raise RuntimeError("pp-baseline needs the protector's model: give the Phone a model bundle")
         start = time.perf_counter()
         perturbed = self.protector.pixels_for_links(self.protector.perturb(pixels[None]))
         await self._direct_to_cloud(session, perturbed, record, 1e3 * (time.perf_counter() - start), start)

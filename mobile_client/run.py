@@ -17,10 +17,21 @@ from pmc2.mobile_client.modes import STAGES, ImageRecord, Phone
 from pmc2.runtime.cifar10 import CLASSES, LabelledImages
 from pmc2.runtime.link_codecs import DEFAULT_CODEC, LINK_CODECS
 from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.protection import DEFAULT_PROTECTOR, bundle_protectors
 from pmc2.serving.local_stack import local_stack
 
-# Every mode; PMC² once per edge→cloud link codec.
-RUNS = (*(("pmc2", name) for name in LINK_CODECS), ("pp-baseline", None), ("unprotected", None))
+
+def runs(protectors: tuple[str, ...]) -> list[tuple[str, str | None, str]]:
+    """(mode, codec, protector) of every run: PMC² once per protector and edge→cloud link codec, pp-baseline
+    once per protector, unprotected once."""
+    return [*(("pmc2", codec, protector) for protector in protectors for codec in LINK_CODECS),
+            *(("pp-baseline", None, protector) for protector in protectors), ("unprotected", None, DEFAULT_PROTECTOR)]
+
+
+def run_name(mode: str, codec: str | None, protector: str) -> str:
+    """"pmc2/neural" for the default protector, "pmc2+dapter/neural" for another; no codec for the direct modes."""
+    name = mode if protector == DEFAULT_PROTECTOR or mode == "unprotected" else f"{mode}+{protector}"
+    return f"{name}/{codec}" if codec else name
 
 
 async def run_mode(phone: Phone, mode: str, data: LabelledImages, ssl_context: ssl.SSLContext,
@@ -51,15 +62,18 @@ async def run_mode(phone: Phone, mode: str, data: LabelledImages, ssl_context: s
     return records
 
 
-def run_all_modes(data: LabelledImages, concurrency: int = 1, phone_quality: int = 90) -> dict[str, dict]:
-    """A local cloud + edge stack; one request per image for each run in RUNS; a summary per run."""
+def run_all_modes(data: LabelledImages, concurrency: int = 1, phone_quality: int = 90,
+                  protectors: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """A local cloud + edge stack; one request per image for each of ``runs`` of ``protectors`` (default:
+    every one the bundle holds); a summary per run."""
     bundle = ModelBundle.open()
     summaries = {}
     with tempfile.TemporaryDirectory() as workdir, local_stack(Path(workdir), mutual_tls=False) as stack:
-        for mode, codec in RUNS:
-            phone = Phone(stack.edge_url, stack.cloud_url, stack.token, phone_quality, codec or DEFAULT_CODEC, bundle)
+        for mode, codec, protector in runs(protectors or bundle_protectors(bundle)):
+            phone = Phone(stack.edge_url, stack.cloud_url, stack.token, phone_quality, codec or DEFAULT_CODEC, bundle,
+                          protector=protector)
             records = asyncio.run(run_mode(phone, mode, data, stack.client_ssl(), concurrency))
-            summaries[f"{mode}/{codec}" if codec else mode] = summarize(records)
+            summaries[run_name(mode, codec, protector)] = summarize(records)
     return summaries
 
 

@@ -78,8 +78,12 @@ class ModelBundle:
 
     @property
     def link_image(self) -> str:
-        """What the pixel links carry: "perturbed" (x') or "decoded" (the edge's decode x̂ of the bitstream)."""
-        return self.manifest.get("link_image", "perturbed")
+        """What the pixel links carry behind the generator: "perturbed" (x') or "decoded" (the edge's decode x̂)."""
+        return self.link_image_of("generator")
+
+    def link_image_of(self, model: str) -> str:
+        """What the pixel links carry behind a protector's ``model`` (its own entry's, else the bundle's)."""
+        return self.manifest["models"].get(model, {}).get("link_image", self.manifest.get("link_image", "perturbed"))
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -1,13 +1,18 @@
-"""What the edge makes of an image before any link codec sees it (torch-free).
+"""The protectors: what the edge makes of an image before any link codec sees it (torch-free).
 
-    uint8 ──generator──▶ x' ───────────────────────────────▶ neural links (g_a + rANS of x')
-                         └─(bundle "link_image": "decoded")─g_a, round, g_s─▶ x̂ ──▶ pixel links (PNG, JPEG, WebP)
+    uint8 ──protector's model──▶ x' ───────────────────────────────▶ neural links (g_a + rANS of x')
+                                 └─(model's "link_image": "decoded")─g_a, round, g_s─▶ x̂ ──▶ pixel links
 
-A bundle whose generator was trained with the "decoded" tie has every pixel link carry the edge's own
-decode x̂ of the bitstream, so no link carries more than the bitstream does; otherwise pixel links carry x'.
+Protectors are found by name in ``PROTECTORS``, as link codecs are in ``runtime.link_codecs``: PMC²'s
+protective perturbation (the bundle's "generator") and DAPter's converter (its "dapter" model). A model
+trained with the "decoded" tie has every pixel link carry the edge's own decode x̂ of the bitstream, so no
+link carries more than the bitstream does; otherwise pixel links carry x'. To add a protector that maps an
+image to an image: export its model into the bundle and add one ``ProtectorSpec`` below.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,12 +24,47 @@ from pmc2.runtime.sessions import SessionSettings
 LINK_IMAGES = ("perturbed", "decoded")
 
 
-class Protector:
-    """The bundle's generator and, for a "decoded" bundle, the neural round trip the pixel links carry."""
+class UnknownProtector(ValueError):
+    """No protector has that name, or the model bundle does not hold its model."""
 
-    def __init__(self, bundle: ModelBundle, settings: SessionSettings = SessionSettings(), g_a=None, g_s=None) -> None:
-        self.generator = bundle.session("generator", settings)
-        self.link_image = bundle.link_image
+
+@dataclass(frozen=True)
+class ProtectorSpec:
+    name: str
+    model: str  # the bundle's ONNX model: normalised NCHW in, [0, 1] NCHW of the same size out
+    summary: str
+
+
+PROTECTORS: dict[str, ProtectorSpec] = {spec.name: spec for spec in (
+    ProtectorSpec("perturbation", "generator", "PMC²'s protective perturbation (U-Net generator, MMSys'22 slot)"),
+    ProtectorSpec("dapter", "dapter", "DAPter's converter (WWW'21): eight convolutions, L1 to grey vs target CE"),
+)}
+DEFAULT_PROTECTOR = "perturbation"
+
+
+def protector_named(name: str) -> ProtectorSpec:
+    if name not in PROTECTORS:
+        raise UnknownProtector(f"unknown protector {name!r}; choose from {', '.join(PROTECTORS)}")
+    return PROTECTORS[name]
+
+
+def bundle_protectors(bundle: ModelBundle) -> tuple[str, ...]:
+    """The protectors whose model ``bundle`` holds."""
+    return tuple(name for name, spec in PROTECTORS.items() if spec.model in bundle.manifest["models"])
+
+
+class Protector:
+    """One protector's model and, for a "decoded" model, the neural round trip the pixel links carry."""
+
+    def __init__(self, bundle: ModelBundle, settings: SessionSettings = SessionSettings(), g_a=None, g_s=None,
+                 name: str = DEFAULT_PROTECTOR) -> None:
+        spec = protector_named(name)
+        if name not in bundle_protectors(bundle):
+            raise UnknownProtector(f"the model bundle {bundle.folder} has no {spec.model!r} model for protector "
+                                   f"{name!r}; it has {', '.join(bundle_protectors(bundle))}")
+        self.name = name
+        self.generator = bundle.session(spec.model, settings)
+        self.link_image = bundle.link_image_of(spec.model)
         self.round_trip = None
         if self.link_image == "decoded":
             self.round_trip = NeuralCodec(bundle.entropy_tables(), bundle.latent_size,
@@ -36,5 +76,5 @@ class Protector:
         return perturb(self.generator, preprocess(images_uint8))
 
     def pixels_for_links(self, perturbed: np.ndarray) -> np.ndarray:
-        """The image a pixel link carries: x', or x̂ for a "decoded" bundle."""
+        """The image a pixel link carries: x', or x̂ for a "decoded" model."""
         return perturbed if self.round_trip is None else self.round_trip.reconstruct(perturbed)

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from pmc2.runtime.image_decoding import ImageError
 from pmc2.runtime.link_codecs import CorruptBitstream, UnknownCodec
+from pmc2.runtime.protection import UnknownProtector
 from pmc2.runtime.wire_format import WireFormatError
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class RequestRejected(Exception):
 ERROR_STATUS: dict[type[Exception], int] = {
     WireFormatError: 400,
     UnknownCodec: 400,
+    UnknownProtector: 400,
     ImageError: 422,
     CorruptBitstream: 422,
 }

@@ -42,3 +42,5 @@ def test_int8_benchmark_reports_accuracy_latency_and_verdict(tmp_path: Path) -> 
     assert all(sum(by_operator.values()) > 0 for by_operator in profile.values())
     assert any(op.startswith("QLinear") or op == "DequantizeLinear" for op in profile["target int8"])
     assert not any(op.startswith("QLinear") or op == "DequantizeLinear" for op in profile["target fp32"])
+    operators = report["operators_after_ort_optimisation"]
+    assert operators["target int8"].get("QLinearConv", 0) > 0 and "QLinearConv" not in operators["target fp32"]

@@ -17,7 +17,7 @@ from pmc2.export.onnx_parity import check_parity
 from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.export.records import sha256_file
 from pmc2.export.store_entropy_tables import computed_tables, store_tables
-from pmc2.export.to_onnx import MODELS, export_all, store_weights_as_float16
+from pmc2.export.to_onnx import export_all, pair_models, store_weights_as_float16
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.model_bundle import DEFAULT_MODELS, ModelBundle, ModelIntegrityError
 from pmc2.runtime.protection import LINK_IMAGES
@@ -31,8 +31,11 @@ EVERY_PAIR = pytest.mark.parametrize("pair", PAIRS.values(), ids=PAIRS.keys())
 def test_manifest_describes_every_model_and_the_normalisation(pair: ModelPair) -> None:
     bundle = ModelBundle.open(pair.onnx_models)
     manifest = bundle.manifest
-    assert set(manifest["models"]) == set(MODELS) and manifest["pair"] == pair.name
+    assert set(manifest["models"]) == set(pair_models(pair)) and manifest["pair"] == pair.name
     assert manifest["opset"] >= 17 and bundle.link_image in LINK_IMAGES
+    for protector, checkpoint in pair.other_protectors:  # each in the generator's slot, with what its links carry
+        assert manifest["models"][protector]["checkpoint"]["sha256"] == sha256_file(checkpoint)
+        assert bundle.link_image_of(protector) == "perturbed" and manifest["models"][protector]["output_space"] == "unit"
     assert manifest["normalization"]["mean"] == [0.4914, 0.4822, 0.4465]
     for entry in manifest["models"].values():
         assert entry["inputs"][0]["shape"][0] == "batch" and entry["inputs"][0]["dtype"] == "float32"
@@ -84,24 +87,25 @@ def test_tampered_model_is_refused(tmp_path: Path) -> None:
 
 @EVERY_PAIR
 def test_reexport_reproduces_the_committed_files(pair: ModelPair, tmp_path: Path) -> None:
-    export_all(pair, tmp_path, MODELS, classifiers_from=None if pair == DEFAULT_PAIR else DEFAULT_MODELS)
+    export_all(pair, tmp_path, classifiers_from=None if pair == DEFAULT_PAIR else DEFAULT_MODELS)
     fresh = json.loads((tmp_path / "manifest.json").read_text())
     committed = json.loads((pair.onnx_models / "manifest.json").read_text())
-    for name in MODELS:
+    for name in pair_models(pair):
         assert fresh["models"][name]["sha256"] == committed["models"][name]["sha256"], name
     assert fresh["entropy_tables"]["sha256"] == committed["entropy_tables"]["sha256"]
 
 
 @EVERY_PAIR
 def test_parity_on_the_bundled_sample(pair: ModelPair) -> None:
-    report = check_parity(pair, pair.onnx_models, MODELS)
+    report = check_parity(pair, pair.onnx_models, pair_models(pair))
     assert report.ok(), str(report)
     assert report.bitstreams_identical and report.cross_decode_identical
 
 
 @EVERY_PAIR
 def test_parity_on_all_evaluation_images(pair: ModelPair, shared_cifar: Path) -> None:
-    report = check_parity(pair, pair.onnx_models, ("generator", "target", "aux"), data=load_evaluation(shared_cifar))
+    networks = tuple(name for name in pair_models(pair) if name not in ("g_a", "g_s"))
+    report = check_parity(pair, pair.onnx_models, networks, data=load_evaluation(shared_cifar))
     assert report.images == 5_000
     assert report.ok(), str(report)
 

@@ -166,20 +166,21 @@ def test_garbage_rans_streams_decode_without_reading_past_the_buffer() -> None:
 
 
 def test_a_decoded_bundle_sends_every_link_the_image_the_bitstream_decodes_to(tmp_path: Path) -> None:
-    """With "link_image": "decoded" (the shipped bundle's) the PNG link carries the edge's own decode x̂, the
+    """With the generator's "link_image": "decoded" (the shipped bundle's) the PNG link carries the edge's own decode x̂, the
     same image the cloud decodes from the neural link's bitstream; with "perturbed", it carries x'."""
     bundles = {}
     for link_image in ("perturbed", "decoded"):
         folder = tmp_path / link_image
         shutil.copytree(ModelBundle.open().folder, folder)
         manifest = json.loads((folder / "manifest.json").read_text())
-        (folder / "manifest.json").write_text(json.dumps({**manifest, "link_image": link_image}))
+        manifest["models"]["generator"]["link_image"] = link_image
+        (folder / "manifest.json").write_text(json.dumps(manifest))
         bundles[link_image] = ModelBundle.open(folder)
     pixels = load_evaluation(None).images[:6]
     carried = {}
     for name, bundle in bundles.items():
         edge = EdgeProtector(bundle, SessionSettings(), jpeg_quality=95, webp_quality=None)
-        png, neural = edge.protect(pixels, "png"), edge.protect(pixels, "neural")
+        png, neural = edge.protect(pixels, "png", "perturbation"), edge.protect(pixels, "neural", "perturbation")
         carried[name] = edge.codecs["png"].decode(png.payloads, 6)
         cloud_decodes = edge.codecs["neural"].decode(neural.payloads, 6)
         np.testing.assert_array_equal(png.perturbed, neural.perturbed)  # the same x' either way

@@ -23,7 +23,7 @@ from PIL import Image
 from pmc2.cloud_server.app import create_app as create_cloud_app
 from pmc2.cloud_server.config import CloudConfig
 from pmc2.serving.local_stack import free_port
-from pmc2.edge_server.app import create_app as create_edge_app
+from pmc2.edge_server.app import create_app as create_edge_app, open_edge_bundle
 from pmc2.edge_server.config import EdgeConfig
 from pmc2.export.pairs import PAIRS
 from pmc2.mobile_client.modes import Phone
@@ -33,7 +33,7 @@ from pmc2.runtime.image_decoding import decode_image
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.pipeline import classify, perturb, preprocess
-from pmc2.runtime.protection import Protector
+from pmc2.runtime.protection import Protector, UnknownProtector, bundle_protectors
 from pmc2.runtime.sessions import SessionSettings
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
 from pmc2.serving.dev_certs import create_dev_certificates
@@ -86,30 +86,33 @@ async def client(certificates):
 
 
 async def post_edge(client, edge, body: bytes, content_type: str = "image/jpeg", codec: str | None = None,
-                    token: str | None = TOKEN) -> tuple[int, dict, aiohttp.ClientResponse]:
+                    token: str | None = TOKEN, protector: str | None = None) -> tuple[int, dict, aiohttp.ClientResponse]:
     headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
-    url = f"{edge.url}/v1/recognize" + (f"?codec={codec}" if codec else "")
-    async with client.post(url, data=body, headers=headers) as response:
+    query = {key: value for key, value in (("codec", codec), ("protector", protector)) if value}
+    async with client.post(f"{edge.url}/v1/recognize", params=query, data=body, headers=headers) as response:
         return response.status, await response.json(), response
 
 
-def runtime_labels(bundle: ModelBundle, pixels: np.ndarray, codec: str) -> np.ndarray:
-    """The labels the runtime computes in-process for phone JPEGs of ``pixels`` sent over ``codec``."""
-    protector = Protector(bundle)
+def runtime_labels(bundle: ModelBundle, pixels: np.ndarray, codec: str, protector: str = "perturbation") -> np.ndarray:
+    """The labels the runtime computes in-process for phone JPEGs of ``pixels`` protected by ``protector`` and
+    sent over ``codec``."""
+    protector = Protector(bundle, name=protector)
     perturbed = protector.perturb(np.stack([decode_image(jpeg(p)) for p in pixels]))
     reference = codec_named(codec).build(CodecContext(bundle, g_a=bundle.session("g_a"), g_s=bundle.session("g_s")))
     carried = protector.pixels_for_links(perturbed) if reference.carries_pixels else perturbed
     return classify(bundle.session("target"), reference.decode(reference.encode(carried), len(carried)))
 
 
+@pytest.mark.parametrize("protector", bundle_protectors(ModelBundle.open()))
 @pytest.mark.parametrize("codec", list(LINK_CODECS))
-async def test_edge_returns_the_labels_the_runtime_computes(client, edge, codec: str) -> None:
+async def test_edge_returns_the_labels_the_runtime_computes(client, edge, codec: str, protector: str) -> None:
     pixels = SAMPLE.images[:4]
-    expected = runtime_labels(ModelBundle.open(), pixels, codec)
+    expected = runtime_labels(ModelBundle.open(), pixels, codec, protector)
     for index, image in enumerate(pixels):
-        status, reply, response = await post_edge(client, edge, jpeg(image), codec=codec)
+        status, reply, response = await post_edge(client, edge, jpeg(image), codec=codec, protector=protector)
         assert status == 200, reply
         assert reply["labels"] == [int(expected[index])] and reply["codec"] == codec
+        assert reply["protector"] == protector
         assert reply["s2_bytes"][0] > 0
         assert "generation;dur=" in response.headers["Server-Timing"]
 
@@ -126,6 +129,16 @@ async def test_second_pair_is_served_from_its_own_bundle(certificates, client) -
                 status, reply, _ = await post_edge(client, edge, jpeg(image), codec="neural")
                 assert status == 200, reply
                 assert reply["labels"] == [int(expected[index])]
+            # this bundle holds no DAPter converter (it was trained against the default pair's target)
+            status, reply, _ = await post_edge(client, edge, jpeg(pixels[0]), protector="dapter")
+            assert status == 400 and "no model for protector 'dapter'" in reply["error"], reply
+
+
+def test_an_edge_refuses_to_start_with_a_protector_its_bundle_lacks(certificates) -> None:
+    config = edge_config(certificates, "https://localhost:1", models=PAIRS["compact_resnet"].onnx_models,
+                         protector="dapter")
+    with pytest.raises(UnknownProtector, match="has no model"):
+        open_edge_bundle(config)
 
 
 async def test_one_neural_stream_per_micro_batch(client, edge, cloud) -> None:
@@ -175,9 +188,10 @@ async def test_micro_batching_serves_concurrent_requests(client, edge) -> None:
     assert max(reply["batch_size"] for _, reply, _ in replies) > 1
 
 
-async def test_mobile_client_modes(certificates, edge, cloud) -> None:
+@pytest.mark.parametrize("protector", bundle_protectors(ModelBundle.open()))
+async def test_mobile_client_modes(certificates, edge, cloud, protector: str) -> None:
     bundle = ModelBundle.open()
-    phone = Phone(edge.url, cloud.url, TOKEN, 90, "neural", bundle)
+    phone = Phone(edge.url, cloud.url, TOKEN, 90, "neural", bundle, protector=protector)
     context = client_context(certificates.ca, certificates.edge_client, certificates.edge_client)
     for mode in ("pmc2", "pp-baseline", "unprotected"):
         records = await run_mode(phone, mode, SAMPLE, context, concurrency=4, progress=False)
@@ -304,6 +318,11 @@ async def test_bad_requests_get_a_json_4xx(client, edge, body, content_type, cod
     }.get(body, body) if isinstance(body, str) else body
     got_status, reply, _ = await post_edge(client, edge, body, content_type=content_type, codec=codec)
     assert got_status == status and message in reply["error"], reply
+
+
+async def test_an_unknown_protector_gets_a_json_400(client, edge) -> None:
+    status, reply, _ = await post_edge(client, edge, jpeg(SAMPLE.images[0]), protector="instahide")
+    assert status == 400 and "unknown protector 'instahide'" in reply["error"] and "dapter" in reply["error"], reply
 
 
 async def test_oversize_body_is_refused(client, certificates, cloud) -> None:
