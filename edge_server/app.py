@@ -24,7 +24,7 @@ from pmc2.runtime.image_decoding import decode_images
 from pmc2.runtime.link_codecs import PillowLink, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch, WireFormatError
-from pmc2.serving.http_common import METRICS, read_body, service_app
+from pmc2.serving.http_common import METRICS, read_body, server_timing, service_app
 
 
 def _client_payloads(content_type: str, body: bytes, max_images: int) -> list[bytes]:
@@ -36,16 +36,11 @@ def _client_payloads(content_type: str, body: bytes, max_images: int) -> list[by
     return batch.payloads
 
 
-def _server_timing(timings: dict[str, float]) -> str:
-    return ", ".join(f"{name};dur={value:.3f}" for name, value in timings.items())
-
-
 async def recognize_handler(request: web.Request) -> web.Response:
     start = time.perf_counter()
     config, state = request.app[CONFIG], request.app[STATE]
     require_token(request, config)
-    codec = codec_named(request.query.get("codec", config.codec)).name
-    protector = state.served_protector(request.query.get("protector", config.protector))
+    protector, codec = state.route(request.query.get("protector"), request.query.get("codec"))
     body = await read_body(request, (*IMAGE_TYPES, CONTENT_TYPE))
     payloads = _client_payloads(request.content_type, body, config.max_request_images)
     loop = asyncio.get_running_loop()
@@ -68,7 +63,7 @@ async def recognize_handler(request: web.Request) -> web.Response:
         "batch_size": results[0].batch_size,
         "timings_ms": timings,
     })
-    response.headers["Server-Timing"] = _server_timing(timings)
+    response.headers["Server-Timing"] = server_timing(timings)
     return response
 
 

@@ -1,14 +1,22 @@
-"""The edge's one long-lived HTTPS session to the cloud: timeouts, retry on connection errors only."""
+"""The edge's one long-lived HTTPS session to the cloud: timeouts, retry on connection errors only.
+
+    classify(EncodedBatch)  ──POST /v1/classify (application/x-pmc2)──▶ labels
+    facemix(.npy mixtures)  ──POST /v1/facemix (application/x-npy)────▶ the cloud part's outputs (FaceMix)
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
+import numpy as np
 
+from pmc2.runtime.tensor_payload import CONTENT_TYPE as NPY, TensorPayloadError, from_npy
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
+from pmc2.serving.http_common import parse_server_timing
 from pmc2.serving.tls import client_context
 
 
@@ -25,12 +33,13 @@ class CloudReply:
     labels: list[int]
     timings_ms: dict[str, float]
     round_trip_ms: float
+    outputs: np.ndarray | None = None  # FaceMix: the cloud part's outputs, still mixed
 
 
 class CloudLink:
     def __init__(self, url: str, ca, client_cert, timeout_s: float, connect_retries: int) -> None:
         ssl_context = client_context(ca, client_cert, client_cert) if ca else True
-        self.url = url.rstrip("/") + "/v1/classify"
+        self.url = url.rstrip("/")
         self.connect_retries = connect_retries
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=ssl_context, limit=64),
@@ -38,15 +47,35 @@ class CloudLink:
         )
 
     async def classify(self, batch: EncodedBatch) -> CloudReply:
-        body = batch.to_bytes()
+        async def read(response: aiohttp.ClientResponse) -> CloudReply:
+            reply = await response.json(content_type=None)
+            return CloudReply(reply["labels"], reply["timings_ms"], 0.0)
+
+        return await self._post("/v1/classify", batch.to_bytes(), CONTENT_TYPE, read)
+
+    async def facemix(self, body: bytes, count: int, output_shape: tuple[int, ...]) -> CloudReply:
+        """The cloud part's outputs (each of ``output_shape``) for ``count`` FaceMix mixtures in ``body``
+        (``runtime.tensor_payload``, float16 both ways)."""
+        async def read(response: aiohttp.ClientResponse) -> CloudReply:
+            outputs = from_npy(await response.read(), output_shape, count)
+            if len(outputs) != count:
+                raise TensorPayloadError(f"{len(outputs)} outputs for {count} mixtures")
+            return CloudReply([], parse_server_timing(response.headers.get("Server-Timing", "")), 0.0, outputs)
+
+        return await self._post("/v1/facemix", body, NPY, read)
+
+    async def _post(self, path: str, body: bytes, content_type: str,
+                    read: Callable[[aiohttp.ClientResponse], Awaitable[CloudReply]]) -> CloudReply:
         for attempt in range(self.connect_retries + 1):
             start = time.perf_counter()
             try:
-                async with self.session.post(self.url, data=body, headers={"Content-Type": CONTENT_TYPE}) as response:
-                    reply = await response.json(content_type=None)
+                async with self.session.post(self.url + path, data=body, headers={"Content-Type": content_type}) as response:
                     if response.status != 200:
+                        reply = await response.json(content_type=None)
                         raise CloudError(502, f"cloud answered {response.status}: {reply.get('error', reply)}")
-                    return CloudReply(reply["labels"], reply["timings_ms"], 1e3 * (time.perf_counter() - start))
+                    reply = await read(response)
+                reply.round_trip_ms = 1e3 * (time.perf_counter() - start)
+                return reply
             except aiohttp.ClientConnectorError as error:  # nothing was sent: safe to retry
                 if attempt == self.connect_retries:
                     raise CloudError(502, f"cloud unreachable: {error}") from error

@@ -28,7 +28,7 @@ from pmc2.runtime.image_decoding import decode_images
 from pmc2.runtime.link_codecs import LINK_CODECS, codec_named
 from pmc2.runtime.normalization import to_uint8_nhwc
 from pmc2.runtime.wire_format import EncodedBatch
-from pmc2.serving.http_common import read_body
+from pmc2.serving.http_common import RequestRejected, read_body
 
 SAMPLES = 8
 
@@ -69,6 +69,9 @@ def add_inspection_routes(app: web.Application) -> None:
         require_token(request, config)
         codec = codec_named(request.query.get("codec", config.codec)).name
         protector = state.served_protector(request.query.get("protector", config.protector))
+        if protector not in state.protection.protectors:
+            raise RequestRejected(400, f"the page shows what image protectors ({', '.join(state.protection.protectors)}) "
+                                       f"send; {protector!r} sends no image")
         body = await read_body(request, IMAGE_TYPES)
         loop = asyncio.get_running_loop()
         received = await loop.run_in_executor(state.executor, decode_images, [body], config.max_image_pixels,

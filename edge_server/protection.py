@@ -32,7 +32,7 @@ class EdgeProtector:
                  webp_quality: int | None) -> None:
         g_a, g_s = bundle.session("g_a", settings), bundle.session("g_s", settings)
         self.protectors = {name: Protector(bundle, settings, g_a=g_a, g_s=g_s, name=name)
-                           for name in bundle_protectors(bundle)}
+                           for name in bundle_protectors(bundle, "image")}
         context = CodecContext(bundle, g_a=g_a, g_s=g_s, jpeg_quality=jpeg_quality, webp_quality=webp_quality)
         self.codecs: dict[str, LinkCodec] = {name: codec.build(context) for name, codec in LINK_CODECS.items()}
 

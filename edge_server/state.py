@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -14,16 +15,20 @@ from pmc2.serving.batching import MicroBatcher
 from pmc2.edge_server.cloud_link import CloudLink, CloudReply
 from pmc2.edge_server.config import EdgeConfig
 from pmc2.edge_server.protection import EdgeProtector, ProtectedBatch
-from pmc2.runtime.link_codecs import LinkCodec
+from pmc2.runtime.facemix import FaceMixEdge
+from pmc2.runtime.link_codecs import LinkCodec, UnknownCodec, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.protection import UnknownProtector, bundle_protectors, protector_named
 from pmc2.runtime.secrets import fetch_secret
+from pmc2.runtime.tensor_payload import to_npy
 from pmc2.runtime.wire_format import EncodedBatch
 from pmc2.serving.http_common import RequestRejected
 
 IMAGE_TYPES = ("image/jpeg", "image/png")
 MODEL_SIZE = (32, 32)
 EDGE_MODELS = ("g_a", "g_s")  # and the model of every protector the bundle holds (runtime.protection)
+MIXED_FEATURES_LINK = "facemix-features"  # what FaceMix sends the cloud instead of a link codec's payloads
+FACEMIX_CHUNK = 64  # mixtures per cloud request: 64 × 32 KiB of float16 stays well inside the cloud's body limit
 
 
 @dataclass
@@ -46,19 +51,36 @@ class EdgeState:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-ort")
         self.cloud = CloudLink(config.cloud_url, config.cloud_ca, config.cloud_client_cert,
                                config.cloud_timeout_s, config.cloud_connect_retries)
-        self.batchers = {
-            (protector, name): MicroBatcher(self._processor(protector, codec), config.max_batch_size,
-                                            config.max_wait_ms, config.max_queued_images)
-            for protector in self.protection.protectors for name, codec in self.protection.codecs.items()
-        }
+        self.facemix = FaceMixEdge(bundle, config.sessions) if "facemix" in bundle_protectors(bundle, "split") else None
+        processors = {(protector, name): self._processor(protector, codec)
+                      for protector in self.protection.protectors for name, codec in self.protection.codecs.items()}
+        if self.facemix:
+            processors["facemix", MIXED_FEATURES_LINK] = self._facemix_processor
+        self.batchers = {key: MicroBatcher(process, config.max_batch_size, config.max_wait_ms, config.max_queued_images)
+                         for key, process in processors.items()}
+        self.links: dict[str, tuple[str, ...]] = {}  # protector -> what it can send the cloud
+        for protector, link in self.batchers:
+            self.links[protector] = (*self.links.get(protector, ()), link)
 
     def served_protector(self, name: str) -> str:
         """``name`` if this edge serves that protector; UnknownProtector (answered 400) otherwise."""
-        if name not in self.protection.protectors:
+        if name not in self.links:
             protector_named(name)
             raise UnknownProtector(f"this edge's model bundle has no model for protector {name!r}; "
-                                   f"it serves {', '.join(self.protection.protectors)}")
+                                   f"it serves {', '.join(self.links)}")
         return name
+
+    def route(self, protector: str | None, codec: str | None) -> tuple[str, str]:
+        """The (protector, link) a request asks for, the configured ones where it names none; a link the
+        protector cannot send is refused (UnknownCodec, answered 400)."""
+        protector = self.served_protector(protector or self.config.protector)
+        links = self.links[protector]
+        if codec is None:
+            return protector, self.config.codec if self.config.codec in links else links[0]
+        if codec not in links:
+            codec_named(codec)
+            raise UnknownCodec(f"protector {protector!r} sends {', '.join(links)}, not {codec!r}")
+        return protector, codec
 
     def _processor(self, protector: str, codec: LinkCodec):
         async def process(images) -> list[ImageResult]:
@@ -72,6 +94,32 @@ class EdgeState:
             return [ImageResult(label, size, len(images), timings) for label, size in zip(reply.labels, sizes, strict=True)]
 
         return process
+
+    async def _facemix_processor(self, images) -> list[ImageResult]:
+        """FaceMix: the batch in chunks of FACEMIX_CHUNK images, each mixed with fresh keys, sent and demixed."""
+        chunks = [images[start : start + FACEMIX_CHUNK] for start in range(0, len(images), FACEMIX_CHUNK)]
+        results = await asyncio.gather(*(self._facemix_chunk(chunk, len(images)) for chunk in chunks))
+        return [result for chunk in results for result in chunk]
+
+    async def _facemix_chunk(self, images, batch_size: int) -> list[ImageResult]:
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        mixed, keys = await loop.run_in_executor(self.executor, self.facemix.mixed_features, images)
+        generated = time.perf_counter()
+        body = to_npy(mixed)
+        encoded = time.perf_counter()
+        reply = await self.cloud.facemix(body, len(mixed), self.facemix.cloud_output_shape)
+        head_start = time.perf_counter()
+        labels = await loop.run_in_executor(self.executor, self.facemix.labels, reply.outputs, keys, len(images))
+        cloud = reply.timings_ms
+        timings = {
+            "generation": 1e3 * (generated - start), "compression": 1e3 * (encoded - generated),
+            "network_edge_cloud": max(0.0, reply.round_trip_ms - cloud["total_cloud"]),
+            "decompression": cloud["decompression"],
+            "recognition": cloud["recognition"] + 1e3 * (time.perf_counter() - head_start),  # cloud part + edge head
+            "other_cloud": cloud["other_cloud"],
+        }
+        return [ImageResult(int(label), len(body) / len(images), batch_size, timings) for label in labels]
 
     async def close(self) -> None:
         for batcher in self.batchers.values():
@@ -89,7 +137,7 @@ def open_edge_bundle(config: EdgeConfig) -> ModelBundle:
     if config.protector not in bundle_protectors(bundle):
         raise UnknownProtector(f"the edge's protector {config.protector!r} has no model in {config.models}; "
                                f"it holds {', '.join(bundle_protectors(bundle))}")
-    for name in (*EDGE_MODELS, *(protector_named(p).model for p in bundle_protectors(bundle))):
+    for name in (*EDGE_MODELS, *(model for p in bundle_protectors(bundle) for model in protector_named(p).edge_models)):
         bundle.model_bytes(name)
     bundle.entropy_tables()
     return bundle

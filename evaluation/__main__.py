@@ -15,6 +15,7 @@ from pmc2.mobile_client.run import run_all_modes
 from pmc2.bench.timing import cpu_model
 from pmc2.evaluation import plots
 from pmc2.evaluation.edge_cost import edge_ms_per_image
+from pmc2.evaluation.facemix import measure_facemix, write_facemix
 from pmc2.evaluation.markdown import render, render_before_after
 from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
 from pmc2.evaluation.measurements import (
@@ -70,6 +71,9 @@ def measure(args: argparse.Namespace) -> dict:
     latency = None
     if args.latency_images:
         latency = run_all_modes(data.subset(slice(0, args.latency_images)), phone_quality=args.phone_quality)
+    facemix = None
+    if DEFAULT_PAIR.facemix:
+        facemix = measure_facemix(args.data, args.limit, args.attacker_images if args.data else 0, args.phone_quality)
     privacy = None
     if args.attacker_images:
         if args.data is None:
@@ -83,7 +87,7 @@ def measure(args: argparse.Namespace) -> dict:
         "data": "bundled 500-image sample" if args.data is None else str(args.data),
         "images": len(data), "cpu": cpu_model(), "targets": targets, "latency": latency,
         "latency_images": args.latency_images,
-        "privacy_attacks": privacy,
+        "privacy_attacks": privacy, "facemix": facemix,
     }
 
 
@@ -104,6 +108,8 @@ def write_report(results: dict, out: Path, before: Path | None = None) -> None:
         plots.latency_breakdown(results["latency"], out / "latency.png")
     if results["privacy_attacks"]:
         write_grids(results["privacy_attacks"], out)
+    if results["facemix"]:
+        write_facemix(results["facemix"], out)
     serialisable = json.loads(json.dumps(results, default=dataclasses.asdict))
     report = render(results)
     before_results, before_privacy = recorded_before(before) if before else (None, None)

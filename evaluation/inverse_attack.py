@@ -12,10 +12,12 @@ to retrain), but its record of command, seed, data hash and training loss goes i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from pmc2.export.data import denormalize, normalize
@@ -28,12 +30,27 @@ class InverseAttackConfig(UNetTrainingConfig):
     """The defaults of ``UNetTrainingConfig``: 8 epochs of 128, AdamW at 2e-3, bf16."""
 
 
+class FeatureInverse(nn.Sequential):
+    """An inverse network for feature maps at half the image's resolution (FaceMix's mixtures): convolutions,
+    a ×2 upsampling, convolutions, a normalised image out."""
+
+    def __init__(self, channels: int, width: int = 32) -> None:
+        super().__init__(
+            nn.Conv2d(channels, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(width, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, 3, 3, padding=1),
+        )
+
+
 def train_inverse(views: torch.Tensor, originals: torch.Tensor, config: InverseAttackConfig,
-                  description: str = "inverse attack") -> tuple[PerturbationGenerator, list[float]]:
-    """A U-Net from [0, 1] views to [0, 1] originals (both NCHW); returns it and its loss per epoch."""
+                  description: str = "inverse attack", network: nn.Module | None = None,
+                  prepare: Callable[[torch.Tensor], torch.Tensor] = normalize) -> tuple[nn.Module, list[float]]:
+    """An inverse network (default: a U-Net) from views (``prepare``d: [0, 1] images are normalised) to [0, 1]
+    originals; returns it and its loss per epoch. Image views are flipped with their originals at random."""
     torch.manual_seed(config.seed)
     rng = torch.Generator().manual_seed(config.seed)
-    network = PerturbationGenerator(config.base_width).to(memory_format=torch.channels_last)
+    network = (network or PerturbationGenerator(config.base_width)).to(memory_format=torch.channels_last)
+    flips_with_the_image = views.shape[-1] == originals.shape[-1]
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(views) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -45,10 +62,10 @@ def train_inverse(views: torch.Tensor, originals: torch.Tensor, config: InverseA
         progress = tqdm(range(steps_per_epoch), desc=f"{description} epoch {epoch + 1}/{config.epochs}", leave=False)
         for step in progress:
             picked = order[step * config.batch_size : (step + 1) * config.batch_size]
-            flip = torch.rand(len(picked), generator=rng) < 0.5
+            flip = (torch.rand(len(picked), generator=rng) < 0.5) & flips_with_the_image
             view, original = (torch.where(flip.view(-1, 1, 1, 1), t[picked].flip(3), t[picked]) for t in (views, originals))
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                output = network(normalize(view).contiguous(memory_format=torch.channels_last))
+                output = network(prepare(view).contiguous(memory_format=torch.channels_last))
             loss = torch.nn.functional.mse_loss(denormalize(output.float()), original)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -61,8 +78,9 @@ def train_inverse(views: torch.Tensor, originals: torch.Tensor, config: InverseA
 
 
 @torch.inference_mode()
-def reconstruct(network: PerturbationGenerator, views: torch.Tensor, chunk: int = 500) -> torch.Tensor:
-    return torch.cat([denormalize(network(normalize(views[start : start + chunk]))).clamp(0, 1)
+def reconstruct(network: nn.Module, views: torch.Tensor, chunk: int = 500,
+                prepare: Callable[[torch.Tensor], torch.Tensor] = normalize) -> torch.Tensor:
+    return torch.cat([denormalize(network(prepare(views[start : start + chunk]))).clamp(0, 1)
                       for start in range(0, len(views), chunk)])
 
 

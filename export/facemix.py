@@ -8,23 +8,18 @@
 The cloud part is not linear, so demixing is exact only for a linear one; encryption-aware training (every
 forward pass mixes with fresh random orthogonal matrices, as FaceMix trains) teaches it to behave nearly
 linearly on mixtures. The layers are FastNet's (``fast_classifiers``), so the network trains with the same
-recipe: ``python export/train_classifier.py --model facemix_fastnet``.
+recipe: ``python export/train_classifier.py --model facemix_fastnet``. ``export/to_onnx.py`` writes its three
+parts as separate models (``facemix_edge``, ``facemix_cloud``, ``facemix_head``); ``runtime/facemix.py`` runs them.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from pmc2.export.fast_classifiers import FastNet
-
-GROUP_SIZE = 4  # images mixed together (FaceMix's S_G)
-
-
-def random_orthogonal(size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A Haar-random orthogonal matrix (QR of a Gaussian matrix, signs fixed by R's diagonal)."""
-    q, r = torch.linalg.qr(torch.randn(size, size, generator=generator))
-    return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+from pmc2.runtime.facemix import group_keys
 
 
 def mix(features: torch.Tensor, keys: list[torch.Tensor]) -> torch.Tensor:
@@ -38,10 +33,9 @@ def demix(outputs: torch.Tensor, keys: list[torch.Tensor]) -> torch.Tensor:
     return mix(outputs, [key.T for key in keys])
 
 
-def group_keys(count: int, group_size: int = GROUP_SIZE, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-    """Fresh keys for ``count`` images in groups of ``group_size`` (the last group may be smaller)."""
-    sizes = [group_size] * (count // group_size) + ([count % group_size] if count % group_size else [])
-    return [random_orthogonal(size, generator) for size in sizes]
+def fresh_keys(count: int, rng: np.random.Generator | None = None) -> list[torch.Tensor]:
+    """The runtime's keys (``runtime.facemix.group_keys``) for ``count`` images, as tensors."""
+    return [torch.from_numpy(key) for key in group_keys(count, rng or np.random.default_rng())]
 
 
 class FaceMixFastNet(FastNet):
@@ -58,5 +52,24 @@ class FaceMixFastNet(FastNet):
         return self.head(features) * self.logit_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        keys = group_keys(len(x))
+        keys = fresh_keys(len(x))
         return self.edge_logits(demix(self.cloud_features(mix(self.edge_features(x), keys)), keys))
+
+
+# The three ONNX models of the split (export/to_onnx.py): part name -> (method, input, output, example shape)
+SPLIT_PARTS: dict[str, tuple[str, str, str, tuple[int, ...]]] = {
+    "edge": ("edge_features", "images", "features", (1, 3, 32, 32)),
+    "cloud": ("cloud_features", "mixed", "mixed_outputs", (1, 64, 16, 16)),
+    "head": ("edge_logits", "demixed", "logits", (1, 256)),
+}
+
+
+class FaceMixPart(nn.Module):
+    """One part of a trained FaceMixFastNet (``SPLIT_PARTS``) as a module of its own, for export."""
+
+    def __init__(self, model: FaceMixFastNet, part: str) -> None:
+        super().__init__()
+        self.model, self.method = model.eval(), SPLIT_PARTS[part][0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model, self.method)(x)

@@ -1,7 +1,7 @@
 """ORT-vs-torch parity of the exported models and of the neural codec's bitstreams.
 
-Checks: max |ORT − torch| ≤ 1e-4 for every protector (generator, DAPter converter) and classifier, and
-identical argmax for the classifiers; the runtime's rANS streams byte-identical to CompressAI's compress()
+Checks: max |ORT − torch| ≤ 1e-4 for every protector (generator, DAPter converter), classifier and part of
+FaceMix's split model (with the same keys), and identical argmax for the classifiers; the runtime's rANS streams byte-identical to CompressAI's compress()
 for the same latent; each side decodes the other's streams to the same ŷ; end-to-end stream differences
 only where ORT's g_a puts a latent value within FLIP_BOUNDARY of a rounding boundary.
 """
@@ -20,6 +20,7 @@ from pmc2.export.compressor import load_compressor
 from pmc2.export.generator import PixelOutput, load_generator
 from pmc2.export.pairs import ModelPair
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
+from pmc2.runtime.facemix import demix, group_keys, mix
 from pmc2.runtime.model_bundle import ModelBundle, run_single_output
 from pmc2.runtime.normalization import CIFAR10_STD, denormalize, normalize
 from pmc2.runtime.neural_codec import NeuralCodec
@@ -132,6 +133,25 @@ def _compare_codec(bundle: ModelBundle, compressor, images_unit: np.ndarray, rep
     report.max_abs_difference["g_s"] = float(np.abs(codec.synthesise(reference_by_ours) - expected_x_hat).max())
 
 
+@torch.inference_mode()
+def _compare_facemix(bundle: ModelBundle, checkpoint: Path, images: np.ndarray, report: ParityReport) -> None:
+    """FaceMix's three ONNX parts against torch's, fed the same inputs (mixed with the same keys)."""
+    model = load_classifier(checkpoint)
+    keys = group_keys(len(images), np.random.default_rng(0))
+    features = model.edge_features(torch.from_numpy(images)).numpy()
+    mixed = mix(features, keys)
+    cloud_outputs = model.cloud_features(torch.from_numpy(mixed)).numpy()
+    demixed = demix(cloud_outputs, keys)
+    logits = model.edge_logits(torch.from_numpy(demixed)).numpy()
+    expected = {"facemix_edge": (images, features), "facemix_cloud": (mixed, cloud_outputs),
+                "facemix_head": (demixed, logits)}
+    for name, (inputs, output) in expected.items():
+        got = run_single_output(bundle.session(name), inputs)
+        report.max_abs_difference[name] = max(report.max_abs_difference.get(name, 0.0), float(np.abs(got - output).max()))
+    report.argmax_mismatches["facemix_head"] = report.argmax_mismatches.get("facemix_head", 0) + int(
+        (got.argmax(1) != logits.argmax(1)).sum())
+
+
 def _pixel_output(checkpoint: Path) -> PixelOutput:
     return PixelOutput(load_generator(checkpoint))
 
@@ -151,6 +171,9 @@ def check_parity(pair: ModelPair, folder: Path, selected: tuple[str, ...],
         _compare_networks(bundle, torch_models, images[start : start + 500], report)
         for start in range(0, len(images), 500)
     ])
+    if pair.facemix and "facemix_edge" in selected:
+        for start in range(0, len(images), 500):
+            _compare_facemix(bundle, pair.facemix, images[start : start + 500], report)
     if {"g_a", "g_s"} <= set(selected):
         _compare_codec(bundle, load_compressor(pair.compressor), perturbed_unit, report)
     return report

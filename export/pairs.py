@@ -26,13 +26,14 @@ class ModelPair:
     compressor: Path
     onnx_models: Path
     other_protectors: tuple[tuple[str, Path], ...] = ()  # (protector, checkpoint) in the generator's slot
+    facemix: Path | None = None  # FaceMix's split classifier (export/facemix.py), exported beside this pair's models
     protector: str = DEFAULT_PROTECTOR  # what ``generator`` is (runtime.protection)
 
     def with_protector(self, protector: str) -> "ModelPair":
         """This pair with ``protector``'s model in the generator's slot (same target, aux and compressor)."""
         checkpoint = dict(self.other_protectors)[protector]
         return replace(self, name=f"{self.name}+{protector}", generator=checkpoint, other_protectors=(),
-                       protector=protector)
+                       protector=protector, facemix=None)
 
     def with_every_protector(self) -> list["ModelPair"]:
         """This pair, then this pair with each of its other protectors in the generator's slot."""
@@ -52,5 +53,6 @@ def _second_pair(target: str, aux: str) -> ModelPair:
 
 DEFAULT_PAIR = ModelPair("fastnet", CHECKPOINTS / "fastnet.pt", CHECKPOINTS / "compact_resnet.pt",
                          CHECKPOINTS / "generator.pt", CHECKPOINTS / "compressor.pt", ONNX_MODELS,
-                         (("dapter", CHECKPOINTS / "protectors" / "dapter" / "generator.pt"),))
+                         (("dapter", CHECKPOINTS / "protectors" / "dapter" / "generator.pt"),),
+                         facemix=CHECKPOINTS / "protectors" / "facemix" / "facemix_fastnet.pt")
 PAIRS: dict[str, ModelPair] = {pair.name: pair for pair in (DEFAULT_PAIR, _second_pair("compact_resnet", "fastnet"))}

@@ -32,15 +32,17 @@ from torch import nn
 
 from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import entropy_tables, load_compressor
+from pmc2.export.facemix import SPLIT_PARTS, FaceMixPart
 from pmc2.export.generator import PixelOutput, load_generator
 from pmc2.export.onnx_parity import check_parity
 from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.export.records import sha256_file
-from pmc2.runtime.cifar10 import CLASSES
-from pmc2.runtime.paths import REPO_ROOT
+from pmc2.runtime.cifar10 import CLASSES, load_split
+from pmc2.runtime.paths import REPO_ROOT, SHARED_DATA
 from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
 
 OPSET = 17
+DECOYS = 128  # public images the FaceMix edge mixes into a batch's last group
 MODELS = ("generator", "g_a", "g_s", "target", "aux")
 MANIFEST_VERSION = 1
 
@@ -151,6 +153,18 @@ def _protector_module(checkpoint: Path) -> tuple[nn.Module, str, str, torch.Tens
     return PixelOutput(load_generator(checkpoint)), "images", "perturbed", torch.zeros(1, 3, 32, 32)
 
 
+def _facemix_module(checkpoint: Path, part: str) -> tuple[nn.Module, str, str, torch.Tensor]:
+    _, input_name, output_name, shape = SPLIT_PARTS[part]
+    return FaceMixPart(load_classifier(checkpoint), part), input_name, output_name, torch.zeros(shape)
+
+
+def _write_decoys(path: Path) -> dict:
+    """FaceMix's decoys: the first DECOYS public CIFAR-10 training images, as .npy (byte-for-byte reproducible)."""
+    np.save(path, load_split(SHARED_DATA, "train").images[:DECOYS], allow_pickle=False)
+    return {"file": path.name, "sha256": sha256_file(path), "images": DECOYS,
+            "source": f"the first {DECOYS} CIFAR-10 training images (public)"}
+
+
 def _link_image(checkpoint: Path) -> str:
     """What the pixel links carry behind the protector in ``checkpoint`` (runtime.protection)."""
     return torch.load(checkpoint, weights_only=False).get("link_image", "perturbed")
@@ -166,8 +180,9 @@ def _shared_classifier_entry(bundle: Path, checkpoint: Path, out: Path) -> dict:
 
 
 def pair_models(pair: ModelPair) -> tuple[str, ...]:
-    """Every model of ``pair``'s bundle: the five of every pair and its other protectors."""
-    return (*MODELS, *dict(pair.other_protectors))
+    """Every model of ``pair``'s bundle: the five of every pair, its other protectors and FaceMix's parts."""
+    facemix = tuple(f"facemix_{part}" for part in SPLIT_PARTS) if pair.facemix else ()
+    return (*MODELS, *dict(pair.other_protectors), *facemix)
 
 
 def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ...] | None = None,
@@ -179,11 +194,14 @@ def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ..
     out, selected = out or pair.onnx_models, selected or pair_models(pair)
     out.mkdir(parents=True, exist_ok=True)
     protectors = {"generator": pair.generator, **dict(pair.other_protectors)}  # image-to-image, generator's slot
-    sources = {**protectors, "g_a": pair.compressor, "g_s": pair.compressor, "target": pair.target, "aux": pair.aux}
+    facemix_parts = {f"facemix_{part}": part for part in SPLIT_PARTS} if pair.facemix else {}
+    sources = {**protectors, "g_a": pair.compressor, "g_s": pair.compressor, "target": pair.target, "aux": pair.aux,
+               **dict.fromkeys(facemix_parts, pair.facemix)}
     compressor = load_compressor(pair.compressor) if {"g_a", "g_s"} & set(selected) else None
     latent_channels = compressor.entropy_bottleneck.channels if compressor else None
     modules = {
         **{name: functools.partial(_protector_module, checkpoint) for name, checkpoint in protectors.items()},
+        **{name: functools.partial(_facemix_module, pair.facemix, part) for name, part in facemix_parts.items()},
         "g_a": lambda: (exportable_transform(compressor.g_a), "images", "latent", torch.zeros(1, 3, 32, 32)),
         "g_s": lambda: (Synthesis(compressor.g_s), "latent", "images", torch.zeros(1, latent_channels, 2, 2)),
         "target": lambda: (load_classifier(pair.target), "images", "logits", torch.zeros(1, 3, 32, 32)),
@@ -210,8 +228,10 @@ def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ..
         models[name] = {
             "file": f"{name}.onnx", "sha256": hashlib.sha256(model_bytes).hexdigest(),
             **io_description(model_bytes),
-            "input_space": {"g_a": "unit", "g_s": "latent"}.get(name, "normalized"),
-            "output_space": "unit" if name in protectors else {"g_a": "latent", "g_s": "unit"}.get(name, "logits"),
+            "input_space": {"g_a": "unit", "g_s": "latent", "facemix_cloud": "mixed features",
+                            "facemix_head": "demixed features"}.get(name, "normalized"),
+            "output_space": "unit" if name in protectors else {
+                "g_a": "latent", "g_s": "unit", "facemix_edge": "features", "facemix_cloud": "mixed features"}.get(name, "logits"),
             "weights_storage": "float16 where exact, cast to float32 on load",
             "checkpoint": checkpoint_provenance(sources[name]),
         }
@@ -229,6 +249,8 @@ def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ..
             "channels": tables.channels, "latent_size": [2, 2], "precision_bits": 16,
             "checkpoint": checkpoint_provenance(pair.compressor),
         }
+    if facemix_parts.keys() & set(selected):
+        manifest["facemix_decoys"] = _write_decoys(out / "facemix_decoys.npy")
     manifest["link_image"] = _link_image(pair.generator)
     manifest["exporter"] = {"torch": torch.__version__.split("+")[0], "onnx": onnx.__version__}
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

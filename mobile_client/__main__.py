@@ -30,7 +30,8 @@ def main() -> None:
     parser.add_argument("--cloud-url", default="https://localhost:8443")
     parser.add_argument("--ca", type=Path, required=True, help="CA that signed the servers' certificates")
     parser.add_argument("--token-env", default="PMC2_EDGE_TOKEN")
-    parser.add_argument("--edge-codec", choices=tuple(LINK_CODECS), default=DEFAULT_CODEC)
+    parser.add_argument("--edge-codec", choices=tuple(LINK_CODECS), default=None,
+                        help=f"edge→cloud link (default: the edge's; {DEFAULT_CODEC} for an image protector)")
     parser.add_argument("--protector", choices=tuple(PROTECTORS), default=DEFAULT_PROTECTOR,
                         help="what protects the image: run by the edge (pmc2) or by the phone (pp-baseline)")
     parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality on the phone (S1)")

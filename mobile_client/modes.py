@@ -63,15 +63,17 @@ class Phone:
     """One simulated phone: knows the edge and cloud URLs and, for pp-baseline, holds the generator."""
 
     def __init__(self, edge_url: str, cloud_url: str, token: str | None, jpeg_quality: int,
-                 edge_codec: str, bundle: ModelBundle | None = None, direct_codec: str = PngLink.name,
+                 edge_codec: str | None, bundle: ModelBundle | None = None, direct_codec: str = PngLink.name,
                  protector: str = DEFAULT_PROTECTOR) -> None:
-        """``direct_codec``: the link codec of the modes that upload straight to the cloud (lossless PNG, as MMSys'22)."""
-        query = urlencode({"codec": edge_codec, "protector": protector_named(protector).name})
+        """``edge_codec``: the edge→cloud link codec (None: the edge's choice for the protector);
+        ``direct_codec``: the link codec of the modes that upload straight to the cloud (lossless PNG, as MMSys'22)."""
+        query = urlencode({"protector": protector_named(protector).name, **({"codec": edge_codec} if edge_codec else {})})
         self.edge_url = f"{edge_url.rstrip('/')}/v1/recognize?{query}"
         self.cloud_url = f"{cloud_url.rstrip('/')}/v1/classify"
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.jpeg_quality = jpeg_quality
-        self.protector = Protector(bundle, name=protector) if bundle is not None else None
+        image_protector = bundle is not None and protector_named(protector).kind == "image"
+        self.protector = Protector(bundle, name=protector) if image_protector else None
         self.direct = codec_named(direct_codec).build(CodecContext())
 
     async def pmc2(self, session: aiohttp.ClientSession, pixels: np.ndarray, record: ImageRecord) -> None:
@@ -111,7 +113,8 @@ class Phone:
 
     async def pp_baseline(self, session: aiohttp.ClientSession, pixels: np.ndarray, record: ImageRecord) -> None:
         if self.protector is None:
-            raise RuntimeError("pp-baseline needs the protector's model: give the Phone a model bundle")
+            raise RuntimeError("pp-baseline runs an image protector on the phone: give the Phone a model bundle "
+                               "and an image protector")
         start = time.perf_counter()
         perturbed = self.protector.pixels_for_links(self.protector.perturb(pixels[None]))
         await self._direct_to_cloud(session, perturbed, record, 1e3 * (time.perf_counter() - start), start)

@@ -15,21 +15,26 @@ from tqdm import tqdm
 
 from pmc2.mobile_client.modes import STAGES, ImageRecord, Phone
 from pmc2.runtime.cifar10 import CLASSES, LabelledImages
-from pmc2.runtime.link_codecs import DEFAULT_CODEC, LINK_CODECS
+from pmc2.runtime.link_codecs import LINK_CODECS
 from pmc2.runtime.model_bundle import ModelBundle
-from pmc2.runtime.protection import DEFAULT_PROTECTOR, bundle_protectors
+from pmc2.runtime.protection import DEFAULT_PROTECTOR, bundle_protectors, protector_named
 from pmc2.serving.local_stack import local_stack
 
 
 def runs(protectors: tuple[str, ...]) -> list[tuple[str, str | None, str]]:
-    """(mode, codec, protector) of every run: PMC² once per protector and edge→cloud link codec, pp-baseline
-    once per protector, unprotected once."""
-    return [*(("pmc2", codec, protector) for protector in protectors for codec in LINK_CODECS),
-            *(("pp-baseline", None, protector) for protector in protectors), ("unprotected", None, DEFAULT_PROTECTOR)]
+    """(mode, codec, protector) of every run: PMC² once per image protector and edge→cloud link codec, and once
+    per split protector (FaceMix sends its own mixtures: codec None); pp-baseline once per image protector;
+    unprotected once."""
+    image = [name for name in protectors if protector_named(name).kind == "image"]
+    split = [name for name in protectors if protector_named(name).kind == "split"]
+    return [*(("pmc2", codec, protector) for protector in image for codec in LINK_CODECS),
+            *(("pmc2", None, protector) for protector in split),
+            *(("pp-baseline", None, protector) for protector in image), ("unprotected", None, DEFAULT_PROTECTOR)]
 
 
 def run_name(mode: str, codec: str | None, protector: str) -> str:
-    """"pmc2/neural" for the default protector, "pmc2+dapter/neural" for another; no codec for the direct modes."""
+    """"pmc2/neural" for the default protector, "pmc2+dapter/neural" for another; no codec where the run
+    names none (the direct modes, FaceMix)."""
     name = mode if protector == DEFAULT_PROTECTOR or mode == "unprotected" else f"{mode}+{protector}"
     return f"{name}/{codec}" if codec else name
 
@@ -70,8 +75,7 @@ def run_all_modes(data: LabelledImages, concurrency: int = 1, phone_quality: int
     summaries = {}
     with tempfile.TemporaryDirectory() as workdir, local_stack(Path(workdir), mutual_tls=False) as stack:
         for mode, codec, protector in runs(protectors or bundle_protectors(bundle)):
-            phone = Phone(stack.edge_url, stack.cloud_url, stack.token, phone_quality, codec or DEFAULT_CODEC, bundle,
-                          protector=protector)
+            phone = Phone(stack.edge_url, stack.cloud_url, stack.token, phone_quality, codec, bundle, protector=protector)
             records = asyncio.run(run_mode(phone, mode, data, stack.client_ssl(), concurrency))
             summaries[run_name(mode, codec, protector)] = summarize(records)
     return summaries

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,11 @@ class ModelBundle:
         self._verified_bytes(entry)
         return EntropyTables.load(self.folder / entry["file"])
 
+    def facemix_decoys(self) -> np.ndarray:
+        """The public uint8 images FaceMix mixes into a batch's last group (``runtime.facemix``)."""
+        entry = self.manifest["facemix_decoys"]
+        return np.load(io.BytesIO(self._verified_bytes(entry)), allow_pickle=False)
+
     @property
     def link_image(self) -> str:
         """What the pixel links carry behind the generator: "perturbed" (x') or "decoded" (the edge's decode x̂)."""
@@ -99,8 +105,9 @@ class ModelBundle:
         """Check every file listed in the manifest; raises ModelIntegrityError on the first mismatch."""
         for name in self.manifest["models"]:
             self.model_bytes(name)
-        if "entropy_tables" in self.manifest:
-            self._verified_bytes(self.manifest["entropy_tables"])
+        for entry in ("entropy_tables", "facemix_decoys"):
+            if entry in self.manifest:
+                self._verified_bytes(self.manifest[entry])
 
 
 def run_single_output(session, inputs: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pmc2.runtime.image_decoding import ImageError
 from pmc2.runtime.link_codecs import CorruptBitstream, UnknownCodec
 from pmc2.runtime.protection import UnknownProtector
+from pmc2.runtime.tensor_payload import TensorPayloadError
 from pmc2.runtime.wire_format import WireFormatError
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,21 @@ class ServiceMetrics:
                                  registry=self.registry)
 
 
+def server_timing(timings: dict[str, float]) -> str:
+    """A Server-Timing header value: ``name;dur=ms`` per stage."""
+    return ", ".join(f"{name};dur={value:.3f}" for name, value in timings.items())
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """``server_timing``'s inverse (stages without a duration are left out)."""
+    timings = {}
+    for entry in filter(None, (part.strip() for part in header.split(","))):
+        name, _, duration = entry.partition(";dur=")
+        if duration:
+            timings[name] = float(duration)
+    return timings
+
+
 def json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message, "status": status}, status=status)
 
@@ -54,6 +70,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     WireFormatError: 400,
     UnknownCodec: 400,
     UnknownProtector: 400,
+    TensorPayloadError: 400,
     ImageError: 422,
     CorruptBitstream: 422,
 }

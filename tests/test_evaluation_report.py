@@ -39,31 +39,36 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_report_files_and_sections(report: Path) -> None:
-    grids = [f"privacy_grid_{name}.png" for name in PAIRS]
+    grids = [f"privacy_grid_{variant.name}.png" for pair in PAIRS.values() for variant in pair.with_every_protector()]
     for name in ("report.md", "results.json", "rate_accuracy.png", "latency.png", *grids):
         assert (report / name).stat().st_size > 0, name
     text = (report / "report.md").read_text()
     for heading in ("Bandwidth and accuracy", "Batched bitstreams", "chroma subsampling", "Rate–accuracy", "Privacy",
-                    "Latency through the real servers", "Before → after"):
+                    "Protectors compared", "Latency through the real servers", "Before → after"):
         assert heading in text
 
 
 def test_report_numbers_are_consistent(report: Path) -> None:
     results = json.loads((report / "results.json").read_text())
     assert results["images"] == 60
-    assert [target["pair"] for target in results["targets"]] == list(PAIRS)
+    variants = [variant for pair in PAIRS.values() for variant in pair.with_every_protector()]
+    assert [(target["pair"], target["protector"]) for target in results["targets"]] == [
+        (variant.name, variant.protector) for variant in variants]
+    assert ("fastnet+dapter", "dapter") in [(variant.name, variant.protector) for variant in variants]
     default = results["targets"][0]
     qualities = [r["settings"]["jpeg_quality"] for r in default["jpeg_sweep"]]
     assert qualities == list(range(50, 101))
     for target in results["targets"]:
         assert 50 <= target["jpeg_auto"]["settings"]["jpeg_quality"] <= 100
         assert target["webp"]["accuracy"] == pytest.approx(target["png"]["accuracy"])  # both lossless
+        costs = target["edge_ms_per_image"]
+        assert set(costs) == {"png", "jpeg", "webp", "neural", "neural-batch"} and min(costs.values()) > 0
         for neural in target["neural"]:
             batched = neural["batched_bytes"]
             # one stream per batch saves the per-stream flush and cannot beat the entropy model's ideal size
             assert neural["ideal_bytes_mean"] - 0.5 <= batched["256"] <= batched["16"] <= neural["bytes_mean"]
     assert [neural["name"] for neural in default["neural"]] == ["shipped"]
-    assert {"pmc2/neural", "pp-baseline"} <= set(results["latency"])
+    assert {"pmc2/neural", "pp-baseline", "pmc2+dapter/png", "pp-baseline+dapter"} <= set(results["latency"])
     assert all(summary["errors"] == 0 for summary in results["latency"].values())
 
 

@@ -36,6 +36,9 @@ def test_manifest_describes_every_model_and_the_normalisation(pair: ModelPair) -
     for protector, checkpoint in pair.other_protectors:  # each in the generator's slot, with what its links carry
         assert manifest["models"][protector]["checkpoint"]["sha256"] == sha256_file(checkpoint)
         assert bundle.link_image_of(protector) == "perturbed" and manifest["models"][protector]["output_space"] == "unit"
+    for name in pair_models(pair):
+        if name.startswith("facemix_"):
+            assert manifest["models"][name]["checkpoint"]["sha256"] == sha256_file(pair.facemix), name
     assert manifest["normalization"]["mean"] == [0.4914, 0.4822, 0.4465]
     for entry in manifest["models"].values():
         assert entry["inputs"][0]["shape"][0] == "batch" and entry["inputs"][0]["dtype"] == "float32"
@@ -92,7 +95,8 @@ def test_reexport_reproduces_the_committed_files(pair: ModelPair, tmp_path: Path
     committed = json.loads((pair.onnx_models / "manifest.json").read_text())
     for name in pair_models(pair):
         assert fresh["models"][name]["sha256"] == committed["models"][name]["sha256"], name
-    assert fresh["entropy_tables"]["sha256"] == committed["entropy_tables"]["sha256"]
+    for entry in ("entropy_tables", "facemix_decoys"):
+        assert fresh.get(entry, {}).get("sha256") == committed.get(entry, {}).get("sha256"), entry
 
 
 @EVERY_PAIR

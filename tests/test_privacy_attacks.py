@@ -32,7 +32,10 @@ def test_every_attack_runs_end_to_end_and_is_reported(tiny_cifar: Path, tiny_jud
     config = PrivacyConfig(attacker_images=300, inverse=InverseAttackConfig(epochs=1, batch_size=64),
                            cache=tmp_path / "cache", judges=tiny_judges)
     privacy = measure_privacy(tiny_cifar, 60, config)
-    assert [pair["pair"] for pair in privacy["pairs"]] == list(PAIRS)
+    variants = {variant.name: variant for pair in PAIRS.values() for variant in pair.with_every_protector()}
+    assert [(pair["pair"], pair["protector"]) for pair in privacy["pairs"]] == [
+        (name, variant.protector) for name, variant in variants.items()]
+    assert "fastnet+dapter" in variants  # the other protectors face the same attacks
     for pair in privacy["pairs"]:
         assert set(pair["label_only"]["judges"]) == {"fastnet", "compact_resnet"}
         assert "bits beyond the cloud's label" in render_privacy({**privacy, "pairs": [pair]})
@@ -41,10 +44,10 @@ def test_every_attack_runs_end_to_end_and_is_reported(tiny_cifar: Path, tiny_jud
             assert set(result["two_choice"]) == {"inverse", "view"} and set(result["goals_met"]) >= {"attack_ssim", "aux", "judges_beyond_label"}
             # the view attacker recomputes the candidates' views with the known, deterministic models
             assert result["two_choice"]["view"] >= 50.0
-        if TrainedPipeline.load(PAIRS[pair["pair"]]).generator.link_image == "decoded":  # every link carries x̂: attacked once
+        if TrainedPipeline.load(variants[pair["pair"]]).generator.link_image == "decoded":  # every link carries x̂: attacked once
             assert pair["views"]["neural"]["same_as"] == "perturbed"
     write_grids(privacy, tmp_path)
-    assert all((tmp_path / f"privacy_attack_grid_{name}.png").stat().st_size > 0 for name in PAIRS)
+    assert all((tmp_path / f"privacy_attack_grid_{name}.png").stat().st_size > 0 for name in variants)
     text = render_privacy(privacy)
     assert "label-only baseline" in text and "two-choice" in text
     json.dumps(privacy)  # everything left is plain data

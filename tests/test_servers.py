@@ -75,7 +75,9 @@ def edge_config(certificates, cloud_url: str, **overrides) -> EdgeConfig:
 
 @pytest.fixture
 async def edge(certificates, cloud):
-    async with serve_tls(create_edge_app(edge_config(certificates, cloud.url)), certificates.edge) as server:
+    app = create_edge_app(edge_config(certificates, cloud.url))
+    async with serve_tls(app, certificates.edge) as server:
+        server.app = app
         yield server
 
 
@@ -103,7 +105,7 @@ def runtime_labels(bundle: ModelBundle, pixels: np.ndarray, codec: str, protecto
     return classify(bundle.session("target"), reference.decode(reference.encode(carried), len(carried)))
 
 
-@pytest.mark.parametrize("protector", bundle_protectors(ModelBundle.open()))
+@pytest.mark.parametrize("protector", bundle_protectors(ModelBundle.open(), "image"))
 @pytest.mark.parametrize("codec", list(LINK_CODECS))
 async def test_edge_returns_the_labels_the_runtime_computes(client, edge, codec: str, protector: str) -> None:
     pixels = SAMPLE.images[:4]
@@ -188,7 +190,7 @@ async def test_micro_batching_serves_concurrent_requests(client, edge) -> None:
     assert max(reply["batch_size"] for _, reply, _ in replies) > 1
 
 
-@pytest.mark.parametrize("protector", bundle_protectors(ModelBundle.open()))
+@pytest.mark.parametrize("protector", bundle_protectors(ModelBundle.open(), "image"))
 async def test_mobile_client_modes(certificates, edge, cloud, protector: str) -> None:
     bundle = ModelBundle.open()
     phone = Phone(edge.url, cloud.url, TOKEN, 90, "neural", bundle, protector=protector)

@@ -1,0 +1,242 @@
+"""FaceMix measured like the other protectors: accuracy, bytes on the wire, edge cost, and the same attacks on
+what its cloud receives — keyed mixtures of features, not images.
+
+    python -m pmc2.evaluation.facemix [--limit N]   → reports/evaluation/facemix.{json,md}, facemix_attack_grid.png
+
+    evaluation images ──phone JPEG──▶ edge features ──groups of 4, fresh orthogonal keys──▶ mixtures (float16 wire)
+        ──cloud part──▶ outputs (float16 wire) ──demix, head (edge)──▶ labels
+    public images ──the same, keys known to the attacker──▶ (mixture, original with the mixture's largest
+        coefficient) pairs ──▶ inverse network ──▶ reconstructions of the evaluation images' mixtures
+
+The attacker (Kerckhoffs) knows the FaceMix model and holds the public training images; the keys stay on the
+edge. Each mixture is scored against the original that dominates it, next to the label-only baseline (its
+class-mean image); the cloud itself never learns a label here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from pmc2.bench.timing import cpu_model
+from pmc2.evaluation import plots
+from pmc2.evaluation.image_similarity import similarity_summary
+from pmc2.evaluation.inverse_attack import FeatureInverse, InverseAttackConfig, reconstruct, train_inverse
+from pmc2.evaluation.judges import accuracy, load_judges
+from pmc2.evaluation.linkability import rank1_reidentification, same_class_partners, two_choice_success
+from pmc2.export.classifiers import load_classifier
+from pmc2.export.compressor import load_compressor
+from pmc2.export.data import as_tensors, class_mean_images, to_unit
+from pmc2.export.facemix import SPLIT_PARTS, FaceMixPart
+from pmc2.export.generator import load_generator
+from pmc2.export.pairs import DEFAULT_PAIR, ModelPair
+from pmc2.export.records import git_commit
+from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
+from pmc2.runtime.facemix import FaceMixCloud, FaceMixEdge
+from pmc2.runtime.image_codecs import through_phone_jpeg
+from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.paths import REPORTS, SHARED_DATA
+from pmc2.runtime.tensor_payload import from_npy, to_npy
+
+BATCH = 256  # the edge's largest micro-batch (a multiple of the group size: no decoys)
+GRID_IMAGES = 8
+
+
+class FaceMixLink:
+    """Edge and cloud parts of one bundle, with the float16 wire between them both ways."""
+
+    def __init__(self, bundle: ModelBundle, seed: int) -> None:
+        self.edge = FaceMixEdge(bundle, rng=np.random.default_rng(seed))
+        self.cloud = FaceMixCloud(bundle)
+
+    def mixtures(self, images_uint8: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], int]:
+        """What the cloud receives for one batch, as it receives it (float16-rounded), the keys, and its bytes."""
+        mixed, keys = self.edge.mixed_features(images_uint8)
+        body = to_npy(mixed)
+        return from_npy(body, mixed.shape[1:], len(mixed)), keys, len(body)
+
+    def labels(self, received: np.ndarray, keys: list[np.ndarray], images: int) -> np.ndarray:
+        outputs = to_npy(self.cloud.run(received))
+        return self.edge.labels(from_npy(outputs, self.edge.cloud_output_shape, len(received)), keys, images)
+
+
+def dominant_originals(keys: list[np.ndarray]) -> np.ndarray:
+    """For each mixture of a batch, the index (within the batch) of the image with the largest |coefficient|."""
+    starts = np.cumsum([0, *[len(key) for key in keys[:-1]]])
+    return np.concatenate([start + np.abs(key).argmax(1) for start, key in zip(starts, keys, strict=True)])
+
+
+def cloud_view(link: FaceMixLink, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """For all ``images_uint8`` in batches of BATCH: the mixtures the cloud receives that a real image (not a
+    decoy) dominates, the index of that image, the labels the edge ends with, and the bytes sent."""
+    mixtures, dominant, labels, sent = [], [], [], 0
+    for start in range(0, len(images_uint8), BATCH):
+        batch = images_uint8[start : start + BATCH]
+        received, keys, size = link.mixtures(batch)
+        owner = dominant_originals(keys)
+        mixtures.append(received[owner < len(batch)])
+        dominant.append(start + owner[owner < len(batch)])
+        labels.append(link.labels(received, keys, len(batch)))
+        sent += size
+    return np.concatenate(mixtures), np.concatenate(dominant), np.concatenate(labels), sent
+
+
+def edge_ms_per_image(link: FaceMixLink, images_uint8: np.ndarray, repeats: int = 3) -> float:
+    """Median ms/image of the edge's share at batch BATCH (fewer if there are fewer images): features, mixing,
+    float16 encoding, demixing, head."""
+    samples, size = [], min(BATCH, len(images_uint8))
+    for _ in range(repeats):
+        for start in range(0, len(images_uint8) - size + 1, size):
+            begin = time.perf_counter()
+            received, keys, _ = link.mixtures(images_uint8[start : start + size])
+            before_cloud = time.perf_counter() - begin
+            outputs = link.cloud.run(received)
+            begin = time.perf_counter()
+            link.edge.labels(outputs, keys, size)
+            samples.append(1e3 * (before_cloud + time.perf_counter() - begin) / size)
+    return statistics.median(samples)
+
+
+def gflops(module: torch.nn.Module, example: torch.Tensor) -> float:
+    """Floating-point operations of one forward pass (torch's counter: 2 per multiply-add), in GFLOPs."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module(example)
+    return counter.get_total_flops() / 1e9
+
+
+def edge_gflops(pair: ModelPair) -> dict[str, float]:
+    """Per image, what each protector costs the edge before the link: its model (and g_a for the neural link)."""
+    image = torch.zeros(1, 3, 32, 32)
+    g_a = gflops(load_compressor(pair.compressor).g_a, image)
+    model = load_classifier(pair.facemix)
+    return {
+        **{f"{name} + g_a": gflops(load_generator(path), image) + g_a
+           for name, path in (("perturbation", pair.generator), *pair.other_protectors)},
+        "facemix (edge part + head)": gflops(FaceMixPart(model, "edge"), image)
+        + gflops(FaceMixPart(model, "head"), torch.zeros(SPLIT_PARTS["head"][3])),
+    }
+
+
+def attack(link: FaceMixLink, evaluation: LabelledImages, public: LabelledImages, class_means: torch.Tensor,
+           config: InverseAttackConfig, phone_quality: int) -> dict:
+    """The inverse network trained on public mixtures, scored on the evaluation images' mixtures."""
+    public_view, public_dominant, _, _ = cloud_view(link, through_phone_jpeg(public.images, phone_quality))
+    public_originals = to_unit(torch.from_numpy(public.images).permute(0, 3, 1, 2))
+    network, losses = train_inverse(torch.from_numpy(public_view), public_originals[public_dominant], config,
+                                    "inverse attack on FaceMix mixtures", FeatureInverse(public_view.shape[1]),
+                                    prepare=lambda view: view)
+    view, dominant, _, _ = cloud_view(link, through_phone_jpeg(evaluation.images, phone_quality))
+    images, labels = as_tensors(evaluation)
+    originals, labels = to_unit(images)[dominant], labels[dominant]
+    reconstructed = reconstruct(network, torch.from_numpy(view), prepare=lambda view: view)
+    judges = load_judges()
+    label_only = class_means[labels]
+    rng = torch.Generator().manual_seed(0)
+    partners = same_class_partners(labels, rng)
+    return {
+        "inverse_attack": similarity_summary(reconstructed, originals),
+        "inverse_attack_train_mse_per_epoch": losses,
+        "label_only": {**similarity_summary(label_only, originals),
+                       "judges": {name: accuracy(judge, label_only, labels) for name, judge in judges.items()}},
+        "judges_on_reconstruction": {name: accuracy(judge, reconstructed, labels) for name, judge in judges.items()},
+        "two_choice_inverse": two_choice_success(reconstructed, originals, originals[partners]),
+        "rank1_of_1000_inverse": rank1_reidentification(reconstructed, originals, labels, public_originals,
+                                                       torch.from_numpy(public.labels.astype(np.int64)), generator=rng),
+        "_grid": {"dominant original": originals[:GRID_IMAGES], "inverse attack": reconstructed[:GRID_IMAGES],
+                  "label-only baseline": label_only[:GRID_IMAGES]},
+    }
+
+
+def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_quality: int = 90,
+                    pair: ModelPair = DEFAULT_PAIR, seed: int = 0) -> dict:
+    """Accuracy, bytes, edge cost and the attacks, on ``data``'s evaluation images."""
+    evaluation = load_evaluation(data)
+    if limit:
+        evaluation = evaluation.subset(slice(0, limit))
+    link = FaceMixLink(ModelBundle.open(pair.onnx_models), seed)
+    received = through_phone_jpeg(evaluation.images, phone_quality)
+    _, _, labels, sent = cloud_view(link, received)
+    lone = link.mixtures(received[:1])[2]  # one image alone: its group is filled up with decoys
+    results = {
+        "pair": pair.name, "target": pair.target.stem,  # the table FaceMix (its own split FastNet) is compared in
+        "evaluation_images": len(evaluation), "cpu": cpu_model(), "phone_quality": phone_quality,
+        "accuracy": 100.0 * float((labels == evaluation.labels).mean()),
+        "bytes_per_image": {"batch of 256": sent / len(evaluation), "one image": float(lone)},
+        "edge_ms_per_image": edge_ms_per_image(link, received[: 4 * BATCH]),
+        "edge_gflops_per_image": edge_gflops(pair),
+    }
+    if attacker_images:
+        public_all = load_split(data, "train")
+        public = public_all.subset(np.random.default_rng(seed).permutation(len(public_all))[:attacker_images])
+        class_means = class_mean_images(*as_tensors(public_all))
+        results["attacks"] = attack(link, evaluation, public, class_means, InverseAttackConfig(), phone_quality)
+    return results
+
+
+def render_facemix(results: dict) -> str:
+    """FaceMix's section of the report: one table of its numbers beside the label-only baseline."""
+    rows = [["accuracy (edge's labels)", f"{results['accuracy']:.2f}%"],
+            *[[f"bytes/image on the wire, {name}", f"{size:,.0f}"] for name, size in results["bytes_per_image"].items()],
+            [f"edge ms/image (batch {BATCH}, {results['cpu']})", f"{results['edge_ms_per_image']:.3f}"],
+            *[[f"edge GFLOPs/image: {name}", f"{value:.4f}"] for name, value in results["edge_gflops_per_image"].items()]]
+    if "attacks" in results:
+        attacks, baseline = results["attacks"], results["attacks"]["label_only"]
+        rows += [
+            ["inverse attack SSIM / PSNR dB (label-only baseline)",
+             f"{attacks['inverse_attack']['ssim']:.3f} / {attacks['inverse_attack']['psnr_db']:.2f} "
+             f"({baseline['ssim']:.3f} / {baseline['psnr_db']:.2f})"],
+            *[[f"judge {name} on the reconstructions (label-only baseline)",
+               f"{value:.1f}% ({baseline['judges'][name]:.1f}%)"] for name, value in attacks["judges_on_reconstruction"].items()],
+            ["two-choice linkability (inverse)", f"{attacks['two_choice_inverse']:.1f}%"],
+            ["rank-1 of 1,000 (inverse)", f"{attacks['rank1_of_1000_inverse']:.1f}%"],
+        ]
+    lines = ["| | FaceMix |", "|---|---|", *[f"| {name} | {value} |" for name, value in rows]]
+    return "\n\n".join([
+        "## FaceMix",
+        f"FaceMix's split FastNet (encryption-aware training) on {results['evaluation_images']} evaluation images "
+        f"after the phone's JPEG (q{results['phone_quality']}): the edge runs the stem and the first conv group, mixes "
+        "each group of four images' features with a fresh random orthogonal key, sends the mixtures as float16, and "
+        "demixes the cloud part's float16 outputs before its own head; the cloud never learns a label. The attacker "
+        "trains an inverse network on mixtures of public images (keys known to it there) and reconstructs the original "
+        "that dominates each evaluation mixture; the label-only baseline is that original's class-mean image. Edge "
+        "GFLOPs (2 per multiply-add) put FaceMix's edge share beside the image protectors' with g_a.",
+        "\n".join(lines),
+        "![FaceMix attack grid](facemix_attack_grid.png)" if "attacks" in results else "",
+    ])
+
+
+def write_facemix(results: dict, out: Path) -> None:
+    """facemix.json, facemix.md and the attack grid under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    grid = results.get("attacks", {}).pop("_grid", None)
+    if grid:
+        plots.image_grid({title: (rows.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+                          for title, rows in grid.items()}, out / "facemix_attack_grid.png")
+    (out / "facemix.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "facemix.md").write_text(render_facemix(results) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="CIFAR-10 folder (the attacker's public images too)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N evaluation images")
+    parser.add_argument("--attacker-images", type=int, default=20_000, help="public images the attack trains on (0: none)")
+    parser.add_argument("--out", type=Path, default=REPORTS / "evaluation")
+    args = parser.parse_args()
+    results = {"command": " ".join(["python -m pmc2.evaluation.facemix", *sys.argv[1:]]), "git_commit": git_commit(),
+               **measure_facemix(args.data, args.limit, args.attacker_images)}
+    write_facemix(results, args.out)
+    print(render_facemix(results))
+
+
+if __name__ == "__main__":
+    main()
