@@ -117,12 +117,13 @@ def format_summaries(rows: dict[str, dict]) -> str:
     def show(value, digits: int = 1) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
-    header = f"{'run':<22}{'acc %':>7}{'S1 B':>9}{'S2 B':>9}{'p50 ms':>8}{'p99 ms':>8}{'img/s':>8}{'err':>5}  stage medians (ms)"
+    width = max(len("run"), *map(len, rows)) + 2
+    header = f"{'run':<{width}}{'acc %':>7}{'S1 B':>9}{'S2 B':>11}{'p50 ms':>8}{'p99 ms':>8}{'img/s':>8}{'err':>5}  stage medians (ms)"
     lines = [header]
     for name, s in rows.items():
         stages = " ".join(f"{k}={v:.2f}" for k, v in s["stage_medians_ms"].items())
         lines.append(
-            f"{name:<22}{s['accuracy']:>7.2f}{show(s['s1_bytes_mean']):>9}{show(s['s2_bytes_mean'], 2):>9}"
+            f"{name:<{width}}{s['accuracy']:>7.2f}{show(s['s1_bytes_mean']):>9}{show(s['s2_bytes_mean'], 2):>11}"
             f"{show(s['latency_p50_ms']):>8}{show(s['latency_p99_ms']):>8}{show(s['throughput_images_per_s']):>8}"
             f"{s['errors']:>5}  {stages}"
         )
@@ -132,8 +133,9 @@ def format_summaries(rows: dict[str, dict]) -> str:
 def format_accuracy_by_class(rows: dict[str, dict]) -> str:
     """Accuracy per true class (by name), one column per run."""
     names = list(rows)
-    lines = [f"{'class':<12}" + "".join(f"{name:>16}" for name in names)]
+    width = max(16, *(len(name) + 2 for name in names))
+    lines = [f"{'class':<12}" + "".join(f"{name:>{width}}" for name in names)]
     for class_name in CLASSES:
         cells = [rows[name]["accuracy_by_class"].get(class_name) for name in names]
-        lines.append(f"{class_name:<12}" + "".join("-".rjust(16) if c is None else f"{c:>15.1f}%" for c in cells))
+        lines.append(f"{class_name:<12}" + "".join("-".rjust(width) if c is None else f"{c:>{width - 1}.1f}%" for c in cells))
     return "\n".join(lines)
