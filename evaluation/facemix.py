@@ -74,9 +74,11 @@ def dominant_originals(keys: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([start + np.abs(key).argmax(1) for start, key in zip(starts, keys, strict=True)])
 
 
-def cloud_view(link: FaceMixLink, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def cloud_view(link: FaceMixLink, images_uint8: np.ndarray,
+               classify: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
     """For all ``images_uint8`` in batches of BATCH: the mixtures the cloud receives that a real image (not a
-    decoy) dominates, the index of that image, the labels the edge ends with, and the bytes sent."""
+    decoy) dominates, the index of that image, the labels the edge ends with (``classify``: the cloud part and
+    the head run only then), and the bytes sent."""
     mixtures, dominant, labels, sent = [], [], [], 0
     for start in range(0, len(images_uint8), BATCH):
         batch = images_uint8[start : start + BATCH]
@@ -84,9 +86,10 @@ def cloud_view(link: FaceMixLink, images_uint8: np.ndarray) -> tuple[np.ndarray,
         owner = dominant_originals(keys)
         mixtures.append(received[owner < len(batch)])
         dominant.append(start + owner[owner < len(batch)])
-        labels.append(link.labels(received, keys, len(batch)))
+        if classify:
+            labels.append(link.labels(received, keys, len(batch)))
         sent += size
-    return np.concatenate(mixtures), np.concatenate(dominant), np.concatenate(labels), sent
+    return np.concatenate(mixtures), np.concatenate(dominant), np.concatenate(labels) if classify else None, sent
 
 
 def edge_ms_per_image(link: FaceMixLink, images_uint8: np.ndarray, repeats: int = 3) -> float:
@@ -164,7 +167,7 @@ def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_q
         evaluation = evaluation.subset(slice(0, limit))
     link = FaceMixLink(ModelBundle.open(pair.onnx_models), seed)
     received = through_phone_jpeg(evaluation.images, phone_quality)
-    _, _, labels, sent = cloud_view(link, received)
+    _, _, labels, sent = cloud_view(link, received, classify=True)
     lone = link.mixtures(received[:1])[2]  # one image alone: its group is filled up with decoys
     results = {
         "pair": pair.name, "target": pair.target.stem,  # the table FaceMix (its own split FastNet) is compared in
