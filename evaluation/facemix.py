@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pmc2.bench.timing import cpu_model
 from pmc2.evaluation import plots
+from pmc2.evaluation.edge_cost import median_ms_per_image
 from pmc2.evaluation.image_similarity import similarity_summary
 from pmc2.evaluation.inverse_attack import FeatureInverse, InverseAttackConfig, reconstruct, train_inverse
 from pmc2.evaluation.judges import accuracy, load_judges
@@ -95,17 +95,16 @@ def cloud_view(link: FaceMixLink, images_uint8: np.ndarray,
 def edge_ms_per_image(link: FaceMixLink, images_uint8: np.ndarray, repeats: int = 3) -> float:
     """Median ms/image of the edge's share at batch BATCH (fewer if there are fewer images): features, mixing,
     float16 encoding, demixing, head."""
-    samples, size = [], min(BATCH, len(images_uint8))
-    for _ in range(repeats):
-        for start in range(0, len(images_uint8) - size + 1, size):
-            begin = time.perf_counter()
-            received, keys, _ = link.mixtures(images_uint8[start : start + size])
-            before_cloud = time.perf_counter() - begin
-            outputs = link.cloud.run(received)
-            begin = time.perf_counter()
-            link.edge.labels(outputs, keys, size)
-            samples.append(1e3 * (before_cloud + time.perf_counter() - begin) / size)
-    return statistics.median(samples)
+    def batch_ms(batch: np.ndarray) -> float:
+        begin = time.perf_counter()
+        received, keys, _ = link.mixtures(batch)
+        before_cloud = time.perf_counter() - begin
+        outputs = link.cloud.run(received)
+        begin = time.perf_counter()
+        link.edge.labels(outputs, keys, len(batch))
+        return 1e3 * (before_cloud + time.perf_counter() - begin)
+
+    return median_ms_per_image(batch_ms, images_uint8, repeats, BATCH)
 
 
 def gflops(module: torch.nn.Module, example: torch.Tensor) -> float:
@@ -129,15 +128,15 @@ def edge_gflops(pair: ModelPair) -> dict[str, float]:
     }
 
 
-def attack(link: FaceMixLink, evaluation: LabelledImages, public: LabelledImages, class_means: torch.Tensor,
-           config: InverseAttackConfig, phone_quality: int) -> dict:
-    """The inverse network trained on public mixtures, scored on the evaluation images' mixtures."""
+def attack(link: FaceMixLink, evaluation: LabelledImages, view: np.ndarray, dominant: np.ndarray, public: LabelledImages,
+           class_means: torch.Tensor, config: InverseAttackConfig, phone_quality: int) -> dict:
+    """The inverse network trained on public mixtures, scored on the evaluation images' mixtures ``view``
+    (``cloud_view``: each dominated by the evaluation image ``dominant``)."""
     public_view, public_dominant, _, _ = cloud_view(link, through_phone_jpeg(public.images, phone_quality))
     public_originals = to_unit(torch.from_numpy(public.images).permute(0, 3, 1, 2))
     network, losses = train_inverse(torch.from_numpy(public_view), public_originals[public_dominant], config,
                                     "inverse attack on FaceMix mixtures", FeatureInverse(public_view.shape[1]),
                                     prepare=lambda view: view)
-    view, dominant, _, _ = cloud_view(link, through_phone_jpeg(evaluation.images, phone_quality))
     images, labels = as_tensors(evaluation)
     originals, labels = to_unit(images)[dominant], labels[dominant]
     reconstructed = reconstruct(network, torch.from_numpy(view), prepare=lambda view: view)
@@ -167,7 +166,7 @@ def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_q
         evaluation = evaluation.subset(slice(0, limit))
     link = FaceMixLink(ModelBundle.open(pair.onnx_models), seed)
     received = through_phone_jpeg(evaluation.images, phone_quality)
-    _, _, labels, sent = cloud_view(link, received, classify=True)
+    view, dominant, labels, sent = cloud_view(link, received, classify=True)  # one mixing pass for all numbers
     lone = link.mixtures(received[:1])[2]  # one image alone: its group is filled up with decoys
     results = {
         "pair": pair.name, "target": pair.target.stem,  # the table FaceMix (its own split FastNet) is compared in
@@ -181,7 +180,8 @@ def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_q
         public_all = load_split(data, "train")
         public = public_all.subset(np.random.default_rng(seed).permutation(len(public_all))[:attacker_images])
         class_means = class_mean_images(*as_tensors(public_all))
-        results["attacks"] = attack(link, evaluation, public, class_means, InverseAttackConfig(), phone_quality)
+        results["attacks"] = attack(link, evaluation, view, dominant, public, class_means, InverseAttackConfig(),
+                                    phone_quality)
     return results
 
 

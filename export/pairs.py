@@ -2,7 +2,7 @@
 
     pair ── target.pt, aux.pt (checkpoints/)
         ├── generator.pt, compressor.pt (checkpoints/ for the default pair, checkpoints/pairs/<name>/ otherwise)
-    ├── other protectors trained for the same target (checkpoints/protectors/<protector>/generator.pt)
+        ├── other protectors trained for the same target (<pair folder>/protectors/<protector>/generator.pt)
         └── ONNX bundle (onnx_models/ for the default pair, onnx_models/pairs/<name>/ otherwise)
 """
 
@@ -45,14 +45,19 @@ class ModelPair:
         return self.generator.parent / "evaluation.json"
 
 
+def _other_protectors(folder: Path) -> tuple[tuple[str, Path], ...]:
+    """DAPter's converter, trained for the pair whose checkpoints are in ``folder``."""
+    return (("dapter", folder / "protectors" / "dapter" / "generator.pt"),)
+
+
 def _second_pair(target: str, aux: str) -> ModelPair:
     folder = CHECKPOINTS / "pairs" / target
     return ModelPair(target, CHECKPOINTS / f"{target}.pt", CHECKPOINTS / f"{aux}.pt", folder / "generator.pt",
-                     folder / "compressor.pt", ONNX_MODELS / "pairs" / target)
+                     folder / "compressor.pt", ONNX_MODELS / "pairs" / target, _other_protectors(folder))
 
 
 DEFAULT_PAIR = ModelPair("fastnet", CHECKPOINTS / "fastnet.pt", CHECKPOINTS / "compact_resnet.pt",
                          CHECKPOINTS / "generator.pt", CHECKPOINTS / "compressor.pt", ONNX_MODELS,
-                         (("dapter", CHECKPOINTS / "protectors" / "dapter" / "generator.pt"),),
+                         _other_protectors(CHECKPOINTS),
                          facemix=CHECKPOINTS / "protectors" / "facemix" / "facemix_fastnet.pt")
 PAIRS: dict[str, ModelPair] = {pair.name: pair for pair in (DEFAULT_PAIR, _second_pair("compact_resnet", "fastnet"))}

@@ -121,24 +121,25 @@ async def test_edge_returns_the_labels_the_runtime_computes(client, edge, codec:
 
 async def test_second_pair_is_served_from_its_own_bundle(certificates, client) -> None:
     bundle_folder = PAIRS["compact_resnet"].onnx_models
-    pixels = SAMPLE.images[:6]
-    expected = runtime_labels(ModelBundle.open(bundle_folder), pixels, "neural")
+    bundle, pixels = ModelBundle.open(bundle_folder), SAMPLE.images[:6]
     cloud_app = create_cloud_app(CloudConfig(models=bundle_folder, sessions=SESSIONS))
     async with serve_tls(cloud_app, certificates.cloud, client_ca=certificates.ca) as cloud:
         edge_app = create_edge_app(edge_config(certificates, cloud.url, models=bundle_folder))
         async with serve_tls(edge_app, certificates.edge) as edge:
-            for index, image in enumerate(pixels):
-                status, reply, _ = await post_edge(client, edge, jpeg(image), codec="neural")
-                assert status == 200, reply
-                assert reply["labels"] == [int(expected[index])]
-            # this bundle holds no DAPter converter (it was trained against the default pair's target)
-            status, reply, _ = await post_edge(client, edge, jpeg(pixels[0]), protector="dapter")
-            assert status == 400 and "no model for protector 'dapter'" in reply["error"], reply
+            for protector, codec in (("perturbation", "neural"), ("dapter", "png")):  # DAPter trained for this target
+                expected = runtime_labels(bundle, pixels, codec, protector)
+                for index, image in enumerate(pixels):
+                    status, reply, _ = await post_edge(client, edge, jpeg(image), codec=codec, protector=protector)
+                    assert status == 200, reply
+                    assert reply["labels"] == [int(expected[index])]
+            # FaceMix's split model is exported with the default pair only
+            status, reply, _ = await post_edge(client, edge, jpeg(pixels[0]), protector="facemix")
+            assert status == 400 and "no model for protector 'facemix'" in reply["error"], reply
 
 
 def test_an_edge_refuses_to_start_with_a_protector_its_bundle_lacks(certificates) -> None:
     config = edge_config(certificates, "https://localhost:1", models=PAIRS["compact_resnet"].onnx_models,
-                         protector="dapter")
+                         protector="facemix")
     with pytest.raises(UnknownProtector, match="has no model"):
         open_edge_bundle(config)
 
