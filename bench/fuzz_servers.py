@@ -41,6 +41,7 @@ from pmc2.runtime.paths import REPORTS
 from pmc2.runtime.pipeline import classify
 from pmc2.runtime.protection import Protector
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
+from pmc2.value_ranges import positive_int
 
 GOOD_EVERY = 10
 PIXEL_CODECS = tuple(name for name, codec in LINK_CODECS.items() if issubclass(codec, PillowLink))
@@ -303,7 +304,7 @@ def run(examples: int, workdir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=10_000, help="generated requests per endpoint")
+    parser.add_argument("--requests", type=positive_int, default=10_000, help="generated requests per endpoint")
     parser.add_argument("--out", type=Path, default=REPORTS / "bench" / "fuzz.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:

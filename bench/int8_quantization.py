@@ -30,6 +30,7 @@ from pmc2.runtime.normalization import normalize
 from pmc2.runtime.pipeline import perturb, preprocess
 from pmc2.runtime.protection import Protector
 from pmc2.runtime.sessions import SessionSettings, create_session
+from pmc2.value_ranges import positive_int
 
 MAX_ACCURACY_DROP = 0.5
 CALIBRATION_BATCH = 50
@@ -94,10 +95,10 @@ def perturbed(generator, protector: Protector, images_normalized: np.ndarray) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED_DATA)
-    parser.add_argument("--limit", type=int, default=None, help="evaluation images (default all 5,000)")
-    parser.add_argument("--calibration-images", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: the CPUs available)")
+    parser.add_argument("--limit", type=positive_int, default=None, help="evaluation images (default all 5,000)")
+    parser.add_argument("--calibration-images", type=positive_int, default=500)
+    parser.add_argument("--repeats", type=positive_int, default=20)
+    parser.add_argument("--threads", type=positive_int, default=None, help="ORT intra-op threads (default: the CPUs available)")
     parser.add_argument("--out", type=Path, default=REPORTS / "bench" / "int8.json")
     args = parser.parse_args()
     settings = SessionSettings(intra_op_threads=args.threads)

@@ -27,6 +27,7 @@ from pmc2.bench.torch_worker import WIDE_BASE_WIDTH, wide_generator  # noqa: E40
 from pmc2.export.generator import PixelOutput, load_generator  # noqa: E402
 from pmc2.export.to_onnx import to_onnx_bytes  # noqa: E402
 from pmc2.runtime.paths import CHECKPOINTS, ONNX_MODELS, REPO_ROOT, REPORTS  # noqa: E402
+from pmc2.value_ranges import positive_int  # noqa: E402
 
 MODELS = ("generator", "generator_base32", "g_a", "g_s", "target", "aux")
 BATCHES = (1, 16, 256)
@@ -154,8 +155,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=ONNX_MODELS)
     parser.add_argument("--checkpoints", type=Path, default=CHECKPOINTS)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of both runtimes (default: all CPUs)")
+    parser.add_argument("--repeats", type=positive_int, default=20)
+    parser.add_argument("--threads", type=positive_int, default=None, help="intra-op threads of both runtimes (default: all CPUs)")
     parser.add_argument("--out", type=Path, default=REPORTS / "bench")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

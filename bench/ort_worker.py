@@ -13,6 +13,7 @@ from pmc2.bench.timing import median_seconds
 from pmc2.runtime.model_bundle import ModelBundle, run_single_output
 from pmc2.runtime.neural_codec import NeuralCodec
 from pmc2.runtime.sessions import SessionSettings, create_session
+from pmc2.value_ranges import positive_int
 
 
 def input_shape(session, batch: int) -> tuple[int, ...]:
@@ -41,9 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, help="an .onnx file to time")
     parser.add_argument("--codec-folder", type=Path, help="an onnx_models folder whose neural codec to time")
-    parser.add_argument("--batch", type=int, required=True)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: the CPUs available)")
+    parser.add_argument("--batch", type=positive_int, required=True)
+    parser.add_argument("--repeats", type=positive_int, default=20)
+    parser.add_argument("--threads", type=positive_int, default=None, help="ORT intra-op threads (default: the CPUs available)")
     args = parser.parse_args()
     settings = SessionSettings(intra_op_threads=args.threads)
     result = time_codec(args.codec_folder, args.batch, args.repeats, settings) if args.codec_folder else {

@@ -42,6 +42,7 @@ from pmc2.runtime.pipeline import classify
 from pmc2.runtime.protection import Protector
 from pmc2.runtime.sessions import SessionSettings
 from pmc2.serving.local_stack import local_stack
+from pmc2.value_ranges import positive_int
 
 CONCURRENCIES = (1, 16, 64, 256)
 OVERLOAD_CONCURRENCY, OVERLOAD_QUEUE = 512, 64
@@ -138,7 +139,7 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=3000, help="requests per concurrency")
+    parser.add_argument("--requests", type=positive_int, default=3000, help="requests per concurrency")
     parser.add_argument("--out", type=Path, default=REPORTS / "bench")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:

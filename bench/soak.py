@@ -25,6 +25,7 @@ from pmc2.mobile_client.run import run_mode, summarize
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.paths import REPORTS
 from pmc2.runtime.link_codecs import LINK_CODECS
+from pmc2.value_ranges import non_negative_int, positive_int
 
 
 def resident_mib(pid: int) -> float:
@@ -74,9 +75,9 @@ def run(requests: int, warmup: int, concurrency: int, workdir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--warmup", type=int, default=2_000)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--requests", type=positive_int, default=20_000)
+    parser.add_argument("--warmup", type=non_negative_int, default=2_000)
+    parser.add_argument("--concurrency", type=positive_int, default=16)
     parser.add_argument("--out", type=Path, default=REPORTS / "bench" / "soak.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:

@@ -12,6 +12,7 @@ from pmc2.bench.timing import median_seconds
 from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import load_compressor
 from pmc2.export.generator import PerturbationGenerator, PixelCube, PixelOutput, build_generator, load_generator
+from pmc2.value_ranges import positive_int
 
 WIDE_BASE_WIDTH = 32
 
@@ -42,9 +43,9 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="generator, generator_base32, g_a, g_s, target, aux or codec")
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     parser.add_argument("--compressor", default="compressor")
-    parser.add_argument("--batch", type=int, required=True)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--batch", type=positive_int, required=True)
+    parser.add_argument("--repeats", type=positive_int, default=20)
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

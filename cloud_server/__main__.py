@@ -8,12 +8,13 @@ from dataclasses import replace
 from pmc2.cloud_server.app import create_app
 from pmc2.cloud_server.config import CloudConfig
 from pmc2.serving.cli import add_server_arguments, serve, session_settings
+from pmc2.value_ranges import positive_int
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="PMC² cloud server (HTTPS)")
     add_server_arguments(parser, default_port=8443)
-    parser.add_argument("--max-batch-images", type=int, default=CloudConfig.max_batch_images)
+    parser.add_argument("--max-batch-images", type=positive_int, default=CloudConfig.max_batch_images)
     args = parser.parse_args()
     config = CloudConfig(max_batch_images=args.max_batch_images, sessions=session_settings(args))
     if args.models:

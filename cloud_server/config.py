@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pmc2.runtime.model_bundle import DEFAULT_MODELS
 from pmc2.runtime.sessions import SessionSettings
+from pmc2.value_ranges import NON_NEGATIVE, POSITIVE, check_fields
 
 
 @dataclass(frozen=True)
@@ -19,3 +20,9 @@ class CloudConfig:
     max_wait_ms: float = 2.0  # micro-batching: longest an image waits for company while a batch runs
     max_queued_images: int = 4096  # beyond this many outstanding images, answer 503 with Retry-After
     sessions: SessionSettings = field(default_factory=SessionSettings)
+
+    def __post_init__(self) -> None:
+        check_fields(self, {
+            "max_body_bytes": POSITIVE, "max_batch_images": POSITIVE, "max_image_pixels": POSITIVE,
+            "max_batch_size": POSITIVE, "max_wait_ms": NON_NEGATIVE, "max_queued_images": POSITIVE,
+        })

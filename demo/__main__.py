@@ -18,19 +18,20 @@ from pmc2.mobile_client.image_sources import load_images
 from pmc2.mobile_client.run import format_accuracy_by_class, format_summaries, run_all_modes
 from pmc2.runtime.protection import PROTECTORS, protector_named
 from pmc2.serving.local_stack import local_stack
+from pmc2.value_ranges import jpeg_quality, port_number, positive_int
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", default=None, help="'sample' (default), a CIFAR-10 folder, an .npz or an image folder")
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--jpeg-quality", type=int, default=90, help="phone-side JPEG quality (S1)")
+    parser.add_argument("--limit", type=positive_int, default=None)
+    parser.add_argument("--concurrency", type=positive_int, default=1)
+    parser.add_argument("--jpeg-quality", type=jpeg_quality, default=90, help="phone-side JPEG quality (S1)")
     parser.add_argument("--protectors", default=None,
                         help=f"comma-separated, of {', '.join(PROTECTORS)} (default: every one the bundle holds)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--serve", action="store_true", help="afterwards, keep the servers up for the page until Ctrl-C")
-    parser.add_argument("--port", type=int, default=9443, help="the edge's port with --serve")
+    parser.add_argument("--port", type=port_number, default=9443, help="the edge's port with --serve")
     args = parser.parse_args()
     data = load_images(args.images)
     if args.limit:

@@ -16,6 +16,7 @@ from pmc2.runtime.model_bundle import ModelIntegrityError
 from pmc2.runtime.protection import PROTECTORS
 from pmc2.runtime.secrets import SecretUnavailable, fetch_secret, materialize_secret
 from pmc2.serving.cli import add_server_arguments, serve, session_settings
+from pmc2.value_ranges import jpeg_quality, non_negative_float, positive_float, positive_int, webp_quality
 
 
 def fetch_tls_files(args: argparse.Namespace) -> argparse.Namespace:
@@ -50,14 +51,14 @@ def main() -> None:
     parser.add_argument("--codec", choices=tuple(LINK_CODECS), default=defaults.codec)
     parser.add_argument("--protector", choices=tuple(PROTECTORS), default=defaults.protector,
                         help="what protects each image unless a request asks for another (?protector=)")
-    parser.add_argument("--jpeg-quality", type=int, default=defaults.jpeg_quality)
-    parser.add_argument("--webp-quality", type=int, default=defaults.webp_quality, help="lossy WebP (default: lossless)")
+    parser.add_argument("--jpeg-quality", type=jpeg_quality, default=defaults.jpeg_quality)
+    parser.add_argument("--webp-quality", type=webp_quality, default=defaults.webp_quality, help="lossy WebP (default: lossless)")
     parser.add_argument("--resize-policy", choices=RESIZE_POLICIES, default=defaults.resize_policy)
-    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
-    parser.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms)
-    parser.add_argument("--max-queued-images", type=int, default=defaults.max_queued_images,
+    parser.add_argument("--max-batch-size", type=positive_int, default=defaults.max_batch_size)
+    parser.add_argument("--max-wait-ms", type=non_negative_float, default=defaults.max_wait_ms)
+    parser.add_argument("--max-queued-images", type=positive_int, default=defaults.max_queued_images,
                         help="outstanding images per link codec before answering 503 with Retry-After")
-    parser.add_argument("--cloud-timeout", type=float, default=defaults.cloud_timeout_s)
+    parser.add_argument("--cloud-timeout", type=positive_float, default=defaults.cloud_timeout_s)
     parser.add_argument("--model-key-uri", default=None, help="kbs:///repo/type/tag, file:///path or env://VAR")
     parser.add_argument("--cert-uri", default=None, help="fetch the server PEM from here instead of --cert")
     parser.add_argument("--cloud-client-cert-uri", default=None, help="fetch the mutual-TLS PEM from here")

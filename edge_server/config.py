@@ -10,6 +10,7 @@ from pmc2.runtime.link_codecs import DEFAULT_CODEC, codec_named
 from pmc2.runtime.model_bundle import DEFAULT_MODELS
 from pmc2.runtime.protection import DEFAULT_PROTECTOR, protector_named
 from pmc2.runtime.sessions import SessionSettings
+from pmc2.value_ranges import JPEG_QUALITY, NON_NEGATIVE, POSITIVE, WEBP_QUALITY, check_fields
 
 
 @dataclass(frozen=True)
@@ -46,3 +47,9 @@ class EdgeConfig:
             raise ValueError(f"resize_policy must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize_policy!r}")
         codec_named(self.codec)
         protector_named(self.protector)
+        check_fields(self, {
+            "jpeg_quality": JPEG_QUALITY, "webp_quality": WEBP_QUALITY, "max_batch_size": POSITIVE,
+            "max_wait_ms": NON_NEGATIVE, "max_queued_images": POSITIVE, "max_body_bytes": POSITIVE,
+            "max_request_images": POSITIVE, "max_image_pixels": POSITIVE, "cloud_timeout_s": POSITIVE,
+            "cloud_connect_retries": NON_NEGATIVE,
+        })

@@ -26,6 +26,7 @@ from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.export.records import git_commit
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.paths import REPORTS, SHARED_DATA
+from pmc2.value_ranges import jpeg_quality, non_negative_int, positive_int
 
 BATCH_SIZES = (16, 256)
 EDGE_COST_IMAGES = 1024
@@ -123,11 +124,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED_DATA if SHARED_DATA.exists() else None,
                         help="CIFAR-10 folder; default ../shared/data/cifar10 when present, else the bundled sample")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N evaluation images")
-    parser.add_argument("--phone-quality", type=int, default=90, help="the phone's JPEG quality (S1)")
-    parser.add_argument("--latency-images", type=int, default=200,
+    parser.add_argument("--limit", type=positive_int, default=None, help="only the first N evaluation images")
+    parser.add_argument("--phone-quality", type=jpeg_quality, default=90, help="the phone's JPEG quality (S1)")
+    parser.add_argument("--latency-images", type=non_negative_int, default=200,
                         help="images per run through the real servers (0: skip the latency section)")
-    parser.add_argument("--attacker-images", type=int, default=PrivacyConfig.attacker_images,
+    parser.add_argument("--attacker-images", type=non_negative_int, default=PrivacyConfig.attacker_images,
                         help="public images the privacy attacks train on (0: skip the privacy attacks)")
     parser.add_argument("--retrain-attacks", action="store_true", help="train the inverse networks again")
     parser.add_argument("--out", type=Path, default=REPORTS / "evaluation")

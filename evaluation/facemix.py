@@ -45,6 +45,7 @@ from pmc2.runtime.image_codecs import through_phone_jpeg
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.paths import REPORTS, SHARED_DATA
 from pmc2.runtime.tensor_payload import from_npy, to_npy
+from pmc2.value_ranges import non_negative_int, positive_int
 
 BATCH = 256  # the edge's largest micro-batch (a multiple of the group size: no decoys)
 GRID_IMAGES = 8
@@ -231,8 +232,8 @@ def write_facemix(results: dict, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="CIFAR-10 folder (the attacker's public images too)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N evaluation images")
-    parser.add_argument("--attacker-images", type=int, default=20_000, help="public images the attack trains on (0: none)")
+    parser.add_argument("--limit", type=positive_int, default=None, help="only the first N evaluation images")
+    parser.add_argument("--attacker-images", type=non_negative_int, default=20_000, help="public images the attack trains on (0: none)")
     parser.add_argument("--out", type=Path, default=REPORTS / "evaluation")
     args = parser.parse_args()
     results = {"command": " ".join(["python -m pmc2.evaluation.facemix", *sys.argv[1:]]), "git_commit": git_commit(),

@@ -39,6 +39,7 @@ from pmc2.export.pairs import PAIRS, ModelPair
 from pmc2.export.records import git_commit, sha256_file
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
 from pmc2.runtime.paths import CHECKPOINTS, REPO_ROOT, REPORTS, SHARED_DATA
+from pmc2.value_ranges import positive_int
 
 ATTACK_CACHE = REPO_ROOT / "runs" / "privacy_attacks"
 GRID_IMAGES = 8
@@ -183,8 +184,8 @@ def write_grids(privacy: dict, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="CIFAR-10 folder (the attacker's public images too)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N evaluation images")
-    parser.add_argument("--attacker-images", type=int, default=PrivacyConfig.attacker_images)
+    parser.add_argument("--limit", type=positive_int, default=None, help="only the first N evaluation images")
+    parser.add_argument("--attacker-images", type=positive_int, default=PrivacyConfig.attacker_images)
     parser.add_argument("--retrain-attacks", action="store_true", help="train the inverse networks again")
     parser.add_argument("--out", type=Path, default=REPORTS / "evaluation")
     args = parser.parse_args()

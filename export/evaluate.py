@@ -25,6 +25,7 @@ from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.export.perturbation_loss import per_image_ssim
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.link_codecs import CodecContext, codec_named
+from pmc2.value_ranges import jpeg_quality
 
 
 @dataclass
@@ -112,7 +113,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="CIFAR-10 folder (npz or batches-py); default: the bundled 500-image sample")
     parser.add_argument("--pair", choices=PAIRS, default=DEFAULT_PAIR.name, help="target/aux pair to evaluate")
-    parser.add_argument("--jpeg-quality", type=int, default=95)
+    parser.add_argument("--jpeg-quality", type=jpeg_quality, default=95)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     pipeline = TrainedPipeline.load(PAIRS[args.pair])

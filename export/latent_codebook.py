@@ -46,6 +46,7 @@ from pmc2.runtime.cifar10 import load_split
 from pmc2.runtime.image_codecs import through_phone_jpeg
 from pmc2.runtime.normalization import to_unit_nchw
 from pmc2.runtime.paths import SHARED_DATA
+from pmc2.value_ranges import positive_int
 
 CHUNK = 500
 
@@ -166,7 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pair", choices=PAIRS, default=next(iter(PAIRS)))
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="CIFAR-10 folder (its training images)")
-    parser.add_argument("--images", type=int, default=20_000, help="training images to count codes and fit the rule on")
+    parser.add_argument("--images", type=positive_int, default=20_000, help="training images to count codes and fit the rule on")
     parser.add_argument("--overwrite", action="store_true", help="replace a codebook the checkpoint already holds")
     args = parser.parse_args()
     pair = PAIRS[args.pair]

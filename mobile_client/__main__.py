@@ -18,14 +18,15 @@ from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.link_codecs import DEFAULT_CODEC, LINK_CODECS
 from pmc2.runtime.protection import DEFAULT_PROTECTOR, PROTECTORS
 from pmc2.serving.tls import client_context
+from pmc2.value_ranges import jpeg_quality, positive_float, positive_int
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Simulated phone for PMC² (HTTPS)")
     parser.add_argument("--mode", choices=MODES, default="pmc2")
     parser.add_argument("--images", default=None, help="'sample' (default), a CIFAR-10 folder, an .npz, or an image folder")
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--repeat", type=int, default=1, help="send the image set this many times (load tests)")
+    parser.add_argument("--limit", type=positive_int, default=None)
+    parser.add_argument("--repeat", type=positive_int, default=1, help="send the image set this many times (load tests)")
     parser.add_argument("--edge-url", default="https://localhost:9443")
     parser.add_argument("--cloud-url", default="https://localhost:8443")
     parser.add_argument("--ca", type=Path, required=True, help="CA that signed the servers' certificates")
@@ -34,9 +35,9 @@ def main() -> None:
                         help=f"edge→cloud link (default: the edge's; {DEFAULT_CODEC} for an image protector)")
     parser.add_argument("--protector", choices=tuple(PROTECTORS), default=DEFAULT_PROTECTOR,
                         help="what protects the image: run by the edge (pmc2) or by the phone (pp-baseline)")
-    parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality on the phone (S1)")
-    parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--rate", type=float, default=None, help="requests started per second (default: unlimited)")
+    parser.add_argument("--jpeg-quality", type=jpeg_quality, default=90, help="JPEG quality on the phone (S1)")
+    parser.add_argument("--concurrency", type=positive_int, default=1)
+    parser.add_argument("--rate", type=positive_float, default=None, help="requests started per second (default: unlimited)")
     parser.add_argument("--json", type=Path, default=None, help="write per-image records and the summary here")
     args = parser.parse_args()
     data = load_images(args.images)

@@ -42,6 +42,8 @@ def run_name(mode: str, codec: str | None, protector: str) -> str:
 async def run_mode(phone: Phone, mode: str, data: LabelledImages, ssl_context: ssl.SSLContext,
                    concurrency: int = 1, rate: float | None = None, progress: bool = True) -> list[ImageRecord]:
     """One request per image; at most ``concurrency`` in flight and ``rate`` started per second."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be ≥ 1, got {concurrency}")
     records = [ImageRecord(i, int(label)) for i, label in enumerate(data.labels)]
     slots = asyncio.Semaphore(concurrency)
     bar = tqdm(total=len(records), desc=mode, disable=not progress, leave=False)

@@ -11,10 +11,13 @@ import numpy as np
 from PIL import Image
 
 from pmc2.runtime.image_decoding import decode_image
+from pmc2.value_ranges import JPEG_QUALITY
 
 
 def jpeg_bytes(pixels: np.ndarray, quality: int) -> bytes:
     """One uint8 [H,W,3] image as the phone sends it: Pillow's JPEG at ``quality`` (4:2:0 chroma)."""
+    if quality not in JPEG_QUALITY:
+        raise ValueError(f"JPEG quality must be {JPEG_QUALITY}, got {quality}")
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()

@@ -21,6 +21,7 @@ from pmc2.runtime.image_decoding import MAX_IMAGE_PIXELS, decode_images
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.neural_codec import NeuralCodec
 from pmc2.runtime.normalization import to_uint8_nhwc, to_unit_nchw
+from pmc2.value_ranges import JPEG_QUALITY, WEBP_QUALITY
 
 
 class UnknownCodec(ValueError):
@@ -126,8 +127,8 @@ class JpegLink(PillowLink):
 
     @classmethod
     def build(cls, context: CodecContext) -> "JpegLink":
-        if not 1 <= context.jpeg_quality <= 100:
-            raise ValueError(f"JPEG quality must be in 1..100, got {context.jpeg_quality}")
+        if context.jpeg_quality not in JPEG_QUALITY:
+            raise ValueError(f"JPEG quality must be {JPEG_QUALITY}, got {context.jpeg_quality}")
         options = {"quality": context.jpeg_quality, "subsampling": context.jpeg_subsampling, "optimize": True}
         return cls(options, context.max_image_pixels)
 
@@ -141,8 +142,8 @@ class WebpLink(PillowLink):
     @classmethod
     def build(cls, context: CodecContext) -> "WebpLink":
         quality = context.webp_quality
-        if quality is not None and not 0 <= quality <= 100:
-            raise ValueError(f"WebP quality must be in 0..100, got {quality}")
+        if quality is not None and quality not in WEBP_QUALITY:
+            raise ValueError(f"WebP quality must be {WEBP_QUALITY}, got {quality}")
         options = {"lossless": True, "quality": 100} if quality is None else {"quality": quality}
         return cls({**options, "method": 6}, context.max_image_pixels)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from pmc2.runtime.cpu_budget import available_cpus
+from pmc2.value_ranges import POSITIVE, check_fields
 
 _OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -32,6 +33,7 @@ class SessionSettings:
     def __post_init__(self) -> None:
         if self.optimization not in _OPTIMIZATION_LEVELS:
             raise ValueError(f"optimization must be one of {', '.join(_OPTIMIZATION_LEVELS)}")
+        check_fields(self, {"intra_op_threads": POSITIVE, "inter_op_threads": POSITIVE})
 
     def session_options(self, model_path: Path) -> ort.SessionOptions:
         options = ort.SessionOptions()

@@ -10,16 +10,17 @@ from aiohttp import web
 
 from pmc2.runtime.sessions import SessionSettings
 from pmc2.serving.tls import server_context
+from pmc2.value_ranges import non_negative_float, port_number, positive_int
 
 
 def add_server_arguments(parser: argparse.ArgumentParser, default_port: int, cert_required: bool = True) -> None:
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=default_port)
+    parser.add_argument("--port", type=port_number, default=default_port)
     parser.add_argument("--cert", type=Path, required=cert_required, help="PEM with this server's key and certificate")
     parser.add_argument("--client-ca", type=Path, default=None, help="require client certificates signed by this CA")
     parser.add_argument("--models", type=Path, default=None, help="onnx_models folder (default: the shipped one)")
-    parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: CPUs available)")
-    parser.add_argument("--shutdown-timeout", type=float, default=10.0, help="seconds to finish in-flight requests")
+    parser.add_argument("--threads", type=positive_int, default=None, help="ORT intra-op threads (default: CPUs available)")
+    parser.add_argument("--shutdown-timeout", type=non_negative_float, default=10.0, help="seconds to finish in-flight requests")
 
 
 def session_settings(args: argparse.Namespace) -> SessionSettings:
