@@ -45,7 +45,7 @@ def main() -> None:
     summaries = run_all_modes(data, args.concurrency, args.jpeg_quality, protectors)
     print(f"{len(data)} images, one request each, concurrency {args.concurrency}")
     print(format_summaries(summaries))
-    print(format_accuracy_by_class(summaries))
+    print("\n" + format_accuracy_by_class(summaries))
     if args.json:
         args.json.write_text(json.dumps(summaries, indent=2) + "\n")
     if args.serve:

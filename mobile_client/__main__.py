@@ -51,7 +51,7 @@ def main() -> None:
     summary = summarize(records)
     rows = {run_name(args.mode, args.edge_codec if args.mode == "pmc2" else None, args.protector): summary}
     print(format_summaries(rows))
-    print(format_accuracy_by_class(rows))
+    print("\n" + format_accuracy_by_class(rows))
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "records": [asdict(r) for r in records]}, indent=1))
 

@@ -133,11 +133,12 @@ def format_summaries(rows: dict[str, dict]) -> str:
 
 
 def format_accuracy_by_class(rows: dict[str, dict]) -> str:
-    """Accuracy per true class (by name), one column per run."""
-    names = list(rows)
-    width = max(16, *(len(name) + 2 for name in names))
-    lines = [f"{'class':<12}" + "".join(f"{name:>{width}}" for name in names)]
-    for class_name in CLASSES:
-        cells = [rows[name]["accuracy_by_class"].get(class_name) for name in names]
-        lines.append(f"{class_name:<12}" + "".join("-".rjust(width) if c is None else f"{c:>{width - 1}.1f}%" for c in cells))
+    """Accuracy (%) per true class, one line per run as in ``format_summaries``; "-" where a class had no image."""
+    width = max(len("run"), *map(len, rows)) + 2
+    columns = [max(len(name), len("100.0")) + 2 for name in CLASSES]
+    lines = ["accuracy % by true class",
+             f"{'run':<{width}}" + "".join(f"{name:>{column}}" for name, column in zip(CLASSES, columns))]
+    for run, summary in rows.items():
+        cells = ["-" if (cell := summary["accuracy_by_class"].get(name)) is None else f"{cell:.1f}" for name in CLASSES]
+        lines.append(f"{run:<{width}}" + "".join(f"{cell:>{column}}" for cell, column in zip(cells, columns)))
     return "\n".join(lines)

@@ -27,7 +27,7 @@ from pmc2.edge_server.app import create_app as create_edge_app, open_edge_bundle
 from pmc2.edge_server.config import EdgeConfig
 from pmc2.export.pairs import PAIRS
 from pmc2.mobile_client.modes import Phone
-from pmc2.mobile_client.run import run_mode, summarize
+from pmc2.mobile_client.run import format_accuracy_by_class, run_mode, summarize
 from pmc2.runtime.cifar10 import CLASSES, load_evaluation
 from pmc2.runtime.image_decoding import decode_image
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, codec_named
@@ -196,15 +196,19 @@ async def test_mobile_client_modes(certificates, edge, cloud, protector: str) ->
     bundle = ModelBundle.open()
     phone = Phone(edge.url, cloud.url, TOKEN, 90, "neural", bundle, protector=protector)
     context = client_context(certificates.ca, certificates.edge_client, certificates.edge_client)
+    rows = {}
     for mode in ("pmc2", "pp-baseline", "unprotected"):
         records = await run_mode(phone, mode, SAMPLE, context, concurrency=4, progress=False)
-        summary = summarize(records)
+        summary = rows[mode] = summarize(records)
         assert summary["errors"] == 0, summary["first_error"]
         assert all(r.label is not None and r.s2_bytes for r in records)
         assert all(r.class_name == CLASSES[r.label] for r in records)
         assert set(summary["accuracy_by_class"]) == {CLASSES[label] for label in SAMPLE.labels}
         assert summary["latency_p50_ms"] > 0 and "recognition" in summary["stage_medians_ms"]
     assert summarize(records)["s1_bytes_mean"] is None  # only pmc2 has a mobile→edge JPEG
+    table = format_accuracy_by_class(rows).splitlines()
+    assert table[1].split() == ["run", *CLASSES] and [line.split()[0] for line in table[2:]] == list(rows)
+    assert {len(line) for line in table[1:]} == {len(table[1])}  # every cell under its class
 
 
 def _first_tls_response(url: str, context: ssl.SSLContext) -> bytes:
