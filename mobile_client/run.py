@@ -19,6 +19,7 @@ from pmc2.runtime.link_codecs import LINK_CODECS
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.protection import DEFAULT_PROTECTOR, bundle_protectors, protector_named
 from pmc2.serving.local_stack import local_stack
+from pmc2.value_ranges import POSITIVE
 
 
 def runs(protectors: tuple[str, ...]) -> list[tuple[str, str | None, str]]:
@@ -42,8 +43,7 @@ def run_name(mode: str, codec: str | None, protector: str) -> str:
 async def run_mode(phone: Phone, mode: str, data: LabelledImages, ssl_context: ssl.SSLContext,
                    concurrency: int = 1, rate: float | None = None, progress: bool = True) -> list[ImageRecord]:
     """One request per image; at most ``concurrency`` in flight and ``rate`` started per second."""
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be ≥ 1, got {concurrency}")
+    POSITIVE.require(concurrency, "concurrency")
     records = [ImageRecord(i, int(label)) for i, label in enumerate(data.labels)]
     slots = asyncio.Semaphore(concurrency)
     bar = tqdm(total=len(records), desc=mode, disable=not progress, leave=False)

@@ -1,7 +1,8 @@
 """Allowed ranges of numbers, checked where they come in: command-line arguments and server configurations.
 
-    parser.add_argument("--limit", type=POSITIVE.argument(int))   # "--limit 0" → "argument --limit: 0 is not ≥ 1"
-    check_fields(config, {"max_batch_size": POSITIVE})            # ValueError: max_batch_size must be ≥ 1, got 0
+    parser.add_argument("--limit", type=positive_int)       # "--limit 0" → "argument --limit: 0 is not > 0"
+    check_fields(config, {"max_batch_size": POSITIVE})      # ValueError: max_batch_size must be > 0, got 0
+    JPEG_QUALITY.require(quality, "JPEG quality")           # ValueError: JPEG quality must be ≥ 1 and ≤ 100, got 150
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class Range:
         bounds = [f"{'≥' if self.low_inclusive else '>'} {self.low}" if self.low is not None else "",
                   f"≤ {self.high}" if self.high is not None else ""]
         return " and ".join(bound for bound in bounds if bound) or "finite"
+
+    def require(self, value: float | None, name: str) -> None:
+        """Raise ValueError naming ``name`` when ``value`` (None: unset, allowed) is outside this range."""
+        if value is not None and value not in self:
+            raise ValueError(f"{name} must be {self}, got {value!r}")
 
     def argument(self, kind: type[int] | type[float]) -> Callable[[str], int | float]:
         """An argparse ``type``: ``kind(text)``, refused with this range when outside it."""
@@ -66,6 +72,4 @@ port_number = PORT.argument(int)
 def check_fields(config: object, ranges: dict[str, Range]) -> None:
     """Raise ValueError naming the first of ``config``'s fields (None: unset, allowed) outside its range."""
     for name, allowed in ranges.items():
-        value = getattr(config, name)
-        if value is not None and value not in allowed:
-            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        allowed.require(getattr(config, name), name)

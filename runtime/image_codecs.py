@@ -16,8 +16,7 @@ from pmc2.value_ranges import JPEG_QUALITY
 
 def jpeg_bytes(pixels: np.ndarray, quality: int) -> bytes:
     """One uint8 [H,W,3] image as the phone sends it: Pillow's JPEG at ``quality`` (4:2:0 chroma)."""
-    if quality not in JPEG_QUALITY:
-        raise ValueError(f"JPEG quality must be {JPEG_QUALITY}, got {quality}")
+    JPEG_QUALITY.require(quality, "JPEG quality")
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()

@@ -127,8 +127,7 @@ class JpegLink(PillowLink):
 
     @classmethod
     def build(cls, context: CodecContext) -> "JpegLink":
-        if context.jpeg_quality not in JPEG_QUALITY:
-            raise ValueError(f"JPEG quality must be {JPEG_QUALITY}, got {context.jpeg_quality}")
+        JPEG_QUALITY.require(context.jpeg_quality, "JPEG quality")
         options = {"quality": context.jpeg_quality, "subsampling": context.jpeg_subsampling, "optimize": True}
         return cls(options, context.max_image_pixels)
 
@@ -142,8 +141,7 @@ class WebpLink(PillowLink):
     @classmethod
     def build(cls, context: CodecContext) -> "WebpLink":
         quality = context.webp_quality
-        if quality is not None and quality not in WEBP_QUALITY:
-            raise ValueError(f"WebP quality must be {WEBP_QUALITY}, got {quality}")
+        WEBP_QUALITY.require(quality, "WebP quality")
         options = {"lossless": True, "quality": 100} if quality is None else {"quality": quality}
         return cls({**options, "method": 6}, context.max_image_pixels)
 
