@@ -86,14 +86,16 @@ def batches(
     batch_size: int,
     generator: torch.Generator | None = None,
     augment: bool = False,
+    max_shift: int = 2,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (normalised float images, labels); shuffled and augmented when a generator is given."""
+    """Yield (normalised float images, labels); shuffled when a generator is given, flipped and translated
+    by up to ``max_shift`` pixels when ``augment``."""
     order = torch.randperm(len(images), generator=generator) if generator is not None else torch.arange(len(images))
     for start in range(0, len(images), batch_size):
         index = order[start : start + batch_size]
         batch = images[index]
         if augment:
-            batch = flip_and_translate(batch, generator)
+            batch = flip_and_translate(batch, generator, max_shift)
         yield normalize(to_unit(batch)), labels[index]
 
 

@@ -1,8 +1,9 @@
 """The eight CIFAR-10 classifiers of MMSys'22 / PMC², built from torchvision's model classes.
 
-The stems are adapted to 32x32 inputs the way the PyTorch_CIFAR10 project does (3x3 stride-1 first
-convolution, early down-sampling removed), so the parameter counts match MMSys'22 Table 1 and the
-module names follow torchvision's.
+Each matches PyTorch_CIFAR10's ``cifar10_models`` (the module MMSys'22's code imports): a 3x3 stride-1
+first convolution for 32x32 inputs; ResNet and DenseNet keep their stem max-pool, GoogLeNet and
+Inception-v3 drop their early down-sampling. Parameter counts and forward FLOPs equal the reference's
+(tests/test_paper_classifiers.py) and the module names follow torchvision's, so its weights load as they are.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ def vgg16_bn() -> nn.Module:
 def _resnet(layers: list[int]) -> nn.Module:
     model = models.ResNet(models.resnet.BasicBlock, layers, num_classes=NUM_CLASSES)
     model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    model.maxpool = nn.Identity()
     return model
 
 
@@ -51,7 +51,6 @@ def resnet34() -> nn.Module:
 def densenet121() -> nn.Module:
     model = models.DenseNet(32, (6, 12, 24, 16), 64, num_classes=NUM_CLASSES)
     model.features.conv0 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    model.features.pool0 = nn.Identity()
     return model
 
 
@@ -63,15 +62,17 @@ def mobilenet_v2() -> nn.Module:
 
 
 def googlenet() -> nn.Module:
-    model = models.GoogLeNet(num_classes=NUM_CLASSES, aux_logits=False, transform_input=False, init_weights=True)
+    model = models.GoogLeNet(num_classes=NUM_CLASSES, aux_logits=False, transform_input=False, init_weights=False)
     model.conv1 = GoogLeNetConv(3, 192, kernel_size=3, padding=1)
     for name in ("maxpool1", "conv2", "conv3", "maxpool2"):
         setattr(model, name, nn.Identity())
+    model.maxpool3 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    model.maxpool4 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
     return model
 
 
 def inception_v3() -> nn.Module:
-    model = models.Inception3(num_classes=NUM_CLASSES, aux_logits=False, transform_input=False, init_weights=True)
+    model = models.Inception3(num_classes=NUM_CLASSES, aux_logits=False, transform_input=False, init_weights=False)
     model.Conv2d_1a_3x3 = InceptionConv(3, 192, kernel_size=3, padding=1)
     for name in ("Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3", "maxpool2"):
         setattr(model, name, nn.Identity())

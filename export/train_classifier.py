@@ -32,6 +32,7 @@ class ClassifierConfig:
     warmup_fraction: float = 0.2
     bf16: bool = True
     cutout: int = 0  # side of a random square erased from every training image (0: none)
+    max_shift: int = 2  # random translation in pixels (4: PyTorch_CIFAR10's 4-pixel padded crop)
     seed: int = 0
     limit: int | None = None
 
@@ -96,7 +97,7 @@ def train(config: ClassifierConfig, data: Path, out: Path, resume: bool, init: P
         seen = correct = 0
         loss_sum = 0.0
         progress = tqdm(
-            batches(train_images, train_labels, config.batch_size, generator, augment=True),
+            batches(train_images, train_labels, config.batch_size, generator, augment=True, max_shift=config.max_shift),
             total=steps_per_epoch,
             desc=f"{config.model} epoch {epoch + 1}/{config.epochs}",
         )
@@ -144,10 +145,14 @@ def main() -> None:
     parser.add_argument("--no-bf16", dest="bf16", action="store_false")
     parser.add_argument("--cutout", type=int, default=defaults.cutout,
                         help="erase a random square of this side from every training image (judges use 12)")
+    parser.add_argument("--max-shift", type=int, default=defaults.max_shift,
+                        help="random translation in pixels (4 matches PyTorch_CIFAR10's padded crop)")
+    parser.add_argument("--warmup-fraction", type=float, default=defaults.warmup_fraction)
     args = parse_training_args(parser)
     config = ClassifierConfig(
         model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, bf16=args.bf16, cutout=args.cutout,
+        max_shift=args.max_shift, warmup_fraction=args.warmup_fraction,
         seed=args.seed, limit=args.limit,
     )
     train(config, args.data, args.out, args.resume, args.init)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from pmc2.export.classifiers import CLASSIFIERS, build_classifier
 from pmc2.export.compressor import build_compressor
@@ -12,6 +13,14 @@ from pmc2.export.generator import PerturbationGenerator
 TABLE_1_MILLIONS = {
     "vgg13_bn": 28.334, "vgg16_bn": 33.647, "resnet18": 11.174, "resnet34": 21.282,
     "densenet121": 6.956, "mobilenet_v2": 2.237, "googlenet": 5.491, "inception_v3": 21.640,
+}
+# Forward FLOPs of one 3x32x32 image, counted by torch.utils.flop_counter on PyTorch_CIFAR10's own
+# cifar10_models at commit 641cac2 (the reference definitions; loaded with our modules' state-dict keys,
+# they give identical logits). Max-pools count no FLOPs, so a dropped stem pool shows up as 4x the
+# cost of everything after it (the old resnet18: 1.111 GFLOP).
+REFERENCE_GFLOPS = {
+    "vgg13_bn": 0.4944, "vgg16_bn": 0.6642, "resnet18": 0.2804, "resnet34": 0.5824,
+    "densenet121": 0.4468, "mobilenet_v2": 0.1760, "googlenet": 2.6743, "inception_v3": 6.9209,
 }
 
 
@@ -22,6 +31,23 @@ def _millions(model: torch.nn.Module) -> float:
 @pytest.mark.parametrize("name", sorted(TABLE_1_MILLIONS))
 def test_paper_classifier_parameter_count_within_one_percent(name: str) -> None:
     assert _millions(build_classifier(name)) == pytest.approx(TABLE_1_MILLIONS[name], rel=0.01)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_GFLOPS))
+def test_paper_classifier_forward_flops_match_pytorch_cifar10_within_one_percent(name: str) -> None:
+    model = build_classifier(name).eval()
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(torch.zeros(1, 3, 32, 32))
+    assert counter.get_total_flops() / 1e9 == pytest.approx(REFERENCE_GFLOPS[name], rel=0.01)
+
+
+def test_paper_resnet_and_densenet_keep_their_stem_max_pool() -> None:
+    """Parameter-free, so invisible to the two counts above unless the pool's absence moves the FLOPs."""
+    assert isinstance(build_classifier("resnet18").maxpool, torch.nn.MaxPool2d)
+    assert isinstance(build_classifier("densenet121").features.pool0, torch.nn.MaxPool2d)
+    for pool in ("maxpool3", "maxpool4"):
+        layer = getattr(build_classifier("googlenet"), pool)
+        assert (layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode) == (3, 2, 1, False)
 
 
 @pytest.mark.parametrize("name", sorted(CLASSIFIERS))
