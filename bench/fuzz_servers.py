@@ -5,9 +5,13 @@
 Both servers run as real processes on loopback with TLS (the cloud with mutual TLS). Hypothesis
 generates each request: random bytes, valid images of odd sizes and modes with EXIF orientations,
 truncated images, decompression-bomb headers, wire batches mutated before or after their CRC, and
-rANS bitstreams of every length wrapped in valid batches. The property: every answer is JSON with a
-status below 500. Every tenth request is followed by a good one whose label must be the one the
-runtime computes in-process. Afterwards both servers must still be ready.
+rANS bitstreams of every length wrapped in valid batches. Every POST route is fuzzed: the edge's
+/v1/recognize and /v1/inspect (with every query parameter they read, ``codec`` and ``protector``, known
+and made up) and the cloud's /v1/classify and /v1/facemix (.npy files of right and wrong shapes, dtypes
+and orders, non-finite values, pickled objects, truncated headers). The property: every answer has a
+status below 500 and every refusal is a JSON error. Every tenth request is followed by a good one whose
+label must be the one the runtime computes in-process. Afterwards both servers must still be ready.
+The results name the CPU and the sha256 of the model bundle they measured.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import tempfile
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
@@ -31,15 +37,19 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pmc2.serving.local_stack import LocalStack, local_stack
+from pmc2.bench.timing import cpu_model
+from pmc2.serving.local_stack import local_stack
 from pmc2.runtime.cifar10 import load_evaluation
+from pmc2.runtime.facemix import FaceMixCloud, FaceMixEdge
 from pmc2.runtime.image_codecs import jpeg_bytes
 from pmc2.runtime.image_decoding import decode_image
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, PillowLink, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.paths import REPORTS
 from pmc2.runtime.pipeline import classify
-from pmc2.runtime.protection import Protector
+from pmc2.runtime.protection import PROTECTORS, Protector, bundle_protectors
+from pmc2.runtime.tensor_payload import CONTENT_TYPE as NPY
+from pmc2.runtime.tensor_payload import TensorPayloadError, from_npy, to_npy
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
 from pmc2.value_ranges import positive_int
 
@@ -59,8 +69,8 @@ class HttpsClient:
         self.host, self.port, self.context = host, int(port), context
         self.connection: http.client.HTTPSConnection | None = None
 
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict | None]:
-        """(status, JSON body or None when the body is not JSON)."""
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """(status, response body)."""
         for attempt in range(2):
             if self.connection is None:
                 self.connection = http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=60)
@@ -75,10 +85,7 @@ class HttpsClient:
                 self.close()
                 if attempt:
                     raise
-        try:
-            return response.status, json.loads(raw)
-        except ValueError:
-            return response.status, None
+        return response.status, raw
 
     def get_status(self, path: str) -> int:
         self.close()
@@ -164,49 +171,145 @@ def rans_streams() -> st.SearchStrategy[bytes]:
     return st.one_of(st.binary(max_size=300), st.integers(0, 300).map(lambda n: b"\xff" * n))
 
 
+def queries() -> st.SearchStrategy[str]:
+    """Query strings over every parameter the edge reads: known and made-up codec and protector names,
+    alone, together, repeated, and unknown parameters."""
+    names = {"codec": st.one_of(st.sampled_from(tuple(LINK_CODECS)), st.text(max_size=12)),
+             "protector": st.one_of(st.sampled_from(tuple(PROTECTORS)), st.text(max_size=12))}
+    pair = st.one_of(*(st.tuples(st.just(key), values) for key, values in names.items()),
+                     st.tuples(st.text(max_size=8), st.text(max_size=8)))
+    return st.lists(pair, max_size=3).map(
+        lambda pairs: "?" + "&".join(f"{quote(key)}={quote(value)}" for key, value in pairs) if pairs else "")
+
+
+def image_bodies() -> st.SearchStrategy[bytes]:
+    return st.one_of(odd_images(), truncated(odd_images()), bombs(), st.binary(max_size=2048))
+
+
 def edge_requests() -> st.SearchStrategy[tuple[str, str, bytes]]:
-    """(content type, query string, body) of a request to /v1/recognize."""
-    images = st.one_of(odd_images(), truncated(odd_images()), bombs(), st.binary(max_size=2048))
+    """(content type, query string, body) of a request to /v1/recognize or /v1/inspect."""
+    images = image_bodies()
     bodies = st.one_of(images, wire_batches(images, PIXEL_CODECS), mutated(wire_batches(images, PIXEL_CODECS)),
                        wire_batches(rans_streams(), STREAM_CODECS), st.binary(max_size=64))
-    queries = st.one_of(st.just(""), st.sampled_from([f"?codec={name}" for name in LINK_CODECS]),
-                        st.text(max_size=12).map(lambda text: f"?codec={quote(text)}"))
-    return st.tuples(st.sampled_from(EDGE_TYPES), queries, bodies)
+    return st.tuples(st.sampled_from(EDGE_TYPES), queries(), bodies)
 
 
-def cloud_requests() -> st.SearchStrategy[tuple[str, bytes]]:
-    """(content type, body) of a request to /v1/classify."""
-    images = st.one_of(odd_images(), truncated(odd_images()), bombs(), st.binary(max_size=2048))
+def cloud_requests() -> st.SearchStrategy[tuple[str, str, bytes]]:
+    """(content type, query string, body) of a request to /v1/classify."""
+    images = image_bodies()
     bodies = st.one_of(wire_batches(rans_streams(), STREAM_CODECS), wire_batches(images, PIXEL_CODECS),
                        mutated(wire_batches(rans_streams(), tuple(LINK_CODECS))), st.binary(max_size=256))
-    return st.tuples(st.sampled_from((CONTENT_TYPE, CONTENT_TYPE, CONTENT_TYPE, "image/png")), bodies)
+    return st.tuples(st.sampled_from((CONTENT_TYPE, CONTENT_TYPE, CONTENT_TYPE, "image/png")), st.just(""), bodies)
+
+
+def npy_arrays(item_shape: tuple[int, ...]) -> st.SearchStrategy[bytes]:
+    """.npy files near and far from what /v1/facemix accepts: right or wrong item shape, count, dtype and
+    order, non-finite values, pickled object arrays, headers promising more than follows."""
+
+    @st.composite
+    def array(draw) -> bytes:
+        count = draw(st.sampled_from((0, 1, 2, 4, 5)))
+        shape = (count, *item_shape) if draw(st.booleans()) else (count, *draw(st.lists(st.integers(0, 9), max_size=4)))
+        dtype = draw(st.sampled_from((np.float16, np.float16, np.float32, np.int8, np.complex64, object)))
+        values = np.random.default_rng(draw(st.integers(0, 2**16))).standard_normal(shape)
+        values = values.astype(dtype)
+        if dtype is np.float16 and values.size and draw(st.booleans()):
+            values.flat[draw(st.integers(0, values.size - 1))] = draw(st.sampled_from((np.nan, np.inf, -np.inf)))
+        if draw(st.booleans()):
+            values = np.asfortranarray(values)
+        buffer = io.BytesIO()
+        np.save(buffer, values, allow_pickle=True)
+        data = buffer.getvalue()
+        return data[: draw(st.integers(0, len(data)))] if draw(st.integers(0, 4)) == 0 else data
+
+    return array()
+
+
+def facemix_requests(item_shape: tuple[int, ...]) -> st.SearchStrategy[tuple[str, str, bytes]]:
+    """(content type, query string, body) of a request to /v1/facemix."""
+    bodies = st.one_of(npy_arrays(item_shape), mutated(npy_arrays(item_shape)), st.binary(max_size=256))
+    return st.tuples(st.sampled_from((NPY, NPY, NPY, CONTENT_TYPE, "text/plain")), st.just(""), bodies)
 
 
 # ---------------------------------------------------------------------------- the property
 
-@dataclass
-class GoodRequests:
-    """Well-formed requests and the labels the runtime computes for them in-process."""
+@dataclass(frozen=True)
+class GoodRequest:
+    """A well-formed request and the label the runtime computes for it in-process; ``label_of`` reads the
+    label from the server's reply body."""
 
-    edge_bodies: list[bytes]
-    cloud_bodies: list[bytes]
-    labels: list[int]
+    path: str
+    content_type: str
+    body: bytes
+    label: int
+    label_of: Callable[[bytes], int]
 
-    @classmethod
-    def build(cls, count: int = 16) -> "GoodRequests":
-        bundle, pixels = ModelBundle.open(), load_evaluation(None).images[:count]
-        edge_bodies = [jpeg_bytes(p, 90) for p in pixels]
-        g_a, g_s = bundle.session("g_a"), bundle.session("g_s")
-        protector = Protector(bundle, g_a=g_a, g_s=g_s)
-        perturbed = protector.perturb(np.stack([decode_image(b) for b in edge_bodies]))
-        context = CodecContext(bundle, g_a=g_a, g_s=g_s)
-        png, neural = (codec_named(name).build(context) for name in ("png", "neural"))
-        carried = protector.pixels_for_links(perturbed)  # what the edge's PNG link sends
-        labels = classify(bundle.session("target"), png.decode(png.encode(carried), count)).tolist()
-        streams = neural.encode(perturbed)
-        cloud_bodies = [EncodedBatch("neural", [stream]).to_bytes() for stream in streams]
-        cloud_labels = classify(bundle.session("target"), neural.decode(streams, count)).tolist()
-        return cls(edge_bodies, cloud_bodies, labels + cloud_labels)
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One server route: its generated requests and the good requests interleaved with them."""
+
+    server: str
+    path: str
+    requests: st.SearchStrategy[tuple[str, str, bytes]]
+    good: list[GoodRequest]
+
+    @property
+    def name(self) -> str:
+        return f"{self.server} {self.path}"
+
+
+def _json_labels(body: bytes) -> int:
+    (label,) = json.loads(body)["labels"]
+    return label
+
+
+def _json_label(body: bytes) -> int:
+    return json.loads(body)["label"]
+
+
+def endpoints(bundle: ModelBundle, count: int = 16) -> list[Endpoint]:
+    """Every POST route of the edge and the cloud, with good requests whose labels come from the runtime."""
+    pixels = load_evaluation(None).images[:count]
+    jpegs = [jpeg_bytes(p, 90) for p in pixels]
+    g_a, g_s = bundle.session("g_a"), bundle.session("g_s")
+    protector = Protector(bundle, g_a=g_a, g_s=g_s)
+    perturbed = protector.perturb(np.stack([decode_image(b) for b in jpegs]))
+    context = CodecContext(bundle, g_a=g_a, g_s=g_s)
+    png, neural = (codec_named(name).build(context) for name in ("png", "neural"))
+    target = bundle.session("target")
+    png_labels = classify(target, png.decode(png.encode(protector.pixels_for_links(perturbed)), count)).tolist()
+    streams = neural.encode(perturbed)
+    neural_labels = classify(target, neural.decode(streams, count)).tolist()
+    edge_good = [GoodRequest("/v1/recognize?codec=png", "image/jpeg", body, label, _json_labels)
+                 for body, label in zip(jpegs, png_labels, strict=True)]
+    inspect_good = [GoodRequest("/v1/inspect?codec=png", "image/jpeg", body, label, _json_label)
+                    for body, label in zip(jpegs, png_labels, strict=True)]
+    cloud_good = [GoodRequest("/v1/classify", CONTENT_TYPE, EncodedBatch("neural", [stream]).to_bytes(), label,
+                              _json_labels) for stream, label in zip(streams, neural_labels, strict=True)]
+    routes = [Endpoint("edge", "/v1/recognize", edge_requests(), edge_good),
+              Endpoint("edge", "/v1/inspect", edge_requests(), inspect_good),
+              Endpoint("cloud", "/v1/classify", cloud_requests(), cloud_good)]
+    if "facemix" in bundle_protectors(bundle):
+        routes.append(_facemix_endpoint(bundle, pixels))
+    return routes
+
+
+def _facemix_endpoint(bundle: ModelBundle, pixels: np.ndarray) -> Endpoint:
+    """Good requests: one image mixed with decoys on the edge's side; the label comes from demixing the reply."""
+    edge, cloud = FaceMixEdge(bundle, rng=np.random.default_rng(0)), FaceMixCloud(bundle)
+    good = []
+    for image in pixels:
+        mixed, keys = edge.mixed_features(image[None])
+        label = int(edge.labels(cloud.run(from_npy(to_npy(mixed), cloud.input_shape, len(mixed))), keys, 1)[0])
+        label_of = partial(_facemix_label, edge, keys)
+        good.append(GoodRequest("/v1/facemix", NPY, to_npy(mixed), label, label_of))
+    return Endpoint("cloud", "/v1/facemix", facemix_requests(cloud.input_shape), good)
+
+
+def _facemix_label(edge: FaceMixEdge, keys: list[np.ndarray], body: bytes) -> int:
+    outputs = from_npy(body, edge.cloud_output_shape, sum(map(len, keys)))
+    return int(edge.labels(outputs, keys, 1)[0])
 
 
 @dataclass
@@ -224,80 +327,64 @@ class FuzzStats:
                 "non_json_error_bodies": self.not_json, "good_requests": self.good_requests,
                 "good_requests_wrong": self.good_wrong}
 
+    def answer(self, status: int, body: bytes, description: str) -> None:
+        self.requests += 1
+        self.statuses[status] += 1
+        if status >= 500:
+            self.server_errors.append(f"{status} for {description}: {body[:200]!r}")
+        if status != 200 and not _is_json_error(body):
+            self.not_json += 1
 
-def _check_answer(stats: FuzzStats, status: int, reply: dict | None, description: str) -> None:
-    stats.requests += 1
-    stats.statuses[status] += 1
-    if status >= 500:
-        stats.server_errors.append(f"{status} for {description}: {reply}")
-    if status != 200 and (reply is None or "error" not in reply):
-        stats.not_json += 1
+    def good_answer(self, request: GoodRequest, status: int, body: bytes) -> None:
+        self.good_requests += 1
+        try:
+            self.good_wrong += status != 200 or request.label_of(body) != request.label
+        except (ValueError, KeyError, TensorPayloadError):
+            self.good_wrong += 1
 
 
-def fuzz_edge(stack: LocalStack, good: GoodRequests, examples: int, stats: FuzzStats) -> None:
-    client = HttpsClient(stack.edge_url, stack.client_ssl())
-    auth = {"Authorization": f"Bearer {stack.token}"}
+def _is_json_error(body: bytes) -> bool:
+    try:
+        return "error" in json.loads(body)
+    except ValueError:
+        return False
+
+
+def fuzz(client: HttpsClient, endpoint: Endpoint, headers: dict[str, str], examples: int, stats: FuzzStats) -> None:
+    """``examples`` generated requests to one route; after every ``GOOD_EVERY``-th, a good one."""
     index = iter(range(10**9))
 
     @settings(max_examples=examples, deadline=None, database=None, phases=(Phase.generate,),
               suppress_health_check=list(HealthCheck))
-    @given(edge_requests())
+    @given(endpoint.requests)
     def property_(request: tuple[str, str, bytes]) -> None:
         content_type, query, body = request
-        status, reply = client.post(f"/v1/recognize{query}", body, {**auth, "Content-Type": content_type})
-        _check_answer(stats, status, reply, f"{content_type} {query} {len(body)} B")
+        status, reply = client.post(f"{endpoint.path}{query}", body, {**headers, "Content-Type": content_type})
+        stats.answer(status, reply, f"{content_type} {query} {len(body)} B")
         number = next(index)
         if number % GOOD_EVERY == 0:
-            which = number // GOOD_EVERY % len(good.edge_bodies)
-            status, reply = client.post("/v1/recognize?codec=png", good.edge_bodies[which],
-                                        {**auth, "Content-Type": "image/jpeg"})
-            stats.good_requests += 1
-            stats.good_wrong += status != 200 or reply["labels"] != [good.labels[which]]
+            good = endpoint.good[number // GOOD_EVERY % len(endpoint.good)]
+            status, reply = client.post(good.path, good.body, {**headers, "Content-Type": good.content_type})
+            stats.good_answer(good, status, reply)
 
     property_()
-    client.close()
-
-
-def fuzz_cloud(stack: LocalStack, good: GoodRequests, examples: int, stats: FuzzStats) -> None:
-    context = stack.client_ssl()
-    context.load_cert_chain(stack.certificates.edge_client)
-    client = HttpsClient(stack.cloud_url, context)
-    index = iter(range(10**9))
-    offset = len(good.edge_bodies)
-
-    @settings(max_examples=examples, deadline=None, database=None, phases=(Phase.generate,),
-              suppress_health_check=list(HealthCheck))
-    @given(cloud_requests())
-    def property_(request: tuple[str, bytes]) -> None:
-        content_type, body = request
-        status, reply = client.post("/v1/classify", body, {"Content-Type": content_type})
-        _check_answer(stats, status, reply, f"{content_type} {len(body)} B")
-        number = next(index)
-        if number % GOOD_EVERY == 0:
-            which = number // GOOD_EVERY % len(good.cloud_bodies)
-            status, reply = client.post("/v1/classify", good.cloud_bodies[which], {"Content-Type": CONTENT_TYPE})
-            stats.good_requests += 1
-            stats.good_wrong += status != 200 or reply["labels"] != [good.labels[offset + which]]
-
-    property_()
-    client.close()
 
 
 def run(examples: int, workdir: Path) -> dict:
-    """Fuzz both endpoints of one real edge + cloud stack; their figures and whether they stayed ready."""
-    good = GoodRequests.build()
-    results = {}
+    """Fuzz every POST route of one real edge + cloud stack; their figures and whether they stayed ready."""
+    bundle = ModelBundle.open()
+    results: dict = {"bundle_sha256": bundle.sha256, "cpu": cpu_model()}
     with local_stack(workdir) as stack:
-        for name, fuzz in (("edge /v1/recognize", fuzz_edge), ("cloud /v1/classify", fuzz_cloud)):
+        cloud_context = stack.client_ssl()
+        cloud_context.load_cert_chain(stack.certificates.edge_client)
+        clients = {"edge": HttpsClient(stack.edge_url, stack.client_ssl()),
+                   "cloud": HttpsClient(stack.cloud_url, cloud_context)}
+        headers = {"edge": {"Authorization": f"Bearer {stack.token}"}, "cloud": {}}
+        for endpoint in endpoints(bundle):
             stats, start = FuzzStats(), time.perf_counter()
-            fuzz(stack, good, examples, stats)
-            results[name] = {**stats.as_dict(), "seconds": round(time.perf_counter() - start, 1)}
-        context = stack.client_ssl()
-        context.load_cert_chain(stack.certificates.edge_client)
-        results["ready_after"] = {
-            "edge": HttpsClient(stack.edge_url, stack.client_ssl()).get_status("/readyz") == 200,
-            "cloud": HttpsClient(stack.cloud_url, context).get_status("/readyz") == 200,
-        }
+            fuzz(clients[endpoint.server], endpoint, headers[endpoint.server], examples, stats)
+            results[endpoint.name] = {**stats.as_dict(), "seconds": round(time.perf_counter() - start, 1)}
+        results["ready_after"] = {name: client.get_status("/readyz") == 200 for name, client in clients.items()}
         results["processes_alive_after"] = stack.alive()
     return results
 

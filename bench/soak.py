@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pmc2.bench.timing import cpu_model
 from pmc2.serving.local_stack import local_stack
 from pmc2.mobile_client.modes import Phone
 from pmc2.mobile_client.run import run_mode, summarize
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
+from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.paths import REPORTS
 from pmc2.runtime.link_codecs import LINK_CODECS
 from pmc2.value_ranges import non_negative_int, positive_int
@@ -63,6 +65,7 @@ def run(requests: int, warmup: int, concurrency: int, workdir: Path) -> dict:
         alive = stack.alive()
     summary = summarize(records)
     return {
+        "bundle_sha256": ModelBundle.open().sha256, "cpu": cpu_model(),
         "requests": len(records), "warmup_requests": warmup, "concurrency": concurrency, "codecs": list(codecs),
         "errors": summary["errors"], "first_error": summary["first_error"], "accuracy": summary["accuracy"],
         "seconds": round(seconds, 1), "requests_per_second": round(len(records) / seconds, 1),

@@ -44,6 +44,12 @@ class ModelBundle:
             raise ValueError(f"{path}: unsupported manifest format_version {manifest.get('format_version')!r}")
         return cls(Path(folder), manifest, model_key)
 
+    @property
+    def sha256(self) -> str:
+        """The bundle's identity: the sha256 of its manifest, which holds the sha256 of every file it serves.
+        Benchmarks and reports record it so that a figure names the models it measured."""
+        return hashlib.sha256((self.folder / "manifest.json").read_bytes()).hexdigest()
+
     def _verified_bytes(self, entry: dict, data: bytes | None = None) -> bytes:
         path = self.folder / entry["file"]
         if data is None:

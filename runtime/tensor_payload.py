@@ -8,6 +8,7 @@ Read with ``allow_pickle=False``: a payload holds numbers or is refused with Ten
 from __future__ import annotations
 
 import io
+from tokenize import TokenError
 
 import numpy as np
 
@@ -35,7 +36,7 @@ def from_npy(data: bytes, item_shape: tuple[int, ...], max_items: int) -> np.nda
         if version not in read_header:
             raise ValueError(f"unsupported .npy version {version}")
         shape, fortran_order, dtype = read_header[version](stream)
-    except ValueError as error:
+    except (ValueError, SyntaxError, TokenError, TypeError) as error:  # what numpy's header parser raises on garbage
         raise TensorPayloadError(f"not a .npy array: {error}") from None
     if dtype != WIRE_DTYPE or fortran_order:
         raise TensorPayloadError(f"expected C-ordered {np.dtype(WIRE_DTYPE).name} values, got {dtype}")

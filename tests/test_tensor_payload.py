@@ -35,6 +35,8 @@ def test_round_trip_is_float16_exact() -> None:
     (_header_only((1, *SHAPE), "<f4") + bytes(4 * int(np.prod(SHAPE))), "expected C-ordered float16"),
     (_header_only((1, *SHAPE), "|O"), "got object"),  # objects (pickles) are never read
     (to_npy(np.full((1, *SHAPE), np.nan)), "finite"),
+    # a header whose brackets do not close (found by the fuzzer): numpy's parser raises a TokenError
+    (to_npy(np.zeros((1, *SHAPE))).replace(b"(1, 64, 16, 16)", b"(1, 64, [6, 16)"), "not a .npy array"),
 ])
 def test_bad_payloads_are_refused_with_the_reason(payload: bytes, message: str) -> None:
     with pytest.raises(TensorPayloadError, match=re.escape(message)):
