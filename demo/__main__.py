@@ -4,7 +4,7 @@ over the bundled images in every mode, protector and edge→cloud codec, one tab
     python -m pmc2.demo [--images sample] [--limit N] [--protectors perturbation,dapter] [--json out.json] [--serve]
 
 With ``--serve`` the demo then keeps a cloud and an edge running, prints the address of the edge's page
-(token included) and waits for Ctrl-C.
+(token included) and waits for Ctrl-C (SIGTERM or SIGHUP stop both servers too).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main() -> None:
 
 
 def serve_page(port: int) -> None:
-    """Keep a local cloud + edge up and print the page's address until Ctrl-C."""
+    """Keep a local cloud + edge up and print the page's address until Ctrl-C, SIGTERM or SIGHUP."""
     workdir = Path(".demo")
     workdir.mkdir(exist_ok=True)
     with local_stack(workdir, edge_port=port) as stack:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 FORMATS = ("PNG", "JPEG", "WEBP")
+ACCEPTED = f"{', '.join(FORMATS[:-1])} or {FORMATS[-1]}"  # for messages
 MAX_IMAGE_PIXELS = 4096 * 4096
 RESIZE_POLICIES = ("resize", "reject")
 
@@ -42,15 +43,17 @@ def decode_image(payload: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarr
     try:
         with Image.open(io.BytesIO(payload)) as image:
             if image.format not in FORMATS:
-                raise NotAnImage(f"unsupported image format {image.format}; send {', '.join(FORMATS)}")
+                raise NotAnImage(f"unsupported image format {image.format}; send {ACCEPTED}")
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageTooLarge(f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
             image.load()
             return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except ImageError:
+        raise
+    except UnidentifiedImageError as error:  # its text shows a Python object, not words for a person
+        raise NotAnImage(f"not a decodable image: expected {ACCEPTED}") from error
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        if isinstance(error, ImageError):
-            raise
         raise NotAnImage(f"not a decodable image: {error}") from error
 
 

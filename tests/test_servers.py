@@ -305,7 +305,7 @@ def _png_claiming_size(width: int, height: int) -> bytes:
 @pytest.mark.parametrize(
     ("body", "content_type", "codec", "status", "message"),
     [
-        (b"hello, not an image", "image/jpeg", None, 422, "not a decodable image"),
+        (b"hello, not an image", "image/jpeg", None, 422, "image 0: not a decodable image: expected PNG, JPEG or WEBP"),
         ("truncated", "image/jpeg", None, 422, "image 0"),
         (_png_claiming_size(5_000, 5_000), "image/png", None, 422, "exceeds the limit"),
         ("valid", "text/plain", None, 415, "Content-Type"),
@@ -325,6 +325,7 @@ async def test_bad_requests_get_a_json_4xx(client, edge, body, content_type, cod
     }.get(body, body) if isinstance(body, str) else body
     got_status, reply, _ = await post_edge(client, edge, body, content_type=content_type, codec=codec)
     assert got_status == status and message in reply["error"], reply
+    assert "<_io" not in reply["error"] and "object at 0x" not in reply["error"], reply  # no Python internals
 
 
 async def test_an_unknown_protector_gets_a_json_400(client, edge) -> None:

@@ -21,7 +21,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 SCREENSHOT = REPORTS / "ui" / "edge_page.png"
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="Chromium is not installed (make test installs Debian's chromium when it can)")
+                                reason="Chromium is not installed (make test installs it; as root: apt-get install -y chromium)")
 
 
 @pytest.fixture(scope="module")
