@@ -7,9 +7,12 @@ thread each), at each concurrency; images/s, p50/p99 latency, errors and the his
 micro-batch sizes. Then an overload run against an edge whose queue holds few images: how many requests
 get 503, and the p99 of those served.
 
-Bound: the same models and coder in this process, one thread, at the batch size the servers formed
-(median of the run): edge (generator + g_a + rANS) plus cloud (rANS⁻¹ + g_s + target) CPU seconds per
-image. The servers' peak resident memory after the concurrency runs is recorded for sizing pods.
+Bound: the blocking work each server hands its worker thread, run in this process through the servers'
+own units (``ServedWork``), one ORT thread, at the batch size the servers formed (median of the run):
+edge (decode the phone's JPEG, then EdgeProtector.protect: generator + g_a + rANS for the neural link) plus
+cloud (CloudRecognizer.decode and .classify: rANS⁻¹ + g_s + target) seconds per image, each the fastest of
+ten runs (interference only adds time). The servers' peak resident memory after the concurrency runs is
+recorded for sizing pods.
 The load generator runs in this process too; its CPU time during each run is measured, and the
 bound of that run is the cores left to the servers divided by the CPU seconds per image:
 bound = (cores − load-generator cores) / (edge + cloud seconds per image).
@@ -29,19 +32,25 @@ from pathlib import Path
 
 import numpy as np
 
-from pmc2.bench.timing import cpu_model, median_seconds
+from pmc2.bench.timing import cpu_model, fastest_seconds
+from pmc2.cloud_server.config import CloudConfig
+from pmc2.cloud_server.recognition import CloudRecognizer
+from pmc2.edge_server.config import EdgeConfig
+from pmc2.edge_server.protection import EdgeProtector
+from pmc2.edge_server.state import MODEL_SIZE
 from pmc2.mobile_client.modes import Phone
 from pmc2.mobile_client.run import run_mode, summarize
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.cpu_budget import available_cpus
-from pmc2.runtime.image_codecs import through_phone_jpeg
-from pmc2.runtime.link_codecs import DEFAULT_CODEC, CodecContext, codec_named
+from pmc2.runtime.image_codecs import jpeg_bytes
+from pmc2.runtime.image_decoding import decode_images
+from pmc2.runtime.link_codecs import DEFAULT_CODEC
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.paths import REPORTS
-from pmc2.runtime.pipeline import classify
-from pmc2.runtime.protection import Protector
+from pmc2.runtime.protection import DEFAULT_PROTECTOR
 from pmc2.runtime.sessions import SessionSettings
-from pmc2.serving.local_stack import local_stack
+from pmc2.runtime.wire_format import EncodedBatch
+from pmc2.serving.local_stack import LocalStack, local_stack
 from pmc2.value_ranges import positive_int
 
 CONCURRENCIES = (1, 16, 64, 256)
@@ -50,19 +59,37 @@ CAPACITY_CONCURRENCY = 64
 POD_CPUS = 2  # deploy/k8s/base: each server's CPU request
 HPA_CPU_TARGET = 0.70  # deploy/k8s/base/autoscaling.yaml: the utilisation the autoscaler holds pods at
 PLANNED_RATES = (1_000, 10_000)
+PHONE_JPEG_QUALITY = 90
+LINK, PROTECTOR = DEFAULT_CODEC, DEFAULT_PROTECTOR  # what the phone asks the edge for, served and bounded
 
 
-def compute_seconds_per_image(batch_size: int, repeats: int = 10) -> dict[str, float]:
-    """Single-thread seconds per image of the edge's and the cloud's model and coder work at ``batch_size``."""
-    bundle, settings = ModelBundle.open(), SessionSettings(intra_op_threads=1)
-    g_a, g_s = bundle.session("g_a", settings), bundle.session("g_s", settings)
-    protector = Protector(bundle, settings, g_a=g_a, g_s=g_s)
-    codec = codec_named(DEFAULT_CODEC).build(CodecContext(bundle, g_a=g_a, g_s=g_s))
-    target = bundle.session("target", settings)
-    pixels = np.resize(through_phone_jpeg(load_evaluation(None).images[:batch_size], 90), (batch_size, 32, 32, 3))
-    streams = codec.encode(protector.perturb(pixels))
-    edge = median_seconds(lambda: codec.encode(protector.pixels_for_links(protector.perturb(pixels))), repeats)
-    cloud = median_seconds(lambda: classify(target, codec.decode(streams, batch_size)), repeats)
+class ServedWork:
+    """What the servers' worker threads run for the phone's pmc2 requests, built and called as the servers do
+    (edge_server.app and .state, cloud_server.app): the edge decodes each request's JPEG, then protects and
+    encodes the micro-batch; the cloud decodes the batch and classifies it. One ORT thread, as in local_stack."""
+
+    def __init__(self) -> None:
+        bundle, settings = ModelBundle.open(), SessionSettings(intra_op_threads=1)
+        self.bundle_sha256 = bundle.sha256
+        self.edge = EdgeProtector(bundle, settings, EdgeConfig.jpeg_quality, EdgeConfig.webp_quality)
+        self.cloud = CloudRecognizer(bundle, settings, CloudConfig.max_image_pixels)
+
+    def edge_batch(self, jpegs: list[bytes]) -> EncodedBatch:
+        images = np.concatenate([decode_images([jpeg], EdgeConfig.max_image_pixels, MODEL_SIZE, EdgeConfig.resize_policy)
+                                 for jpeg in jpegs])
+        return EncodedBatch(LINK, self.edge.protect(images, LINK, PROTECTOR).payloads, len(images))
+
+    def cloud_batch(self, batch: EncodedBatch) -> list[int]:
+        return self.cloud.classify(self.cloud.decode(batch))
+
+
+def compute_seconds_per_image(work: ServedWork, batch_size: int, repeats: int = 10) -> dict[str, float]:
+    """Single-thread seconds per image (fastest run) of the edge's and the cloud's share of ``work`` at ``batch_size``."""
+    pixels = np.resize(load_evaluation(None).images, (batch_size, 32, 32, 3))
+    jpegs = [jpeg_bytes(image, PHONE_JPEG_QUALITY) for image in pixels]
+    batch = work.edge_batch(jpegs)
+    edge = fastest_seconds(lambda: work.edge_batch(jpegs), repeats)
+    cloud = fastest_seconds(lambda: work.cloud_batch(batch), repeats)
     return {"edge": edge / batch_size, "cloud": cloud / batch_size}
 
 
@@ -79,27 +106,30 @@ def served(phone: Phone, data: LabelledImages, concurrency: int, context) -> dic
             "median_batch_size": int(statistics.median(r.batch_size for r in records if r.batch_size))}
 
 
+def _phone(stack: LocalStack) -> Phone:
+    return Phone(stack.edge_url, stack.cloud_url, stack.token, PHONE_JPEG_QUALITY, LINK, protector=PROTECTOR)
+
+
 def run(requests: int, workdir: Path) -> dict:
     data = load_evaluation(None)
     repeated = data.subset(np.resize(np.arange(len(data)), requests))
     runs = []
     with local_stack(workdir / "stack") as stack:
-        phone = Phone(stack.edge_url, stack.cloud_url, stack.token, 90, DEFAULT_CODEC)
+        phone = _phone(stack)
         asyncio.run(run_mode(phone, "pmc2", data.subset(slice(0, 200)), stack.client_ssl(), 16, progress=False))
         for concurrency in CONCURRENCIES:
             runs.append(served(phone, repeated, concurrency, stack.client_ssl()))
         peak_memory = stack.peak_memory_mib()
     with local_stack(workdir / "overload", extra_edge_args=("--max-queued-images", str(OVERLOAD_QUEUE))) as stack:
-        phone = Phone(stack.edge_url, stack.cloud_url, stack.token, 90, DEFAULT_CODEC)
-        overload = served(phone, repeated, OVERLOAD_CONCURRENCY, stack.client_ssl())
-    cores = available_cpus()
+        overload = served(_phone(stack), repeated, OVERLOAD_CONCURRENCY, stack.client_ssl())
+    cores, work = available_cpus(), ServedWork()
     for result in runs:
-        per_image = compute_seconds_per_image(result["median_batch_size"])
+        per_image = compute_seconds_per_image(work, result["median_batch_size"])
         result["compute_seconds_per_image"] = per_image
         result["bound_images_per_s"] = (cores - result["load_generator_cores"]) / (per_image["edge"] + per_image["cloud"])
         result["served_over_bound"] = result["images_per_s"] / result["bound_images_per_s"]
-    return {"cpu": cpu_model(), "cores": cores, "link_codec": DEFAULT_CODEC, "runs": runs,
-            "capacity": capacity(runs, peak_memory),
+    return {"bundle_sha256": work.bundle_sha256, "cpu": cpu_model(), "cores": cores, "link_codec": LINK,
+            "protector": PROTECTOR, "runs": runs, "capacity": capacity(runs, peak_memory),
             "overload": {**overload, "queue_limit_images": OVERLOAD_QUEUE}}
 
 

@@ -16,6 +16,9 @@ FUZZED_ROUTES = ("edge /v1/recognize", "edge /v1/inspect", "cloud /v1/classify",
 # committed benchmark results and the command that regenerates each
 SERVED_BENCHMARKS = {"fuzz.json": "pmc2.bench.fuzz_servers", "soak.json": "pmc2.bench.soak",
                      "serving.json": "pmc2.bench.serving"}
+# Served throughput may exceed the compute bound by this factor only: the bound times each batch as the fastest
+# of ten runs, which repeated measurements reproduce within ~2% even beside a busy core.
+BOUND_NOISE = 1.05
 
 
 def test_generated_requests_never_get_a_5xx_and_good_ones_stay_right(tmp_path: Path) -> None:
@@ -68,7 +71,7 @@ def test_serving_benchmark_reports_served_against_bound_and_overload(tmp_path: P
     for run in results["runs"]:
         assert run["errors"] == 0 and run["images_per_s"] > 0 and 0 < run["load_generator_cores"] < results["cores"]
         assert sum(run["batch_sizes"].values()) == 80 and run["bound_images_per_s"] > 0
-        assert 0 < run["served_over_bound"] < 1.5
+        assert 0 < run["served_over_bound"] <= BOUND_NOISE, run  # the bound is one: nothing serves faster
     assert max(max(run["batch_sizes"]) for run in results["runs"]) > 1  # concurrency forms batches
     overload = results["overload"]
     assert overload["errors"] > 0 and "503" in overload["first_error"]
