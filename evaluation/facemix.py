@@ -9,8 +9,9 @@ what its cloud receives — keyed mixtures of features, not images.
         coefficient) pairs ──▶ inverse network ──▶ reconstructions of the evaluation images' mixtures
 
 The attacker (Kerckhoffs) knows the FaceMix model and holds the public training images; the keys stay on the
-edge. Each mixture is scored against the original that dominates it, next to the label-only baseline (its
-class-mean image); the cloud itself never learns a label here.
+edge. Each mixture is scored against the original that dominates it, next to the label-only baseline: the
+class-mean image of the label FaceMix returns for that original, what a scheme leaking its answer would allow
+(the cloud itself never learns a label here). Two-choice partners share that label, as for the other protectors.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pmc2.evaluation.edge_cost import median_ms_per_image
 from pmc2.evaluation.image_similarity import similarity_summary
 from pmc2.evaluation.inverse_attack import FeatureInverse, InverseAttackConfig, reconstruct, train_inverse
 from pmc2.evaluation.judges import accuracy, load_judges
+from pmc2.evaluation.label_only import label_only_baseline
 from pmc2.evaluation.linkability import rank1_reidentification, same_class_partners, two_choice_success
 from pmc2.export.classifiers import load_classifier
 from pmc2.export.compressor import load_compressor
@@ -129,10 +131,11 @@ def edge_gflops(pair: ModelPair) -> dict[str, float]:
     }
 
 
-def attack(link: FaceMixLink, evaluation: LabelledImages, view: np.ndarray, dominant: np.ndarray, public: LabelledImages,
-           class_means: torch.Tensor, config: InverseAttackConfig, phone_quality: int) -> dict:
+def attack(link: FaceMixLink, evaluation: LabelledImages, returned: np.ndarray, view: np.ndarray, dominant: np.ndarray,
+           public: LabelledImages, class_means: torch.Tensor, config: InverseAttackConfig, phone_quality: int) -> dict:
     """The inverse network trained on public mixtures, scored on the evaluation images' mixtures ``view``
-    (``cloud_view``: each dominated by the evaluation image ``dominant``)."""
+    (``cloud_view``: each dominated by the evaluation image ``dominant``); ``returned``: the label FaceMix
+    returns for each evaluation image."""
     public_view, public_dominant, _, _ = cloud_view(link, through_phone_jpeg(public.images, phone_quality))
     public_originals = to_unit(torch.from_numpy(public.images).permute(0, 3, 1, 2))
     network, losses = train_inverse(torch.from_numpy(public_view), public_originals[public_dominant], config,
@@ -142,14 +145,14 @@ def attack(link: FaceMixLink, evaluation: LabelledImages, view: np.ndarray, domi
     originals, labels = to_unit(images)[dominant], labels[dominant]
     reconstructed = reconstruct(network, torch.from_numpy(view), prepare=lambda view: view)
     judges = load_judges()
-    label_only = class_means[labels]
+    learned = torch.from_numpy(returned.astype(np.int64))[dominant]
+    label_only, baseline = label_only_baseline(class_means, learned, originals, labels, judges)
     rng = torch.Generator().manual_seed(0)
-    partners = same_class_partners(labels, rng)
+    partners = same_class_partners(learned, rng)
     return {
         "inverse_attack": similarity_summary(reconstructed, originals),
         "inverse_attack_train_mse_per_epoch": losses,
-        "label_only": {**similarity_summary(label_only, originals),
-                       "judges": {name: accuracy(judge, label_only, labels) for name, judge in judges.items()}},
+        "label_only": baseline,
         "judges_on_reconstruction": {name: accuracy(judge, reconstructed, labels) for name, judge in judges.items()},
         "two_choice_inverse": two_choice_success(reconstructed, originals, originals[partners]),
         "rank1_of_1000_inverse": rank1_reidentification(reconstructed, originals, labels, public_originals,
@@ -167,12 +170,12 @@ def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_q
         evaluation = evaluation.subset(slice(0, limit))
     link = FaceMixLink(ModelBundle.open(pair.onnx_models), seed)
     received = through_phone_jpeg(evaluation.images, phone_quality)
-    view, dominant, labels, sent = cloud_view(link, received, classify=True)  # one mixing pass for all numbers
+    view, dominant, returned, sent = cloud_view(link, received, classify=True)  # one mixing pass for all numbers
     lone = link.mixtures(received[:1])[2]  # one image alone: its group is filled up with decoys
     results = {
         "pair": pair.name, "target": pair.target.stem,  # the table FaceMix (its own split FastNet) is compared in
         "evaluation_images": len(evaluation), "cpu": cpu_model(), "phone_quality": phone_quality,
-        "accuracy": 100.0 * float((labels == evaluation.labels).mean()),
+        "accuracy": 100.0 * float((returned == evaluation.labels).mean()),
         "bytes_per_image": {"batch of 256": sent / len(evaluation), "one image": float(lone)},
         "edge_ms_per_image": edge_ms_per_image(link, received[: 4 * BATCH]),
         "edge_gflops_per_image": edge_gflops(pair),
@@ -181,8 +184,8 @@ def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_q
         public_all = load_split(data, "train")
         public = public_all.subset(np.random.default_rng(seed).permutation(len(public_all))[:attacker_images])
         class_means = class_mean_images(*as_tensors(public_all))
-        results["attacks"] = attack(link, evaluation, view, dominant, public, class_means, InverseAttackConfig(),
-                                    phone_quality)
+        results["attacks"] = attack(link, evaluation, returned, view, dominant, public, class_means,
+                                    InverseAttackConfig(), phone_quality)
     return results
 
 
@@ -211,8 +214,9 @@ def render_facemix(results: dict) -> str:
         "each group of four images' features with a fresh random orthogonal key, sends the mixtures as float16, and "
         "demixes the cloud part's float16 outputs before its own head; the cloud never learns a label. The attacker "
         "trains an inverse network on mixtures of public images (keys known to it there) and reconstructs the original "
-        "that dominates each evaluation mixture; the label-only baseline is that original's class-mean image. Edge "
-        "GFLOPs (2 per multiply-add) put FaceMix's edge share beside the image protectors' with g_a.",
+        "that dominates each evaluation mixture; the label-only baseline is the class-mean image of the label FaceMix "
+        "returns for that original (what a scheme leaking its answer would allow), and two-choice partners share that "
+        "label. Edge GFLOPs (2 per multiply-add) put FaceMix's edge share beside the image protectors' with g_a.",
         "\n".join(lines),
         "![FaceMix attack grid](facemix_attack_grid.png)" if "attacks" in results else "",
     ])

@@ -21,6 +21,9 @@ def _size(result: CodecResult) -> str:
 
 LOSS_NAMES = {"rd": "rate–distortion", "task": "rate–distortion + target CE", "end_to_end": "end to end with the generator"}
 GOAL_ACCURACY, GOAL_BYTES_PER_STREAM, GOAL_BYTES_AT_256 = 90.0, 8.3, 1.0
+PRIVACY_HEADING = "## Privacy under attack"
+PRIVACY_SKIPPED = ("Not measured: this report was generated with `--attacker-images 0`, so no privacy attack ran "
+                   "(the protector tables say \"not measured\").")
 
 
 def _name(target: dict) -> str:
@@ -115,6 +118,8 @@ def render(results: dict) -> str:
     ]
     if results.get("privacy_attacks"):
         sections.append(render_privacy(results["privacy_attacks"]))
+    else:
+        sections += [PRIVACY_HEADING, PRIVACY_SKIPPED]
     sections.append(render_protectors(results))
     if results.get("facemix"):
         sections.append(render_facemix(results["facemix"]))
@@ -142,14 +147,22 @@ def _met(flag: bool) -> str:
     return "✓" if flag else "✗"
 
 
+def _baseline_row(name: str, baseline: dict, judges: list[str], chance: tuple[str, str]) -> list[str]:
+    """A class-mean baseline's row of a privacy table; ``chance``: its two-choice and rank-1 cells."""
+    return [name, f"{baseline['psnr_db']:.2f}", f"{baseline['ssim']:.3f}", *[_percent(baseline["judges"][j]) for j in judges],
+            "", *chance, ""]
+
+
 def render_privacy(privacy: dict) -> str:
     """The privacy-attack section: attacker model, per pair and view the attacks beside the label-only baseline."""
     goals = privacy["goals"]
     sections = [
-        "## Privacy under attack",
+        PRIVACY_HEADING,
         f"Attacker: {privacy['attacker']}. {privacy['evaluation_images']} evaluation images. The cloud learns the "
-        "label by design, so each attack is shown next to the **label-only baseline** (the class-mean image of the "
-        "public training set): the gap between them is what the view leaks beyond the label. Goals: attack SSIM ≤ "
+        "label by design, so each attack is shown next to the **label-only baseline** of its view (the class-mean "
+        "image, over the public training set, of the label the cloud returns for that view; the true label's "
+        "class-mean image is an oracle row for reference only): the gap between them is what the view leaks beyond "
+        "the label. Goals: attack SSIM ≤ "
         f"baseline + {goals['ssim_margin']}, PSNR ≤ baseline + {goals['psnr_margin_db']} dB, two-choice linkability "
         f"≤ {goals['two_choice_max']:.0f}% (the two candidates are images the cloud returns the same label for, so "
         "knowing the label alone scores 50%), judges no better on any view (masked or not) or reconstruction than on the "
@@ -160,14 +173,15 @@ def render_privacy(privacy: dict) -> str:
         "any reading could add (goal `judges_beyond_label`: no more than chance).",
     ]
     for pair in privacy["pairs"]:
-        baseline = pair["label_only"]
-        judges = list(baseline["judges"])
-        rows = [["label-only baseline", f"{baseline['psnr_db']:.2f}", f"{baseline['ssim']:.3f}",
-                 *[_percent(baseline["judges"][j]) for j in judges], "", "50.0% / 50.0%", "0.1% / 0.1%", ""]]
+        oracle = pair["label_only_true_label"]
+        judges = list(oracle["judges"])
+        rows = [_baseline_row("true label's class mean (oracle, not a goal)", oracle, judges, ("", ""))]
         for view, result in pair["views"].items():
             attack, met = result["inverse_attack"], result["goals_met"]
             if "same_as" in result:
                 view = f"{view} (the same images as {result['same_as']})"
+            rows.append(_baseline_row(f"{view}: label-only baseline (the cloud's label)", result["label_only"], judges,
+                                      ("50.0% / 50.0%", "0.1% / 0.1%")))
             rows.append([
                 f"{view}: inverse attack", f"{attack['psnr_db']:.2f}", f"{attack['ssim']:.3f}",
                 *[_percent(result["judges_on_reconstruction"][j]) for j in judges], "",
@@ -213,15 +227,23 @@ def _link_result(target: dict, link: str) -> tuple[CodecResult, float, str]:
     return results[link]
 
 
+def _similarity_cell(attack: dict, baseline: dict) -> str:
+    """An attack's SSIM / PSNR, its label-only baseline's in brackets."""
+    return f"{attack['ssim']:.3f} / {attack['psnr_db']:.2f} ({baseline['ssim']:.3f} / {baseline['psnr_db']:.2f})"
+
+
 def _attack_cells(privacy_pair: dict | None, view: str) -> list[str]:
-    """Inverse-attack SSIM / PSNR, the judges' best on the view and on its reconstruction, two-choice."""
+    """Inverse-attack SSIM / PSNR, the judges' best on the view and on its reconstruction, two-choice; each
+    beside the view's label-only baseline."""
     if privacy_pair is None:
         return ["not measured"] * 3
-    result, baseline = privacy_pair["views"][view], privacy_pair["label_only"]
+    result = privacy_pair["views"][view]
+    baseline = result["label_only"]
     judges = list(baseline["judges"])
-    return [f"{result['inverse_attack']['ssim']:.3f} / {result['inverse_attack']['psnr_db']:.2f}",
+    return [_similarity_cell(result["inverse_attack"], baseline),
             f"{max(result['classifiers_on_view'][j] for j in judges):.1f}% / "
-            f"{max(result['judges_on_reconstruction'][j] for j in judges):.1f}%",
+            f"{max(result['judges_on_reconstruction'][j] for j in judges):.1f}% "
+            f"({max(baseline['judges'].values()):.1f}%)",
             " / ".join(_percent(v) for v in result["two_choice"].values())]
 
 
@@ -229,8 +251,9 @@ def _facemix_row(facemix: dict) -> list[str]:
     """FaceMix in the protector table: its own link (float16 mixtures), scored against each mixture's dominant image."""
     attacks = facemix.get("attacks")
     privacy = ["not measured"] * 3 if attacks is None else [
-        f"{attacks['inverse_attack']['ssim']:.3f} / {attacks['inverse_attack']['psnr_db']:.2f}",
-        f"— / {max(attacks['judges_on_reconstruction'].values()):.1f}%", f"{attacks['two_choice_inverse']:.1f}% / —"]
+        _similarity_cell(attacks["inverse_attack"], attacks["label_only"]),
+        f"— / {max(attacks['judges_on_reconstruction'].values()):.1f}% "
+        f"({max(attacks['label_only']['judges'].values()):.1f}%)", f"{attacks['two_choice_inverse']:.1f}% / —"]
     return ["facemix", "mixed features (float16, batches of up to 256)", f"{facemix['accuracy']:.2f}%",
             f"{facemix['bytes_per_image']['batch of 256']:.2f}", f"{facemix['edge_ms_per_image']:.3f}", *privacy]
 
@@ -245,16 +268,16 @@ def render_protectors(results: dict) -> str:
         "target with DAPter's loss: L1 to a flat grey image vs the target's cross-entropy), over the same links "
         "and the pair's compressor, under the same attacks. Edge ms/image: the shipped ONNX models under "
         f"onnxruntime at batch 256 on {results.get('cpu', 'this CPU')}, protecting and encoding. Privacy columns: "
-        "the inverse attack's SSIM / PSNR dB on what the link carries (label-only baseline in the header), the "
-        "independent judges' best accuracy on the view / on its reconstruction, two-choice linkability "
-        "(inverse / view; 50% = nothing beyond the label).",
+        "the inverse attack's SSIM / PSNR dB on what the link carries, the independent judges' best accuracy on the "
+        "view / on its reconstruction, each with the label-only baseline in brackets (the class-mean image of the "
+        "label the cloud returns for what that link carries; FaceMix's: of the label it returns), two-choice "
+        "linkability (inverse / view; 50% = nothing beyond the label).",
     ]
     for base in dict.fromkeys(t["target"] for t in results["targets"]):
         group = [t for t in results["targets"] if t["target"] == base]
-        rows, baseline = [], None
+        rows = []
         for target in group:
             privacy_pair = next((p for p in privacy["pairs"] if p["pair"] == target["pair"]), None)
-            baseline = baseline or (privacy_pair or {}).get("label_only")
             for link, view in PROTECTOR_LINKS:
                 result, size, settings = _link_result(target, link)
                 rows.append([target.get("protector", DEFAULT_PROTECTOR), f"{link} ({settings})",
@@ -264,11 +287,9 @@ def render_protectors(results: dict) -> str:
         facemix = results.get("facemix")
         if facemix and facemix["target"] == base:
             rows.append(_facemix_row(facemix))
-        label_only = (f" (label-only {baseline['ssim']:.3f} / {baseline['psnr_db']:.2f})" if baseline else "")
-        judges = f" (label-only {max(baseline['judges'].values()):.1f}%)" if baseline else ""
         sections += [f"### Target `{base}`",
                      _table(["protector", "link", "accuracy", "bytes/image", "edge ms/image",
-                             f"inverse SSIM / PSNR{label_only}", f"judges on view / reconstruction{judges}",
+                             "inverse SSIM / PSNR (label-only)", "judges on view / reconstruction (label-only)",
                              "two-choice"], rows)]
     return "\n\n".join(sections)
 
@@ -292,10 +313,12 @@ def _before_after_rows(before: dict, after: dict, before_privacy: dict | None, a
     def attack_numbers(pair: dict | None) -> dict[str, str]:
         if pair is None:
             return {}
-        numbers = {"label-only baseline SSIM / PSNR":
-                   f"{pair['label_only']['ssim']:.3f} / {pair['label_only']['psnr_db']:.2f} dB"}
+        numbers = {}
         for view, result in pair["views"].items():
             attack = result["inverse_attack"]
+            if "label_only" in result:  # records before the per-view baseline kept only the true label's
+                numbers[f"label-only baseline on {view} (the cloud's label): SSIM / PSNR"] = (
+                    f"{result['label_only']['ssim']:.3f} / {result['label_only']['psnr_db']:.2f} dB")
             numbers[f"inverse attack on {view}: SSIM / PSNR"] = f"{attack['ssim']:.3f} / {attack['psnr_db']:.2f} dB"
             numbers[f"two-choice linkability on {view} (inverse / view)"] = " / ".join(
                 _percent(v) for v in result["two_choice"].values())

@@ -3,10 +3,12 @@
     python -m pmc2.evaluation.privacy [--limit N] [--retrain-attacks]   → reports/evaluation/privacy.{json,md}, grids
 
 Attacker (Kerckhoffs): knows the protector's model (generator or DAPter converter) and the compressor,
-holds the public CIFAR-10 training images, and learns each image's label. Attacked views: the protected
+holds the public CIFAR-10 training images, and learns the label the cloud returns for each image (the
+target's prediction on the view it receives, not the true label). Attacked views: the protected
 image x' (PNG / JPEG links) and the neural decode x̂ (the bitstream), for every pair and protector. Measured on the evaluation images:
   1. learned inverse: PSNR / SSIM of a U-Net trained on (view, original) pairs of public images;
-  2. label-only baseline: the class-mean image, what any scheme that leaks only the label allows;
+  2. label-only baseline, per view: the class-mean image of the cloud's label, what any scheme that leaks
+     only that label allows (the true label's, an oracle no attacker has, is kept for reference);
   3. independent judges (and the aux model) on each view, on the reconstructions and on the baseline,
      also with each fixed 10×10 region masked; and what the judges' readings add to the cloud's label
      (bits of the true label beyond it, against their chance level);
@@ -30,6 +32,7 @@ from pmc2.evaluation import plots
 from pmc2.evaluation.image_similarity import similarity_summary
 from pmc2.evaluation.inverse_attack import InverseAttackConfig, cached_inverse, reconstruct
 from pmc2.evaluation.judges import JUDGES, accuracy, bits_beyond_label, load_judges, masked_accuracy, predictions
+from pmc2.evaluation.label_only import label_only_baseline
 from pmc2.evaluation.markdown import render_privacy
 from pmc2.evaluation.linkability import rank1_reidentification, same_class_partners, two_choice_success
 from pmc2.evaluation.privacy_views import VIEWS, cloud_views
@@ -47,7 +50,8 @@ GRID_IMAGES = 8
 
 @dataclass(frozen=True)
 class Goals:
-    """The privacy issue's goals: attack no better than the label-only baseline, within these margins."""
+    """The privacy issue's goals: attack no better than the label-only baseline (the cloud's label), within
+    these margins."""
 
     ssim_margin: float = 0.02
     psnr_margin_db: float = 0.5
@@ -78,11 +82,14 @@ def attack_view(view: torch.Tensor, public_view: torch.Tensor, context: dict) ->
                                      context["config"].retrain, f"inverse attack on {context['view']}")
     reconstructed = reconstruct(network, view)
     cloud_labels = predictions(context["target"], view)
+    label_only, baseline = label_only_baseline(context["class_means"], cloud_labels, originals, labels,
+                                               context["judges"])
     partners = same_class_partners(cloud_labels, torch.Generator().manual_seed(context["config"].seed))
     rng = torch.Generator().manual_seed(context["config"].seed)
     public_labels = context["public_labels"]
     classifiers = {**context["judges"], "aux": context["aux"]}
     return {
+        "label_only": baseline,
         "inverse_attack": similarity_summary(reconstructed, originals),
         "inverse_attack_record": record,
         "classifiers_on_view": _judge_scores(classifiers, view, labels),
@@ -100,11 +107,13 @@ def attack_view(view: torch.Tensor, public_view: torch.Tensor, context: dict) ->
             "view": rank1_reidentification(view, view, labels, public_view, public_labels, generator=rng),
         },
         "_reconstructed": reconstructed[:GRID_IMAGES],
+        "_label_only": label_only[:GRID_IMAGES],
     }
 
 
-def verdicts(result: dict, baseline: dict, goals: Goals) -> dict[str, bool]:
-    """Which of the issue's goals one view meets."""
+def verdicts(result: dict, goals: Goals) -> dict[str, bool]:
+    """Which of the issue's goals one view meets, against its label-only baseline (the cloud's label)."""
+    baseline = result["label_only"]
     judges = set(baseline["judges"])
     aux = [result["classifiers_on_view"]["aux"], result["classifiers_on_view_masked"]["aux"]["best_accuracy"]]
     return {
@@ -121,24 +130,24 @@ def verdicts(result: dict, baseline: dict, goals: Goals) -> dict[str, bool]:
 
 def attack_pair(pair: ModelPair, evaluation: LabelledImages, public: LabelledImages, class_means: torch.Tensor,
                 judges: dict[str, torch.nn.Module], config: PrivacyConfig, goals: Goals = Goals()) -> dict:
-    """Every attack on both views of ``pair``; the label-only baseline beside them; grid rows."""
+    """Every attack on both views of ``pair``, each beside its label-only baseline; grid rows."""
     pipeline = TrainedPipeline.load(pair)
     evaluation_images, labels = as_tensors(evaluation)
     public_images, public_labels = as_tensors(public)
     originals, public_originals = to_unit(evaluation_images), to_unit(public_images)
     views = cloud_views(pipeline, evaluation.images, config.phone_quality, f"views of the evaluation images ({pair.name})")
     public_views = cloud_views(pipeline, public.images, config.phone_quality, f"views of public images ({pair.name})")
-    label_only = class_means[labels]
-    baseline = {**similarity_summary(label_only, originals), "judges": _judge_scores(judges, label_only, labels)}
     context = {
         "originals": originals, "labels": labels, "public_originals": public_originals, "public_labels": public_labels,
         "judges": judges, "aux": pipeline.aux, "config": config, "cache": config.cache / pair.name,
-        "target": pipeline.target,
+        "target": pipeline.target, "class_means": class_means,
         "key": {"pair": pair.name, "generator_sha256": sha256_file(pair.generator),
                 "compressor_sha256": sha256_file(pair.compressor), "public_images_sha256": public.sha256(),
                 "phone_quality": config.phone_quality},
     }
-    results = {"pair": pair.name, "protector": pair.protector, "label_only": baseline, "views": {}}
+    results = {"pair": pair.name, "protector": pair.protector,
+               "label_only_true_label": label_only_baseline(class_means, labels, originals, labels, judges)[1],
+               "views": {}}
     grid = {"original": originals[:GRID_IMAGES]}
     for name in VIEWS:
         same_as = next((seen for seen in results["views"] if torch.equal(views[seen], views[name])), None)
@@ -148,9 +157,9 @@ def attack_pair(pair: ModelPair, evaluation: LabelledImages, public: LabelledIma
         result = attack_view(views[name], public_views[name], context | {"view": name})
         grid[f"{name} view"] = views[name][:GRID_IMAGES]
         grid[f"inverse attack on {name}"] = result.pop("_reconstructed")
-        result["goals_met"] = verdicts(result, baseline, goals)
+        grid[f"label-only baseline for {name}"] = result.pop("_label_only")
+        result["goals_met"] = verdicts(result, goals)
         results["views"][name] = result
-    grid["label-only baseline"] = label_only[:GRID_IMAGES]
     results["_grid"] = {title: (rows.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
                         for title, rows in grid.items()}
     return results
@@ -166,8 +175,9 @@ def measure_privacy(data: Path, limit: int | None, config: PrivacyConfig) -> dic
     class_means = class_mean_images(*as_tensors(public_all))
     judges = load_judges(config.judges)
     return {
-        "attacker": "knows the protector's model (the generator, or DAPter's converter) and the compressor, holds the public CIFAR-10 training images "
-                    f"({config.attacker_images} run through the models), learns each label",
+        "attacker": "knows the protector's model (the generator, or DAPter's converter) and the compressor, holds the public "
+                    f"CIFAR-10 training images ({config.attacker_images} run through the models), learns the label the "
+                    "cloud returns for each image",
         "evaluation_images": len(evaluation), "data": str(data), "checkpoints": str(CHECKPOINTS),
         "config": json.loads(json.dumps(asdict(config), default=str)),
         "goals": asdict(Goals()),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pmc2.evaluation.markdown import PRIVACY_HEADING, PRIVACY_SKIPPED
 from pmc2.evaluation.measurements import CodecResult, EdgeImages, compressor_with_config, lowest_matching_quality
 from pmc2.export.evaluate import TrainedPipeline
 from pmc2.export.pairs import DEFAULT_PAIR, PAIRS
@@ -39,13 +40,22 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_report_files_and_sections(report: Path) -> None:
-    grids = [f"privacy_grid_{variant.name}.png" for pair in PAIRS.values() for variant in pair.with_every_protector()]
+    variants = [variant for pair in PAIRS.values() for variant in pair.with_every_protector()]
+    grids = [f"privacy_grid_{variant.name}.png" for variant in variants]
     for name in ("report.md", "results.json", "rate_accuracy.png", "latency.png", *grids):
         assert (report / name).stat().st_size > 0, name
     text = (report / "report.md").read_text()
-    for heading in ("Bandwidth and accuracy", "Batched bitstreams", "chroma subsampling", "Rate–accuracy", "Privacy",
-                    "Protectors compared", "Latency through the real servers", "Before → after"):
-        assert heading in text
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    for heading in ("Bandwidth and accuracy", "Batched bitstreams", "JPEG chroma subsampling", "Rate–accuracy",
+                    "Privacy under attack", "Protectors compared", "Latency through the real servers", "Before → after"):
+        assert any(line.startswith(f"## {heading}") for line in headings), heading
+    # run with --attacker-images 0: the privacy section says it was skipped and why, and no privacy cell has a number
+    # (the section with numbers: tests/test_privacy_attacks.py, on a small attacker budget)
+    assert f"{PRIVACY_HEADING}\n\n{PRIVACY_SKIPPED}\n\n## Protectors compared" in text
+    protector_rows = [line for line in text.split("## Protectors compared")[1].split("\n## ")[0].splitlines()
+                      if line.startswith("| ") and not line.startswith("| protector |")]
+    assert len(protector_rows) == 5 * len(variants) + 1  # five links per pair and protector, and FaceMix
+    assert all(line.endswith("| not measured | not measured | not measured |") for line in protector_rows)
 
 
 def test_report_numbers_are_consistent(report: Path) -> None:

@@ -1,15 +1,26 @@
-"""FaceMix's keyed mixing: exact for linear cloud parts, and the split classifier trains with the usual recipe."""
+"""FaceMix's keyed mixing: exact for linear cloud parts, the split classifier trains with the usual recipe, and
+the attack on its mixtures is measured beside the label-only baseline of the label it returns."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+from pmc2.evaluation.facemix import FaceMixLink, attack, cloud_view
+from pmc2.evaluation.inverse_attack import InverseAttackConfig
+from pmc2.evaluation.judges import load_judges
+from pmc2.evaluation.label_only import label_only_baseline
 from pmc2.export.classifiers import load_classifier
+from pmc2.export.data import as_tensors, class_mean_images, to_unit
 from pmc2.export.facemix import FaceMixFastNet, demix, fresh_keys, mix
+from pmc2.export.pairs import DEFAULT_PAIR
+from pmc2.runtime.cifar10 import load_evaluation, load_split
 from pmc2.runtime.facemix import group_keys, random_orthogonal
+from pmc2.runtime.image_codecs import through_phone_jpeg
+from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.export.train_classifier import ClassifierConfig
 from pmc2.export.train_classifier import train as train_classifier
 
@@ -44,3 +55,22 @@ def test_split_classifier_trains_encryption_aware(tiny_cifar: Path, tmp_path: Pa
     with torch.inference_mode():
         images = torch.randn(7, 3, 32, 32)  # a batch that is not a whole number of groups
         assert model(images).shape == (7, 10) and model.edge_features(images).shape == (7, 64, 16, 16)
+
+
+def test_the_attack_on_mixtures_is_beside_the_class_mean_of_the_label_facemix_returns(tiny_cifar: Path) -> None:
+    """Whatever FaceMix returns (here one label for every image), the baseline is that label's class mean."""
+    link = FaceMixLink(ModelBundle.open(DEFAULT_PAIR.onnx_models), seed=0)
+    evaluation, public = load_evaluation(tiny_cifar).subset(slice(0, 24)), load_split(tiny_cifar, "train").subset(slice(0, 64))
+    view, dominant, _, _ = cloud_view(link, through_phone_jpeg(evaluation.images, 90))
+    class_means = class_mean_images(*as_tensors(public))
+    returned = np.full(len(evaluation), 3)
+    result = attack(link, evaluation, returned, view, dominant, public, class_means,
+                    InverseAttackConfig(epochs=1, batch_size=64), 90)
+    images, labels = as_tensors(evaluation)
+    originals, labels, judges = to_unit(images)[dominant], labels[dominant], load_judges()
+    expected = label_only_baseline(class_means, torch.full_like(labels, 3), originals, labels, judges)[1]
+    oracle = label_only_baseline(class_means, labels, originals, labels, judges)[1]
+    assert expected["psnr_db"] != pytest.approx(oracle["psnr_db"])  # the check below tells the two apart
+    assert result["label_only"]["judges"] == pytest.approx(expected["judges"])
+    assert (result["label_only"]["psnr_db"], result["label_only"]["ssim"]) == pytest.approx(
+        (expected["psnr_db"], expected["ssim"]))
