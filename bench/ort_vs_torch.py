@@ -24,7 +24,7 @@ from tqdm import tqdm  # noqa: E402
 
 from pmc2.bench.timing import cpu_model  # noqa: E402
 from pmc2.bench.torch_worker import WIDE_BASE_WIDTH, wide_generator  # noqa: E402
-from pmc2.export.generator import PixelOutput, load_generator  # noqa: E402
+from pmc2.training.generator import PixelOutput, load_generator  # noqa: E402
 from pmc2.export.to_onnx import to_onnx_bytes  # noqa: E402
 from pmc2.runtime.paths import CHECKPOINTS, ONNX_MODELS, REPO_ROOT, REPORTS  # noqa: E402
 from pmc2.value_ranges import positive_int  # noqa: E402

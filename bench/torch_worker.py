@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from pmc2.bench.timing import median_seconds
-from pmc2.export.classifiers import load_classifier
-from pmc2.export.compressor import load_compressor
-from pmc2.export.generator import PerturbationGenerator, PixelCube, PixelOutput, build_generator, load_generator
+from pmc2.training.classifiers import load_classifier
+from pmc2.training.compressor import load_compressor
+from pmc2.training.generator import PerturbationGenerator, PixelCube, PixelOutput, build_generator, load_generator
 from pmc2.value_ranges import positive_int
 
 WIDE_BASE_WIDTH = 32

@@ -21,9 +21,9 @@ from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
 from pmc2.evaluation.measurements import (
     JPEG_QUALITIES, EdgeImages, compressor_settings, compressor_with_config, lowest_matching_quality,
 )
-from pmc2.export.evaluate import TrainedPipeline
-from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
-from pmc2.export.records import git_commit
+from pmc2.training.evaluate import TrainedPipeline
+from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
+from pmc2.training.records import git_commit
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.paths import REPORTS, SHARED_DATA
 from pmc2.value_ranges import jpeg_quality, non_negative_int, positive_int

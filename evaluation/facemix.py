@@ -34,13 +34,13 @@ from pmc2.evaluation.inverse_attack import FeatureInverse, InverseAttackConfig, 
 from pmc2.evaluation.judges import accuracy, load_judges
 from pmc2.evaluation.label_only import label_only_baseline
 from pmc2.evaluation.linkability import rank1_reidentification, same_class_partners, two_choice_success
-from pmc2.export.classifiers import load_classifier
-from pmc2.export.compressor import load_compressor
-from pmc2.export.data import as_tensors, class_mean_images, to_unit
-from pmc2.export.facemix import SPLIT_PARTS, FaceMixPart
-from pmc2.export.generator import load_generator
-from pmc2.export.pairs import DEFAULT_PAIR, ModelPair
-from pmc2.export.records import git_commit
+from pmc2.training.classifiers import load_classifier
+from pmc2.training.compressor import load_compressor
+from pmc2.training.data import as_tensors, class_mean_images, to_unit
+from pmc2.training.facemix import SPLIT_PARTS, FaceMixPart
+from pmc2.training.generator import load_generator
+from pmc2.training.pairs import DEFAULT_PAIR, ModelPair
+from pmc2.training.records import git_commit
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
 from pmc2.runtime.facemix import FaceMixCloud, FaceMixEdge
 from pmc2.runtime.image_codecs import through_phone_jpeg

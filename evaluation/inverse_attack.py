@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pmc2.export.data import denormalize, normalize
-from pmc2.export.generator import PerturbationGenerator, UNetTrainingConfig
-from pmc2.export.train_generator import warmup_cosine
+from pmc2.training.data import denormalize, normalize
+from pmc2.training.generator import PerturbationGenerator, UNetTrainingConfig
+from pmc2.training.train_generator import warmup_cosine
 
 
 @dataclass

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from scipy.stats import entropy
 
-from pmc2.export.classifiers import load_classifier
-from pmc2.export.data import normalize
+from pmc2.training.classifiers import load_classifier
+from pmc2.training.data import normalize
 from pmc2.runtime.paths import CHECKPOINTS
 
 JUDGES = CHECKPOINTS / "judges"
@@ -33,7 +33,7 @@ def load_judges(folder: Path = JUDGES) -> dict[str, torch.nn.Module]:
     judges = {record.name.removesuffix(".record.json"): load_classifier(record.with_name(record.name.replace(".record.json", ".pt")))
               for record in sorted(folder.glob("*.record.json"))}
     if len(judges) < 2:
-        raise FileNotFoundError(f"need at least two judges in {folder}; train them with export/train_classifier.py "
+        raise FileNotFoundError(f"need at least two judges in {folder}; train them with training/train_classifier.py "
                                 "--cutout 12 --out checkpoints/judges (see the README)")
     return judges
 

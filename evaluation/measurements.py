@@ -15,10 +15,10 @@ import torch
 from compressai.models import FactorizedPrior
 from tqdm import tqdm
 
-from pmc2.export.compressor import entropy_tables, load_compressor
-from pmc2.export.data import denormalize, normalize
-from pmc2.export.evaluate import TrainedPipeline
-from pmc2.export.perturbation_loss import per_image_ssim
+from pmc2.training.compressor import entropy_tables, load_compressor
+from pmc2.training.data import denormalize, normalize
+from pmc2.training.evaluate import TrainedPipeline
+from pmc2.training.perturbation_loss import per_image_ssim
 from pmc2.runtime.cifar10 import LabelledImages
 from pmc2.runtime.image_codecs import jpeg_bytes
 from pmc2.runtime.image_decoding import decode_image

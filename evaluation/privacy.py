@@ -36,10 +36,10 @@ from pmc2.evaluation.label_only import label_only_baseline
 from pmc2.evaluation.markdown import render_privacy
 from pmc2.evaluation.linkability import rank1_reidentification, same_class_partners, two_choice_success
 from pmc2.evaluation.privacy_views import VIEWS, cloud_views
-from pmc2.export.data import as_tensors, class_mean_images, to_unit
-from pmc2.export.evaluate import TrainedPipeline
-from pmc2.export.pairs import PAIRS, ModelPair
-from pmc2.export.records import git_commit, sha256_file
+from pmc2.training.data import as_tensors, class_mean_images, to_unit
+from pmc2.training.evaluate import TrainedPipeline
+from pmc2.training.pairs import PAIRS, ModelPair
+from pmc2.training.records import git_commit, sha256_file
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
 from pmc2.runtime.paths import CHECKPOINTS, REPO_ROOT, REPORTS, SHARED_DATA
 from pmc2.value_ranges import positive_int

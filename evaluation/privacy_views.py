@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pmc2.export.data import denormalize, normalize
-from pmc2.export.evaluate import TrainedPipeline
+from pmc2.training.data import denormalize, normalize
+from pmc2.training.evaluate import TrainedPipeline
 from pmc2.runtime.image_codecs import through_phone_jpeg
 from pmc2.runtime.normalization import to_unit_nchw
 

@@ -1,1 +1,1 @@
-"""Torch side of PMC²: data, models, training and ONNX export."""
+"""ONNX export of the trained models: the bundles, their parity with torch, and the stored entropy tables."""

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pmc2.export.classifiers import load_classifier
-from pmc2.export.compressor import load_compressor
-from pmc2.export.generator import PixelOutput, load_generator
-from pmc2.export.pairs import ModelPair
+from pmc2.training.classifiers import load_classifier
+from pmc2.training.compressor import load_compressor
+from pmc2.training.generator import PixelOutput, load_generator
+from pmc2.training.pairs import ModelPair
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.facemix import demix, group_keys, mix
 from pmc2.runtime.model_bundle import ModelBundle, run_single_output

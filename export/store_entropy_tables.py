@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pmc2.export.compressor import TABLE_BUFFERS, build_compressor
+from pmc2.training.compressor import TABLE_BUFFERS, build_compressor
 from pmc2.runtime.rans import EntropyTables
 
 

@@ -30,13 +30,13 @@ from compressai.layers import GDN
 from onnx import numpy_helper
 from torch import nn
 
-from pmc2.export.classifiers import load_classifier
-from pmc2.export.compressor import entropy_tables, load_compressor
-from pmc2.export.facemix import SPLIT_PARTS, FaceMixPart
-from pmc2.export.generator import PixelOutput, load_generator
+from pmc2.training.classifiers import load_classifier
+from pmc2.training.compressor import entropy_tables, load_compressor
+from pmc2.training.facemix import SPLIT_PARTS, FaceMixPart
+from pmc2.training.generator import PixelOutput, load_generator
 from pmc2.export.onnx_parity import check_parity
-from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
-from pmc2.export.records import sha256_file
+from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
+from pmc2.training.records import sha256_file
 from pmc2.runtime.cifar10 import CLASSES, load_split
 from pmc2.runtime.paths import REPO_ROOT, SHARED_DATA
 from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD

@@ -18,7 +18,7 @@ from pmc2.runtime.model_bundle import ModelBundle, run_single_output
 from pmc2.runtime.pipeline import preprocess
 from pmc2.runtime.sessions import SessionSettings
 
-GROUP_SIZE = 4  # images mixed together (FaceMix's S_G; export/facemix.py trains with the same)
+GROUP_SIZE = 4  # images mixed together (FaceMix's S_G; training/facemix.py trains with the same)
 CLOUD_MODEL = "facemix_cloud"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pmc2.export.data import mmsys22_test_split
+from pmc2.training.data import mmsys22_test_split
 from pmc2.runtime.cifar10 import (
     SAMPLE_FILE, load_batches_py, load_evaluation, load_npz, load_split, load_test_split_indices,
 )

@@ -11,8 +11,8 @@ import pytest
 
 from pmc2.evaluation.markdown import PRIVACY_HEADING, PRIVACY_SKIPPED
 from pmc2.evaluation.measurements import CodecResult, EdgeImages, compressor_with_config, lowest_matching_quality
-from pmc2.export.evaluate import TrainedPipeline
-from pmc2.export.pairs import DEFAULT_PAIR, PAIRS
+from pmc2.training.evaluate import TrainedPipeline
+from pmc2.training.pairs import DEFAULT_PAIR, PAIRS
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.paths import REPORTS
 

@@ -13,16 +13,16 @@ from pmc2.evaluation.facemix import FaceMixLink, attack, cloud_view
 from pmc2.evaluation.inverse_attack import InverseAttackConfig
 from pmc2.evaluation.judges import load_judges
 from pmc2.evaluation.label_only import label_only_baseline
-from pmc2.export.classifiers import load_classifier
-from pmc2.export.data import as_tensors, class_mean_images, to_unit
-from pmc2.export.facemix import FaceMixFastNet, demix, fresh_keys, mix
-from pmc2.export.pairs import DEFAULT_PAIR
+from pmc2.training.classifiers import load_classifier
+from pmc2.training.data import as_tensors, class_mean_images, to_unit
+from pmc2.training.facemix import FaceMixFastNet, demix, fresh_keys, mix
+from pmc2.training.pairs import DEFAULT_PAIR
 from pmc2.runtime.cifar10 import load_evaluation, load_split
 from pmc2.runtime.facemix import group_keys, random_orthogonal
 from pmc2.runtime.image_codecs import through_phone_jpeg
 from pmc2.runtime.model_bundle import ModelBundle
-from pmc2.export.train_classifier import ClassifierConfig
-from pmc2.export.train_classifier import train as train_classifier
+from pmc2.training.train_classifier import ClassifierConfig
+from pmc2.training.train_classifier import train as train_classifier
 
 
 def test_keys_are_orthogonal_and_fresh() -> None:

@@ -8,12 +8,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from pmc2.export.classifiers import build_classifier
-from pmc2.export.compressor import (CODEBOOK_KEY, CodebookAnalysis, build_compressor, load_compressor,
+from pmc2.training.classifiers import build_classifier
+from pmc2.training.compressor import (CODEBOOK_KEY, CodebookAnalysis, build_compressor, load_compressor,
                                     save_compressor)
-from pmc2.export.generator import build_generator
-from pmc2.export.data import to_unit
-from pmc2.export.latent_codebook import (WEIGHT_DECAYS, CodeShaping, class_codes, edge_latents, fit_chooser,
+from pmc2.training.generator import build_generator
+from pmc2.training.data import to_unit
+from pmc2.training.latent_codebook import (WEIGHT_DECAYS, CodeShaping, class_codes, edge_latents, fit_chooser,
                                          shape_decoded_entries)
 from pmc2.export.to_onnx import exportable_transform, to_onnx_bytes
 from pmc2.runtime.cifar10 import load_evaluation

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pmc2.export.classifiers import CLASSIFIERS, build_classifier
-from pmc2.export.compressor import build_compressor
-from pmc2.export.generator import PerturbationGenerator
+from pmc2.training.classifiers import CLASSIFIERS, build_classifier
+from pmc2.training.compressor import build_compressor
+from pmc2.training.generator import PerturbationGenerator
 
 TABLE_1_MILLIONS = {
     "vgg13_bn": 28.334, "vgg16_bn": 33.647, "resnet18": 11.174, "resnet34": 21.282,

@@ -13,10 +13,10 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from pmc2.export.compressor import CODEBOOK_KEY, TABLE_BUFFERS, MissingEntropyTables, entropy_tables, load_compressor
+from pmc2.training.compressor import CODEBOOK_KEY, TABLE_BUFFERS, MissingEntropyTables, entropy_tables, load_compressor
 from pmc2.export.onnx_parity import TOLERANCE, ParityReport, check_parity
-from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
-from pmc2.export.records import sha256_file
+from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
+from pmc2.training.records import sha256_file
 from pmc2.export.store_entropy_tables import computed_tables, store_tables
 from pmc2.export.to_onnx import export_all, pair_models, store_weights_as_float16
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation

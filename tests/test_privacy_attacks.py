@@ -18,11 +18,11 @@ from pmc2.evaluation.markdown import PROTECTOR_LINKS, render_privacy, render_pro
 from pmc2.evaluation.measurements import CodecResult
 from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
 from pmc2.evaluation.privacy_views import cloud_views
-from pmc2.export.data import as_tensors, class_mean_images, to_unit
-from pmc2.export.evaluate import TrainedPipeline
-from pmc2.export.pairs import PAIRS
-from pmc2.export.train_classifier import ClassifierConfig
-from pmc2.export.train_classifier import train as train_classifier
+from pmc2.training.data import as_tensors, class_mean_images, to_unit
+from pmc2.training.evaluate import TrainedPipeline
+from pmc2.training.pairs import PAIRS
+from pmc2.training.train_classifier import ClassifierConfig
+from pmc2.training.train_classifier import train as train_classifier
 from pmc2.runtime.cifar10 import load_evaluation, load_split
 
 EVALUATION_IMAGES = 60

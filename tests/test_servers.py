@@ -25,7 +25,7 @@ from pmc2.cloud_server.config import CloudConfig
 from pmc2.serving.local_stack import free_port
 from pmc2.edge_server.app import create_app as create_edge_app, open_edge_bundle
 from pmc2.edge_server.config import EdgeConfig
-from pmc2.export.pairs import PAIRS
+from pmc2.training.pairs import PAIRS
 from pmc2.mobile_client.modes import Phone
 from pmc2.mobile_client.run import format_accuracy_by_class, run_mode, summarize
 from pmc2.runtime.cifar10 import CLASSES, load_evaluation

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from pmc2.export.classifiers import load_classifier
-from pmc2.export.compressor import CODEBOOK_KEY, load_compressor
-from pmc2.export.data import to_unit
-from pmc2.export.evaluate import TrainedPipeline, evaluate
-from pmc2.export.pairs import CHECKPOINTS, ONNX_MODELS, PAIRS, ModelPair
-from pmc2.export.latent_codebook import decoded_entry_terms
-from pmc2.export.records import sha256_file
+from pmc2.training.classifiers import load_classifier
+from pmc2.training.compressor import CODEBOOK_KEY, load_compressor
+from pmc2.training.data import to_unit
+from pmc2.training.evaluate import TrainedPipeline, evaluate
+from pmc2.training.pairs import CHECKPOINTS, ONNX_MODELS, PAIRS, ModelPair
+from pmc2.training.latent_codebook import decoded_entry_terms
+from pmc2.training.records import sha256_file
 from pmc2.runtime.cifar10 import load_evaluation, load_split
 
 SHIPPED = tuple(sorted({str(path.relative_to(CHECKPOINTS).with_suffix("")) for pair in PAIRS.values()

@@ -9,20 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from pmc2.export.classifiers import build_classifier, load_classifier
-from pmc2.export.compressor import entropy_tables, load_compressor
-from pmc2.export.generator import DapterConverter, FeatureUNet, load_generator
-from pmc2.export.train_end_to_end import EndToEndConfig
-from pmc2.export.train_end_to_end import train as train_end_to_end
-from pmc2.export.perturbation_loss import PerturbationLossConfig
-from pmc2.export.records import load_initial_weights
-from pmc2.export.train_classifier import ClassifierConfig
-from pmc2.export.train_classifier import train as train_classifier
-from pmc2.export.compressor import build_compressor
-from pmc2.export.train_compressor import CompressorConfig, forward_with_rounded_latent
-from pmc2.export.train_compressor import train as train_compressor
-from pmc2.export.train_generator import GeneratorConfig
-from pmc2.export.train_generator import train as train_generator
+from pmc2.training.classifiers import build_classifier, load_classifier
+from pmc2.training.compressor import entropy_tables, load_compressor
+from pmc2.training.generator import DapterConverter, FeatureUNet, load_generator
+from pmc2.training.train_end_to_end import EndToEndConfig
+from pmc2.training.train_end_to_end import train as train_end_to_end
+from pmc2.training.perturbation_loss import PerturbationLossConfig
+from pmc2.training.records import load_initial_weights
+from pmc2.training.train_classifier import ClassifierConfig
+from pmc2.training.train_classifier import train as train_classifier
+from pmc2.training.compressor import build_compressor
+from pmc2.training.train_compressor import CompressorConfig, forward_with_rounded_latent
+from pmc2.training.train_compressor import train as train_compressor
+from pmc2.training.train_generator import GeneratorConfig
+from pmc2.training.train_generator import train as train_generator
 
 LIMIT = 64
 

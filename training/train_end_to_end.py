@@ -18,17 +18,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pmc2.export.classifiers import load_classifier, load_target_and_aux
-from pmc2.export.compressor import CPU_M, CPU_N, build_compressor, clear_entropy_tables, save_compressor
-from pmc2.export.data import (as_tensors, class_mean_images, denormalize, flip_and_translate, normalize,
+from pmc2.training.classifiers import load_classifier, load_target_and_aux
+from pmc2.training.compressor import CPU_M, CPU_N, build_compressor, clear_entropy_tables, save_compressor
+from pmc2.training.data import (as_tensors, class_mean_images, denormalize, flip_and_translate, normalize,
                               seeded_training_data, to_unit)
-from pmc2.export.end_to_end_objective import (EndToEndLossConfig, EndToEndObjective, InverseNetwork, per_image_mse,
+from pmc2.training.end_to_end_objective import (EndToEndLossConfig, EndToEndObjective, InverseNetwork, per_image_mse,
                                               shift_and_erase)
-from pmc2.export.generator import FeatureUNet, build_generator
-from pmc2.export.perturbation_loss import per_image_ssim
-from pmc2.export.records import RunLog, load_initial_weights, save_state, shipping_weights, start_or_resume
-from pmc2.export.train_generator import warmup_cosine
-from pmc2.export.training_cli import parse_training_args, training_parser
+from pmc2.training.generator import FeatureUNet, build_generator
+from pmc2.training.perturbation_loss import per_image_ssim
+from pmc2.training.records import RunLog, load_initial_weights, save_state, shipping_weights, start_or_resume
+from pmc2.training.train_generator import warmup_cosine
+from pmc2.training.training_cli import parse_training_args, training_parser
 from pmc2.runtime.cifar10 import LabelledImages
 from pmc2.runtime.image_codecs import through_phone_jpeg
 

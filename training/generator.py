@@ -21,7 +21,7 @@ from scratch (no identity path from x to x'):
 
 ``dapter`` (DAPter, WWW'21): the related system's lightweight converter, eight convolutions in a
 symmetric down/up shape with one copy connection (the 3rd layer's output joins the 8th layer's input);
-trained with DAPter's own loss (``export/perturbation_loss.py``), it runs in the generator's slot:
+trained with DAPter's own loss (``training/perturbation_loss.py``), it runs in the generator's slot:
 
     x ─c1─▶ (b, 32²) ─c2─▶ (2b, 16²) ─c3─▶ (2b, 16²) ─c4─▶ (4b, 8²) ─c5─▶ (4b, 8²) ─c6↑─▶ (2b, 16²) ─c7─▶ (2b, 16²)
                                           └──────────────── copy ─────────────────────────────┴─concat─c8↑─▶ x' (32²)
@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pmc2.export.fast_classifiers import FastNet
+from pmc2.training.fast_classifiers import FastNet
 from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
 
 

@@ -22,8 +22,8 @@ import torch
 from compressai.models import FactorizedPrior
 from torch import nn
 
-from pmc2.export.data import denormalize, erase_squares, normalize
-from pmc2.export.train_compressor import forward_with_rounded_latent, straight_through
+from pmc2.training.data import denormalize, erase_squares, normalize
+from pmc2.training.train_compressor import forward_with_rounded_latent, straight_through
 
 TIES = ("decoded", "distortion")
 

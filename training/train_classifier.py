@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pmc2.export.classifiers import build_classifier
-from pmc2.export.data import as_tensors, batches, erase_squares, normalize, seeded_training_data, to_unit
-from pmc2.export.fast_classifiers import FastNet
-from pmc2.export.records import RunLog, load_initial_weights, save_state, shipping_weights, start_or_resume
-from pmc2.export.training_cli import parse_training_args, training_parser
+from pmc2.training.classifiers import build_classifier
+from pmc2.training.data import as_tensors, batches, erase_squares, normalize, seeded_training_data, to_unit
+from pmc2.training.fast_classifiers import FastNet
+from pmc2.training.records import RunLog, load_initial_weights, save_state, shipping_weights, start_or_resume
+from pmc2.training.training_cli import parse_training_args, training_parser
 
 
 @dataclass

@@ -21,12 +21,12 @@ from compressai.models import FactorizedPrior
 from torch import nn
 from tqdm import tqdm
 
-from pmc2.export.classifiers import load_classifier
-from pmc2.export.compressor import CPU_M, CPU_N, build_compressor, clear_entropy_tables, save_compressor
-from pmc2.export.data import as_tensors, batches, denormalize, normalize, seeded_training_data
-from pmc2.export.generator import PixelCube, load_generator
-from pmc2.export.records import RunLog, load_initial_weights, save_state, start_or_resume
-from pmc2.export.training_cli import parse_training_args, training_parser
+from pmc2.training.classifiers import load_classifier
+from pmc2.training.compressor import CPU_M, CPU_N, build_compressor, clear_entropy_tables, save_compressor
+from pmc2.training.data import as_tensors, batches, denormalize, normalize, seeded_training_data
+from pmc2.training.generator import PixelCube, load_generator
+from pmc2.training.records import RunLog, load_initial_weights, save_state, start_or_resume
+from pmc2.training.training_cli import parse_training_args, training_parser
 
 
 @dataclass

@@ -8,7 +8,7 @@
 The cloud part is not linear, so demixing is exact only for a linear one; encryption-aware training (every
 forward pass mixes with fresh random orthogonal matrices, as FaceMix trains) teaches it to behave nearly
 linearly on mixtures. The layers are FastNet's (``fast_classifiers``), so the network trains with the same
-recipe: ``python export/train_classifier.py --model facemix_fastnet``. ``export/to_onnx.py`` writes its three
+recipe: ``python training/train_classifier.py --model facemix_fastnet``. ``export/to_onnx.py`` writes its three
 parts as separate models (``facemix_edge``, ``facemix_cloud``, ``facemix_head``); ``runtime/facemix.py`` runs them.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pmc2.export.fast_classifiers import FastNet
+from pmc2.training.fast_classifiers import FastNet
 from pmc2.runtime.facemix import group_keys
 
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pmc2.export.facemix import FaceMixFastNet
-from pmc2.export.fast_classifiers import CompactResNet, FastNet
-from pmc2.export.paper_classifiers import PAPER_CLASSIFIERS
+from pmc2.training.facemix import FaceMixFastNet
+from pmc2.training.fast_classifiers import CompactResNet, FastNet
+from pmc2.training.paper_classifiers import PAPER_CLASSIFIERS
 
 CLASSIFIERS: dict[str, Callable[[], nn.Module]] = {
     "fastnet": FastNet,
     "compact_resnet": CompactResNet,
-    "facemix_fastnet": FaceMixFastNet,  # FaceMix's split, encryption-aware target (export/facemix.py)
+    "facemix_fastnet": FaceMixFastNet,  # FaceMix's split, encryption-aware target (training/facemix.py)
     **PAPER_CLASSIFIERS,
 }
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pmc2.export.classifiers import load_target_and_aux
-from pmc2.export.data import as_tensors, batches, seeded_training_data
-from pmc2.export.generator import GENERATORS, PerturbationGenerator, UNetTrainingConfig, build_generator
-from pmc2.export.perturbation_loss import (OBJECTIVES, PerturbationLossConfig, ProtectorOutputs, per_image_ssim,
+from pmc2.training.classifiers import load_target_and_aux
+from pmc2.training.data import as_tensors, batches, seeded_training_data
+from pmc2.training.generator import GENERATORS, PerturbationGenerator, UNetTrainingConfig, build_generator
+from pmc2.training.perturbation_loss import (OBJECTIVES, PerturbationLossConfig, ProtectorOutputs, per_image_ssim,
                                            perturbation_loss)
-from pmc2.export.records import RunLog, load_initial_weights, save_state, shipping_weights, start_or_resume
-from pmc2.export.training_cli import parse_training_args, training_parser
+from pmc2.training.records import RunLog, load_initial_weights, save_state, shipping_weights, start_or_resume
+from pmc2.training.training_cli import parse_training_args, training_parser
 
 
 @dataclass

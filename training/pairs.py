@@ -26,7 +26,7 @@ class ModelPair:
     compressor: Path
     onnx_models: Path
     other_protectors: tuple[tuple[str, Path], ...] = ()  # (protector, checkpoint) in the generator's slot
-    facemix: Path | None = None  # FaceMix's split classifier (export/facemix.py), exported beside this pair's models
+    facemix: Path | None = None  # FaceMix's split classifier (training/facemix.py), exported beside this pair's models
     protector: str = DEFAULT_PROTECTOR  # what ``generator`` is (runtime.protection)
 
     def with_protector(self, protector: str) -> "ModelPair":
@@ -41,7 +41,7 @@ class ModelPair:
 
     @property
     def evaluation_record(self) -> Path:
-        """The recorded output of ``python -m pmc2.export.evaluate --pair <name>`` on the 5,000 images."""
+        """The recorded output of ``python -m pmc2.training.evaluate --pair <name>`` on the 5,000 images."""
         return self.generator.parent / "evaluation.json"
 
 

@@ -4,7 +4,7 @@
     x ──g_a──▶ y ──round(y − medians)──▶ rANS ──▶ bytes ──▶ rANS⁻¹ ──+ medians──▶ ŷ ──g_s──▶ x̂
 
 Inputs are [0, 1] images (the perturbed image after de-normalisation). A checkpoint may hold a latent
-codebook (``export/latent_codebook.py``): g_a then ends by choosing one of its K latents.
+codebook (``training/latent_codebook.py``): g_a then ends by choosing one of its K latents.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from compressai.models import FactorizedPrior
 from torch import nn
 
-from pmc2.export.records import shipping_weights
+from pmc2.training.records import shipping_weights
 from pmc2.runtime.rans import EntropyTables
 
 PAPER_N, PAPER_M = 128, 192

@@ -18,7 +18,7 @@ Note what this makes of the edge: its generator and g_a, trained end to end agai
 classifier of their own (the rule's accuracy on the evaluation images is the neural link's accuracy), and
 the cloud's target reads the class off one of K fixed images.
 
-    python -m pmc2.export.latent_codebook --pair fastnet     # writes the codebook into the pair's compressor.pt
+    python -m pmc2.training.latent_codebook --pair fastnet     # writes the codebook into the pair's compressor.pt
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ from pytorch_msssim import ssim
 from torch import nn
 from tqdm import tqdm
 
-from pmc2.export.classifiers import load_classifier
-from pmc2.export.compressor import CODEBOOK_KEY, load_compressor
-from pmc2.export.data import denormalize, normalize, to_unit
-from pmc2.export.generator import load_generator
-from pmc2.export.pairs import PAIRS
-from pmc2.export.records import git_commit, sha256_file, shipping_weights
+from pmc2.training.classifiers import load_classifier
+from pmc2.training.compressor import CODEBOOK_KEY, load_compressor
+from pmc2.training.data import denormalize, normalize, to_unit
+from pmc2.training.generator import load_generator
+from pmc2.training.pairs import PAIRS
+from pmc2.training.records import git_commit, sha256_file, shipping_weights
 from pmc2.runtime.cifar10 import load_split
 from pmc2.runtime.image_codecs import through_phone_jpeg
 from pmc2.runtime.normalization import to_unit_nchw
@@ -190,7 +190,7 @@ def main() -> None:
     record = json.loads(record_path.read_text())
     before = record.get(CODEBOOK_KEY, {}).get("checkpoint_sha256_before", record["checkpoint_sha256"])
     record[CODEBOOK_KEY] = {
-        "command": f"python -m pmc2.export.latent_codebook --pair {args.pair} --images {args.images}",
+        "command": f"python -m pmc2.training.latent_codebook --pair {args.pair} --images {args.images}",
         "git_commit": git_commit(), "images": len(training), "data_sha256": training.sha256(),
         "share_of_class_images_with_that_code": shares, **fitting, "shaping": shaping,
         "checkpoint_sha256_before": before,

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pmc2.export.classifiers import load_classifier
-from pmc2.export.generator import load_generator
-from pmc2.export.compressor import load_compressor
-from pmc2.export.data import as_tensors, denormalize, normalize, to_unit
-from pmc2.export.pairs import DEFAULT_PAIR, PAIRS, ModelPair
-from pmc2.export.perturbation_loss import per_image_ssim
+from pmc2.training.classifiers import load_classifier
+from pmc2.training.generator import load_generator
+from pmc2.training.compressor import load_compressor
+from pmc2.training.data import as_tensors, denormalize, normalize, to_unit
+from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
+from pmc2.training.perturbation_loss import per_image_ssim
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.link_codecs import CodecContext, codec_named
 from pmc2.value_ranges import jpeg_quality

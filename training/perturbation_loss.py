@@ -24,7 +24,7 @@ import torch
 from pytorch_msssim import ssim
 from torch import nn
 
-from pmc2.export.data import denormalize
+from pmc2.training.data import denormalize
 
 
 GREY_REFERENCE = 128 / 255  # DAPter's I₁₂₈, in [0, 1] pixels
