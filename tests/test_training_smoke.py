@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from pmc2.training import loop
 from pmc2.training.classifiers import build_classifier, load_classifier
 from pmc2.training.compressor import entropy_tables, load_compressor
 from pmc2.training.generator import DapterConverter, FeatureUNet, load_generator
 from pmc2.training.train_end_to_end import EndToEndConfig
 from pmc2.training.train_end_to_end import train as train_end_to_end
 from pmc2.training.perturbation_loss import PerturbationLossConfig
-from pmc2.training.records import load_initial_weights
+from pmc2.training.records import load_initial_weights, save_state
 from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.training.train_classifier import train as train_classifier
 from pmc2.training.compressor import build_compressor
@@ -59,6 +60,54 @@ def test_classifier_resume_continues_from_the_saved_epoch(tiny_cifar: Path, tmp_
     second = torch.load(tmp_path / "compact_resnet.state.pt", weights_only=False)
     assert second["epoch"] == 2
     assert not torch.equal(first["head.weight"], second["model"]["head.weight"])
+
+
+def _metrics_without_seconds(metrics_file: Path) -> list[dict]:
+    return [{key: value for key, value in json.loads(line).items() if key != "seconds"}
+            for line in metrics_file.read_text().splitlines()]
+
+
+def _same_tensors(first: dict, second: dict) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
+
+
+@pytest.mark.parametrize("trainer", ["classifier", "generator"])
+def test_a_run_stopped_after_an_epoch_resumes_to_what_the_uninterrupted_run_gives(
+        classifiers: Path, tiny_cifar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trainer: str) -> None:
+    frozen = (classifiers / "fastnet.pt", classifiers / "compact_resnet.pt")
+    trainers = {  # a partial last batch (64 = 48 + 16); the classifier's cutout draws from its shuffling generator
+        "classifier": ("compact_resnet", "model", lambda out, resume: train_classifier(
+            ClassifierConfig(model="compact_resnet", epochs=2, batch_size=48, cutout=8, limit=LIMIT), tiny_cifar, out, resume)),
+        "generator": ("generator", "generator", lambda out, resume: train_generator(
+            GeneratorConfig(base_width=8, epochs=2, batch_size=48, limit=LIMIT), tiny_cifar, *frozen, out, resume)),
+    }
+    name, weights, run = trainers[trainer]
+    straight = run(tmp_path / "straight", False)
+
+    def save_then_stop(*args, **kwargs) -> None:
+        save_state(*args, **kwargs)
+        raise KeyboardInterrupt  # as if killed once the first epoch's state is written
+
+    with monkeypatch.context() as patched:
+        patched.setattr(loop, "save_state", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path / "resumed", False)
+    resumed = run(tmp_path / "resumed", True)
+
+    assert _metrics_without_seconds(tmp_path / "resumed" / f"{name}.metrics.jsonl") == \
+        _metrics_without_seconds(tmp_path / "straight" / f"{name}.metrics.jsonl")
+    assert {k: v for k, v in resumed.items() if k != "seconds"} == {k: v for k, v in straight.items() if k != "seconds"}
+    states = [torch.load(tmp_path / out / f"{name}.state.pt", weights_only=False) for out in ("straight", "resumed")]
+    assert _same_tensors(states[0][weights], states[1][weights])
+    shipped = [torch.load(tmp_path / out / f"{name}.pt", weights_only=False)["state_dict"] for out in ("straight", "resumed")]
+    assert _same_tensors(*shipped)
+
+
+def test_running_means_weigh_each_batch_as_told() -> None:
+    means = loop.RunningMeans()
+    means.add({"loss": 1.0}, weight=3)
+    means.add({"loss": 3.0})
+    assert means.means == {"loss": 1.5} and means.seen == 4
 
 
 @pytest.mark.parametrize("aux_term", ["hinge", "neg-ce"])

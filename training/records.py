@@ -96,15 +96,6 @@ def restore_state(path: Path, parts: dict[str, Any]) -> tuple[int, float, dict |
     return state["epoch"], state["seconds"], state.get("best")
 
 
-def start_or_resume(path: Path, parts: dict[str, Any], resume: bool) -> tuple[int, float, dict]:
-    """(first epoch, seconds already spent, best metrics so far): from ``path`` when resuming and it exists,
-    otherwise a fresh start."""
-    if resume and path.exists():
-        epoch, seconds, best = restore_state(path, parts)
-        return epoch, seconds, best or {"validation_loss": float("inf")}
-    return 0, 0.0, {"validation_loss": float("inf")}
-
-
 def load_initial_weights(model: torch.nn.Module, checkpoint: Path) -> dict[str, Any]:
     """Copy a shipped checkpoint's weights into ``model`` (fine-tuning) and return what the new
     record should say about where they came from: the file, its sha256 and its own record."""

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from pmc2.training.classifiers import build_classifier
 from pmc2.training.data import as_tensors, batches, erase_squares, normalize, seeded_training_data, to_unit
 from pmc2.training.fast_classifiers import FastNet
-from pmc2.training.records import RunLog, load_initial_weights, save_state, shipping_weights, start_or_resume
+from pmc2.training.loop import fit
+from pmc2.training.records import RunLog, load_initial_weights, shipping_weights
 from pmc2.training.training_cli import parse_training_args, training_parser
 
 
@@ -88,58 +88,40 @@ def train(config: ClassifierConfig, data: Path, out: Path, resume: bool, init: P
     generator = torch.Generator().manual_seed(config.seed)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     log = RunLog(out, config.model, train_set.sha256(), {**asdict(config), "init": origin})
-    state_path = out / f"{config.model}.state.pt"
-    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "generator": generator}
-    start_epoch, previous_seconds, _ = start_or_resume(state_path, parts, resume)
 
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        seen = correct = 0
-        loss_sum = 0.0
-        progress = tqdm(
-            batches(train_images, train_labels, config.batch_size, generator, augment=True, max_shift=config.max_shift),
-            total=steps_per_epoch,
-            desc=f"{config.model} epoch {epoch + 1}/{config.epochs}",
-        )
-        for images, labels in progress:
-            if config.cutout:
-                images = erase_squares(images, config.cutout, generator)
-            images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                logits = model(images)
-                loss = criterion(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            seen += len(labels)
-            correct += (logits.argmax(1) == labels).sum().item()
-            loss_sum += loss.item() * len(labels)
-            progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
-        metrics = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / seen,
-            "train_accuracy": 100 * correct / seen,
-            "validation_accuracy": accuracy(model, val_images, val_labels),
-            "seconds": round(previous_seconds + log.elapsed(), 1),
-        }
-        log.epoch(metrics)
-        tqdm.write(str(metrics))
-        save_state(state_path, parts, epoch + 1, metrics["seconds"])
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        images, labels = batch
+        if config.cutout:
+            images = erase_squares(images, config.cutout, generator)
+        images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            logits = model(images)
+            loss = criterion(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        return {"loss": loss.item(), "accuracy": 100 * (logits.argmax(1) == labels).sum().item() / len(labels)}
 
-    final = log.history()[-1] if log.history() else {}
-    checkpoint = out / f"{config.model}.pt"
-    torch.save({"name": config.model, "state_dict": shipping_weights(model.state_dict())}, checkpoint)
-    log.write_record(checkpoint, final, previous_seconds)
-    return final
+    def save(_last_epoch: dict) -> list[Path]:
+        checkpoint = out / f"{config.model}.pt"
+        torch.save({"name": config.model, "state_dict": shipping_weights(model.state_dict())}, checkpoint)
+        return [checkpoint]
+
+    return fit(
+        log, {"model": model, "optimizer": optimizer, "scheduler": scheduler, "generator": generator}, resume,
+        epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+        epoch_batches=lambda _epoch: batches(train_images, train_labels, config.batch_size, generator, augment=True,
+                                             max_shift=config.max_shift),
+        step=step, validate=lambda: {"validation_accuracy": accuracy(model, val_images, val_labels)}, save=save,
+        batch_weight=lambda batch: len(batch[1]),  # the epoch's means are over images, not batches
+    )
 
 
 def main() -> None:
     defaults = ClassifierConfig()
-    parser = training_parser(__doc__.splitlines()[0], defaults.epochs, defaults.seed)
+    parser = training_parser(__doc__.splitlines()[0], defaults)
     parser.add_argument("--model", default=defaults.model)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     parser.add_argument("--no-bf16", dest="bf16", action="store_false")

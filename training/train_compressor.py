@@ -25,7 +25,8 @@ from pmc2.training.classifiers import load_classifier
 from pmc2.training.compressor import CPU_M, CPU_N, build_compressor, clear_entropy_tables, save_compressor
 from pmc2.training.data import as_tensors, batches, denormalize, normalize, seeded_training_data
 from pmc2.training.generator import PixelCube, load_generator
-from pmc2.training.records import RunLog, load_initial_weights, save_state, start_or_resume
+from pmc2.training.loop import fit, shuffled
+from pmc2.training.records import RunLog, load_initial_weights
 from pmc2.training.training_cli import parse_training_args, training_parser
 
 
@@ -127,55 +128,46 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min")
     objective = CompressorObjective(config, target)
     rng = torch.Generator().manual_seed(config.seed)
-    name = "compressor"
-    log = RunLog(out, name, train_set.sha256(), {**asdict(config), "generator": str(generator_path), "init": origin})
-    state_path, checkpoint = out / f"{name}.state.pt", out / f"{name}.pt"
-    parts = {"model": model, "optimizer": optimizer, "aux_optimizer": aux_optimizer, "scheduler": scheduler, "rng": rng}
+    log = RunLog(out, "compressor", train_set.sha256(), {**asdict(config), "generator": str(generator_path), "init": origin})
     if resume:  # the training state's tables (if any) replace those of the initial weights
         clear_entropy_tables(model)
-    start_epoch, previous_seconds, best = start_or_resume(state_path, parts, resume)
 
-    steps_per_epoch = -(-len(train_perturbed) // config.batch_size)
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        order = torch.randperm(len(train_perturbed), generator=rng)
-        running = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux_loss": 0.0} | ({"ce": 0.0} if config.loss == "task" else {})
-        progress = tqdm(range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{config.epochs}")
-        for index in progress:
-            picked = order[index * config.batch_size : (index + 1) * config.batch_size]
-            images, labels = train_perturbed[picked], train_labels[picked]
-            optimizer.zero_grad(set_to_none=True)
-            aux_optimizer.zero_grad(set_to_none=True)
-            output = forward_with_rounded_latent(model, images) if config.straight_through else model(images)
-            terms = objective(output, images, labels)
-            terms["loss"].backward()
-            nn.utils.clip_grad_norm_(main_params, config.clip)
-            optimizer.step()
-            aux_loss = model.aux_loss()
-            aux_loss.backward()
-            aux_optimizer.step()
-            terms["aux_loss"] = aux_loss
-            for key in running:
-                running[key] += (terms[key].item() - running[key]) / (index + 1)
-            progress.set_postfix({key: f"{value:.4f}" for key, value in running.items()})
-        metrics = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in running.items()},
-                   **validate(model, objective, target, val_perturbed, val_labels)}
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        images, labels = batch
+        optimizer.zero_grad(set_to_none=True)
+        aux_optimizer.zero_grad(set_to_none=True)
+        output = forward_with_rounded_latent(model, images) if config.straight_through else model(images)
+        terms = objective(output, images, labels)
+        terms["loss"].backward()
+        nn.utils.clip_grad_norm_(main_params, config.clip)
+        optimizer.step()
+        terms["aux_loss"] = model.aux_loss()
+        terms["aux_loss"].backward()
+        aux_optimizer.step()
+        return {key: terms[key].item() for key in ("loss", "bpp", "mse", "aux_loss", "ce") if key in terms}
+
+    def validate_and_adapt_lr() -> dict[str, float]:
+        metrics = validate(model, objective, target, val_perturbed, val_labels)
         scheduler.step(metrics["validation_loss"])
-        metrics["seconds"] = round(previous_seconds + log.elapsed(), 1)
-        log.epoch(metrics)
-        tqdm.write(str(metrics))
-        if metrics["validation_loss"] < best["validation_loss"]:
-            best = metrics
-            save_compressor(copy.deepcopy(model), checkpoint, {"loss": config.loss, "lmbda": config.lmbda,
-                                                               "generator": str(generator_path), "epoch": epoch + 1})
-            log.write_record(checkpoint, best, previous_seconds)
-        save_state(state_path, parts, epoch + 1, metrics["seconds"], best)
-    return best
+        return metrics
+
+    def save(best: dict) -> list[Path]:
+        checkpoint = out / "compressor.pt"
+        save_compressor(copy.deepcopy(model), checkpoint, {"loss": config.loss, "lmbda": config.lmbda,
+                                                           "generator": str(generator_path), "epoch": best["epoch"]})
+        return [checkpoint]
+
+    return fit(
+        log, {"model": model, "optimizer": optimizer, "aux_optimizer": aux_optimizer, "scheduler": scheduler, "rng": rng},
+        resume, epochs=config.epochs, steps_per_epoch=-(-len(train_perturbed) // config.batch_size),
+        epoch_batches=lambda _epoch: shuffled(train_perturbed, train_labels, config.batch_size, rng),
+        step=step, validate=validate_and_adapt_lr, save=save, keep_best_by="validation_loss",
+    )
 
 
 def main() -> None:
     defaults = CompressorConfig()
-    parser = training_parser(__doc__.splitlines()[0], defaults.epochs, defaults.seed)
+    parser = training_parser(__doc__.splitlines()[0], defaults)
     parser.add_argument("--generator", type=Path, default=Path("checkpoints/generator.pt"))
     parser.add_argument("--target", type=Path, default=Path("checkpoints/fastnet.pt"))
     parser.add_argument("--n", type=int, default=defaults.n)
@@ -185,8 +177,6 @@ def main() -> None:
     parser.add_argument("--task-weight", type=float, default=defaults.task_weight)
     parser.add_argument("--straight-through", action="store_true",
                         help="train g_s on the rounded latent and the target on the clamped x̂ (straight-through gradients)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
     args = parse_training_args(parser)
     config = CompressorConfig(
         n=args.n, m=args.m, loss=args.loss, lmbda=args.lmbda, task_weight=args.task_weight,

@@ -12,11 +12,11 @@ to ``--out/{generator,compressor}.pt``; the compressor's entropy tables are comp
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from pmc2.training.classifiers import load_classifier, load_target_and_aux
 from pmc2.training.compressor import CPU_M, CPU_N, build_compressor, clear_entropy_tables, save_compressor
@@ -26,7 +26,8 @@ from pmc2.training.end_to_end_objective import (EndToEndLossConfig, EndToEndObje
                                               shift_and_erase)
 from pmc2.training.generator import FeatureUNet, build_generator
 from pmc2.training.perturbation_loss import per_image_ssim
-from pmc2.training.records import RunLog, load_initial_weights, save_state, shipping_weights, start_or_resume
+from pmc2.training.loop import fit, shuffled
+from pmc2.training.records import RunLog, load_initial_weights, shipping_weights
 from pmc2.training.train_generator import warmup_cosine
 from pmc2.training.training_cli import parse_training_args, training_parser
 from pmc2.runtime.cifar10 import LabelledImages
@@ -144,73 +145,62 @@ def train(config: EndToEndConfig, data: Path, target_path: Path, aux_path: Path,
     rng = torch.Generator().manual_seed(config.seed)
     log = RunLog(out, "end_to_end", train_set.sha256(),
                  {**asdict(config), "target": str(target_path), "aux": str(aux_path), "init": origins})
-    state_path = out / "end_to_end.state.pt"
-    parts = {"generator": generator, "compressor": compressor, "inverse": inverse, "optimizer": optimizer,
-             "quantile_optimizer": quantile_optimizer, "inverse_optimizer": inverse_optimizer,
-             "scheduler": scheduler, "rng": rng}
     if resume:  # the training state's tables (if any) replace those of the initial weights
         clear_entropy_tables(compressor)
-    start_epoch, previous_seconds, best = start_or_resume(state_path, parts, resume)
-
     rate_warmup_steps = max(1, int(config.rate_warmup_epochs * steps_per_epoch))
-    for epoch in range(start_epoch, config.epochs):
-        generator.train(), compressor.train(), inverse.train()
-        order = torch.randperm(len(train_images), generator=rng)
-        running = dict.fromkeys(("loss", "bits", "target_ce", "aux_ce", "leak", "inverse_mse", "target_acc"), 0.0)
-        progress = tqdm(range(steps_per_epoch), desc=f"end-to-end epoch {epoch + 1}/{config.epochs}")
-        for index in progress:
-            step = epoch * steps_per_epoch + index
-            picked = order[index * config.batch_size : (index + 1) * config.batch_size]
-            images = to_unit(flip_and_translate(train_images[picked], rng)).contiguous(memory_format=torch.channels_last)
-            labels = train_labels[picked]
-            terms = objective(images, labels, min(1.0, step / rate_warmup_steps), rng)
-            optimizer.zero_grad(set_to_none=True)
-            quantile_optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(trained, config.clip)
-            optimizer.step()
-            scheduler.step()
-            compressor.aux_loss().backward()
-            quantile_optimizer.step()
-            inverse_optimizer.zero_grad(set_to_none=True)
-            inverse_mse = objective.inverse_loss(terms["decoded"], images)
-            inverse_mse.backward()
-            inverse_optimizer.step()
-            values = {key: terms[key].item() for key in ("loss", "bits", "target_ce", "aux_ce", "leak")}
-            values |= {"inverse_mse": inverse_mse.item(), "target_acc": terms["target_correct"].item() / len(labels)}
-            for key in running:
-                running[key] += (values[key] - running[key]) / (index + 1)
-            progress.set_postfix({key: f"{value:.3f}" for key, value in running.items()})
-        metrics = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in running.items()},
-                   **validate(objective, val_images, val_labels)}
-        metrics["seconds"] = round(previous_seconds + log.elapsed(), 1)
-        log.epoch(metrics)
-        tqdm.write(str(metrics))
-        if metrics["validation_loss"] < best["validation_loss"]:
-            best = metrics
-            save_checkpoints(config, generator, compressor, out, log, best, previous_seconds, target_path, aux_path)
-        save_state(state_path, parts, epoch + 1, metrics["seconds"], best)
-    return best
+
+    def edge_batches(epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """The epoch's flipped and translated [0, 1] batches, each with the number of steps taken before it."""
+        for step_number, (images, labels) in enumerate(shuffled(train_images, train_labels, config.batch_size, rng),
+                                                        start=epoch * steps_per_epoch):
+            yield step_number, to_unit(flip_and_translate(images, rng)).contiguous(memory_format=torch.channels_last), labels
+
+    def step(batch: tuple[int, torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        step_number, images, labels = batch
+        terms = objective(images, labels, min(1.0, step_number / rate_warmup_steps), rng)
+        optimizer.zero_grad(set_to_none=True)
+        quantile_optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(trained, config.clip)
+        optimizer.step()
+        scheduler.step()
+        compressor.aux_loss().backward()
+        quantile_optimizer.step()
+        inverse_optimizer.zero_grad(set_to_none=True)
+        inverse_mse = objective.inverse_loss(terms["decoded"], images)
+        inverse_mse.backward()
+        inverse_optimizer.step()
+        values = {key: terms[key].item() for key in ("loss", "bits", "target_ce", "aux_ce", "leak")}
+        return values | {"inverse_mse": inverse_mse.item(), "target_acc": terms["target_correct"].item() / len(labels)}
+
+    return fit(
+        log, {"generator": generator, "compressor": compressor, "inverse": inverse, "optimizer": optimizer,
+              "quantile_optimizer": quantile_optimizer, "inverse_optimizer": inverse_optimizer,
+              "scheduler": scheduler, "rng": rng},
+        resume, epochs=config.epochs, steps_per_epoch=steps_per_epoch, epoch_batches=edge_batches, step=step,
+        validate=lambda: validate(objective, val_images, val_labels),
+        save=lambda best: save_checkpoints(config, generator, compressor, out, best, target_path, aux_path),
+        keep_best_by="validation_loss",
+    )
 
 
-def save_checkpoints(config: EndToEndConfig, generator, compressor, out: Path, log: RunLog, best: dict,
-                     previous_seconds: float, target_path: Path, aux_path: Path) -> None:
-    """The best epoch's generator and compressor (entropy tables computed here, once), each with its record."""
+def save_checkpoints(config: EndToEndConfig, generator, compressor, out: Path, best: dict, target_path: Path,
+                     aux_path: Path) -> list[Path]:
+    """The best epoch's generator and compressor (entropy tables computed here, once)."""
     generator_path = out / "generator.pt"
     torch.save({"architecture": config.architecture, "base_width": config.base_width,
                 "link_image": LINK_IMAGE[config.loss.tie],
                 "state_dict": shipping_weights(generator.state_dict()), "target": str(target_path),
                 "aux": str(aux_path), "epoch": best["epoch"]}, generator_path)
-    log.write_record(generator_path, best, previous_seconds)
     compressor_path = out / "compressor.pt"
     save_compressor(copy.deepcopy(compressor), compressor_path, {"loss": "end_to_end", "generator": str(generator_path),
                                                                  "epoch": best["epoch"]})
-    log.write_record(compressor_path, best, previous_seconds)
+    return [generator_path, compressor_path]
 
 
 def main() -> None:
     defaults, loss_defaults = EndToEndConfig(), EndToEndLossConfig()
-    parser = training_parser(__doc__.splitlines()[0], defaults.epochs, defaults.seed)
+    parser = training_parser(__doc__.splitlines()[0], defaults)
     parser.add_argument("--target", type=Path, default=Path("checkpoints/fastnet.pt"))
     parser.add_argument("--aux", type=Path, default=Path("checkpoints/compact_resnet.pt"))
     parser.add_argument("--encoder-init", type=Path, default=Path("checkpoints/fastnet.pt"),
@@ -218,8 +208,6 @@ def main() -> None:
     parser.add_argument("--compressor-init", type=Path, default=Path("checkpoints/compressor.pt"))
     parser.add_argument("--architecture", default=defaults.architecture)
     parser.add_argument("--base-width", type=int, default=defaults.base_width)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--compressor-lr", type=float, default=defaults.compressor_lr)
     parser.add_argument("--rate-warmup-epochs", type=float, default=defaults.rate_warmup_epochs)
     parser.add_argument("--rate-weight", type=float, default=loss_defaults.rate_weight, help="λ per bit")

@@ -15,14 +15,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from pmc2.training.classifiers import load_target_and_aux
 from pmc2.training.data import as_tensors, batches, seeded_training_data
 from pmc2.training.generator import GENERATORS, PerturbationGenerator, UNetTrainingConfig, build_generator
+from pmc2.training.loop import fit
 from pmc2.training.perturbation_loss import (OBJECTIVES, PerturbationLossConfig, ProtectorOutputs, per_image_ssim,
                                            perturbation_loss)
-from pmc2.training.records import RunLog, load_initial_weights, save_state, shipping_weights, start_or_resume
+from pmc2.training.records import RunLog, load_initial_weights, shipping_weights
 from pmc2.training.training_cli import parse_training_args, training_parser
 
 
@@ -101,48 +101,36 @@ def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path
         warmup_cosine(config.epochs * steps_per_epoch, max(1, int(config.warmup_epochs * steps_per_epoch))),
     )
     rng = torch.Generator().manual_seed(config.seed)
-    step = PerturbationStep(generator, target, aux, config)
-    log = RunLog(out, "generator", train_set.sha256(), {**asdict(config), "target": str(target_path), "aux": str(aux_path), "init": origin})
-    state_path, checkpoint = out / "generator.state.pt", out / "generator.pt"
-    parts = {"generator": generator, "optimizer": optimizer, "scheduler": scheduler, "rng": rng}
-    start_epoch, previous_seconds, best = start_or_resume(state_path, parts, resume)
+    forward = PerturbationStep(generator, target, aux, config)
+    log = RunLog(out, "generator", train_set.sha256(),
+                 {**asdict(config), "target": str(target_path), "aux": str(aux_path), "init": origin})
 
-    for epoch in range(start_epoch, config.epochs):
-        generator.train()
-        progress = tqdm(
-            batches(train_images, train_labels, config.batch_size, rng, augment=True),
-            total=steps_per_epoch,
-            desc=f"generator epoch {epoch + 1}/{config.epochs}",
-        )
-        running = dict.fromkeys(("loss", "target_ce", "aux_ce", "similarity", "grey_l1"), 0.0)
-        for index, (images, labels) in enumerate(progress, start=1):
-            terms = step(images, labels)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
-            scheduler.step()
-            for key in running:
-                running[key] += (terms[key].item() - running[key]) / index
-            progress.set_postfix({key: f"{value:.3f}" for key, value in running.items()})
-        metrics = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in running.items()}, **validate(step, val_images, val_labels)}
-        metrics["seconds"] = round(previous_seconds + log.elapsed(), 1)
-        log.epoch(metrics)
-        tqdm.write(str(metrics))
-        if metrics["validation_loss"] < best["validation_loss"]:
-            best = metrics
-            torch.save(
-                {"architecture": config.architecture, "base_width": config.base_width, "state_dict": shipping_weights(generator.state_dict()),
-                 "target": str(target_path), "aux": str(aux_path), "epoch": epoch + 1},
-                checkpoint,
-            )
-            log.write_record(checkpoint, best, previous_seconds)
-        save_state(state_path, parts, epoch + 1, metrics["seconds"], best)
-    return best
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        terms = forward(*batch)
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        optimizer.step()
+        scheduler.step()
+        return {key: terms[key].item() for key in ("loss", "target_ce", "aux_ce", "similarity", "grey_l1")}
+
+    def save(best: dict) -> list[Path]:
+        checkpoint = out / "generator.pt"
+        torch.save({"architecture": config.architecture, "base_width": config.base_width,
+                    "state_dict": shipping_weights(generator.state_dict()), "target": str(target_path),
+                    "aux": str(aux_path), "epoch": best["epoch"]}, checkpoint)
+        return [checkpoint]
+
+    return fit(
+        log, {"generator": generator, "optimizer": optimizer, "scheduler": scheduler, "rng": rng}, resume,
+        epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+        epoch_batches=lambda _epoch: batches(train_images, train_labels, config.batch_size, rng, augment=True),
+        step=step, validate=lambda: validate(forward, val_images, val_labels), save=save, keep_best_by="validation_loss",
+    )
 
 
 def main() -> None:
     defaults, loss_defaults = GeneratorConfig(), PerturbationLossConfig()
-    parser = training_parser(__doc__.splitlines()[0], defaults.epochs, defaults.seed)
+    parser = training_parser(__doc__.splitlines()[0], defaults)
     parser.add_argument("--target", type=Path, default=Path("checkpoints/fastnet.pt"))
     parser.add_argument("--aux", type=Path, default=Path("checkpoints/compact_resnet.pt"))
     parser.add_argument("--architecture", choices=GENERATORS, default=defaults.architecture)
@@ -150,8 +138,6 @@ def main() -> None:
                         help="mmsys22 (target/aux/similarity, below) or dapter (λ·L1 to grey + (1−λ)·target CE)")
     parser.add_argument("--dapter-lambda", type=float, default=loss_defaults.dapter_lambda)
     parser.add_argument("--base-width", type=int, default=defaults.base_width)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--target-weight", type=float, default=loss_defaults.target_weight)
     parser.add_argument("--aux-weight", type=float, default=loss_defaults.aux_weight)
     parser.add_argument("--similarity-weight", type=float, default=loss_defaults.similarity_weight)
