@@ -7,10 +7,11 @@ generates each request: random bytes, valid images of odd sizes and modes with E
 truncated images, decompression-bomb headers, wire batches mutated before or after their CRC, and
 rANS bitstreams of every length wrapped in valid batches. Every POST route is fuzzed: the edge's
 /v1/recognize and /v1/inspect (with every query parameter they read, ``codec`` and ``protector``, known
-and made up) and the cloud's /v1/classify and /v1/facemix (.npy files of right and wrong shapes, dtypes
-and orders, non-finite values, pickled objects, truncated headers). The property: every answer has a
-status below 500 and every refusal is a JSON error. Every tenth request is followed by a good one whose
-label must be the one the runtime computes in-process. Afterwards both servers must still be ready.
+and made up) and the cloud's /v1/classify and /v1/split/<protector> for each split protector of the bundle
+(.npy files of right and wrong shapes, dtypes and orders, non-finite values, pickled objects, truncated
+headers). The property: every answer has a status below 500 and every refusal is a JSON error. Every tenth
+request is followed by a good one whose label must be the one the runtime computes in-process. Afterwards both
+servers must still be ready.
 The results name the CPU and the sha256 of the model bundle they measured.
 """
 
@@ -37,17 +38,17 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pmc2.bench.timing import cpu_model
+from pmc2.machine import cpu_model
 from pmc2.serving.local_stack import local_stack
 from pmc2.runtime.cifar10 import load_evaluation
-from pmc2.runtime.facemix import FaceMixCloud, FaceMixEdge
 from pmc2.runtime.image_codecs import jpeg_bytes
 from pmc2.runtime.image_decoding import decode_image
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, PillowLink, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.paths import REPORTS
 from pmc2.runtime.pipeline import classify
-from pmc2.runtime.protection import PROTECTORS, Protector, bundle_protectors
+from pmc2.runtime.protection import PROTECTORS, Protector, bundle_protectors, split_protector
+from pmc2.runtime.split_protection import SPLIT_ROUTE, SplitProtector
 from pmc2.runtime.tensor_payload import CONTENT_TYPE as NPY
 from pmc2.runtime.tensor_payload import TensorPayloadError, from_npy, to_npy
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
@@ -203,7 +204,7 @@ def cloud_requests() -> st.SearchStrategy[tuple[str, str, bytes]]:
 
 
 def npy_arrays(item_shape: tuple[int, ...]) -> st.SearchStrategy[bytes]:
-    """.npy files near and far from what /v1/facemix accepts: right or wrong item shape, count, dtype and
+    """.npy files near and far from what a split route accepts: right or wrong item shape, count, dtype and
     order, non-finite values, pickled object arrays, headers promising more than follows."""
 
     @st.composite
@@ -225,8 +226,8 @@ def npy_arrays(item_shape: tuple[int, ...]) -> st.SearchStrategy[bytes]:
     return array()
 
 
-def facemix_requests(item_shape: tuple[int, ...]) -> st.SearchStrategy[tuple[str, str, bytes]]:
-    """(content type, query string, body) of a request to /v1/facemix."""
+def split_requests(item_shape: tuple[int, ...]) -> st.SearchStrategy[tuple[str, str, bytes]]:
+    """(content type, query string, body) of a request to a split protector's route."""
     bodies = st.one_of(npy_arrays(item_shape), mutated(npy_arrays(item_shape)), st.binary(max_size=256))
     return st.tuples(st.sampled_from((NPY, NPY, NPY, CONTENT_TYPE, "text/plain")), st.just(""), bodies)
 
@@ -290,26 +291,28 @@ def endpoints(bundle: ModelBundle, count: int = 16) -> list[Endpoint]:
     routes = [Endpoint("edge", "/v1/recognize", edge_requests(), edge_good),
               Endpoint("edge", "/v1/inspect", edge_requests(), inspect_good),
               Endpoint("cloud", "/v1/classify", cloud_requests(), cloud_good)]
-    if "facemix" in bundle_protectors(bundle):
-        routes.append(_facemix_endpoint(bundle, pixels))
+    routes += [_split_endpoint(bundle, name, pixels) for name in bundle_protectors(bundle, "split", side="cloud")]
     return routes
 
 
-def _facemix_endpoint(bundle: ModelBundle, pixels: np.ndarray) -> Endpoint:
-    """Good requests: one image mixed with decoys on the edge's side; the label comes from demixing the reply."""
-    edge, cloud = FaceMixEdge(bundle, rng=np.random.default_rng(0)), FaceMixCloud(bundle)
+def _split_endpoint(bundle: ModelBundle, name: str, pixels: np.ndarray) -> Endpoint:
+    """Good requests: one image through the split protector's edge part (with its padding); the label comes from
+    its finishing step on the reply."""
+    edge = split_protector(name, bundle, "edge", rng=np.random.default_rng(0))
+    cloud = split_protector(name, bundle, "cloud")
     good = []
     for image in pixels:
-        mixed, keys = edge.mixed_features(image[None])
-        label = int(edge.labels(cloud.run(from_npy(to_npy(mixed), cloud.input_shape, len(mixed))), keys, 1)[0])
-        label_of = partial(_facemix_label, edge, keys)
-        good.append(GoodRequest("/v1/facemix", NPY, to_npy(mixed), label, label_of))
-    return Endpoint("cloud", "/v1/facemix", facemix_requests(cloud.input_shape), good)
+        sent, secret = edge.edge_part(image[None])
+        body = to_npy(sent)
+        received = from_npy(body, cloud.cloud_input_shape, len(sent))
+        label = int(edge.finish(cloud.cloud_part(received), secret, 1)[0])
+        good.append(GoodRequest(SPLIT_ROUTE.format(protector=name), NPY, body, label,
+                                partial(_split_label, edge, secret, len(sent))))
+    return Endpoint("cloud", SPLIT_ROUTE.format(protector=name), split_requests(cloud.cloud_input_shape), good)
 
 
-def _facemix_label(edge: FaceMixEdge, keys: list[np.ndarray], body: bytes) -> int:
-    outputs = from_npy(body, edge.cloud_output_shape, sum(map(len, keys)))
-    return int(edge.labels(outputs, keys, 1)[0])
+def _split_label(edge: SplitProtector, secret: object, sent: int, body: bytes) -> int:
+    return int(edge.finish(from_npy(body, edge.cloud_output_shape, sent), secret, 1)[0])
 
 
 @dataclass

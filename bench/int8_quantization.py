@@ -22,7 +22,8 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 from tqdm import tqdm
 
-from pmc2.bench.timing import cpu_model, median_seconds
+from pmc2.bench.timing import median_seconds
+from pmc2.machine import cpu_model
 from pmc2.runtime.cifar10 import load_evaluation, load_validation
 from pmc2.runtime.paths import REPORTS, SHARED_DATA
 from pmc2.runtime.model_bundle import DEFAULT_MODELS, ModelBundle, run_single_output

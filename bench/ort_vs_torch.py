@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from pmc2.bench.timing import cpu_model  # noqa: E402
+from pmc2.machine import cpu_model  # noqa: E402
 from pmc2.bench.torch_worker import WIDE_BASE_WIDTH, wide_generator  # noqa: E402
 from pmc2.training.generator import PixelOutput, load_generator  # noqa: E402
 from pmc2.export.to_onnx import to_onnx_bytes  # noqa: E402

@@ -32,16 +32,17 @@ from pathlib import Path
 
 import numpy as np
 
-from pmc2.bench.timing import cpu_model, fastest_seconds
+from pmc2.bench.timing import fastest_seconds
+from pmc2.machine import cpu_model
 from pmc2.cloud_server.config import CloudConfig
 from pmc2.cloud_server.recognition import CloudRecognizer
 from pmc2.edge_server.config import EdgeConfig
-from pmc2.edge_server.protection import EdgeProtector
 from pmc2.edge_server.state import MODEL_SIZE
 from pmc2.mobile_client.modes import Phone
 from pmc2.mobile_client.run import run_mode, summarize
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.cpu_budget import available_cpus
+from pmc2.runtime.edge_protection import EdgeProtector
 from pmc2.runtime.image_codecs import jpeg_bytes
 from pmc2.runtime.image_decoding import decode_images
 from pmc2.runtime.link_codecs import DEFAULT_CODEC

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pmc2.bench.timing import cpu_model
+from pmc2.machine import cpu_model
 from pmc2.serving.local_stack import local_stack
 from pmc2.mobile_client.modes import Phone
 from pmc2.mobile_client.run import run_mode, summarize

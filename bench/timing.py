@@ -1,12 +1,10 @@
-"""Wall time of a callable after warm-up (median, or fastest for bounds), and the CPU it was measured on."""
+"""Wall time of a callable after warm-up: the median, or the fastest for bounds (the CPU: ``pmc2.machine``)."""
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 
 def _samples(function: Callable[[], object], repeats: int, warmup: int) -> list[float]:
@@ -28,11 +26,3 @@ def fastest_seconds(function: Callable[[], object], repeats: int = 20, warmup: i
     """The shortest run: other processes and interrupts only ever add time, so a bound on throughput takes this."""
     return min(_samples(function, repeats, warmup))
 
-
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU's model name (results differ between vendors, so every benchmark records it)."""
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()

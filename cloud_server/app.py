@@ -2,14 +2,16 @@
 
     POST /v1/classify  (application/x-pmc2: a batch in any link codec of runtime.link_codecs)
       → {"labels": [...], "classes": [...], "batch_size", "timings_ms": {"decompression", "recognition", "other_cloud"}, "bytes_received"}
-    POST /v1/facemix   (application/x-npy: float16 FaceMix mixtures [N, 64, 16, 16]; when the bundle holds FaceMix)
-      → application/x-npy float16 [N, 256], the cloud part's outputs; stage timings in Server-Timing
+    POST /v1/split/<protector>  (application/x-npy: float16 [N, …] of what a split protector's edge part sends;
+                                 404 when the bundle lacks that protector's cloud model)
+      → application/x-npy float16 [N, …], its cloud part's outputs; stage timings in Server-Timing
     GET /healthz · /readyz · /metrics
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +24,9 @@ from aiohttp import web
 from pmc2.cloud_server.config import CloudConfig
 from pmc2.cloud_server.recognition import CloudRecognizer
 from pmc2.serving.batching import MicroBatcher
-from pmc2.runtime.facemix import CLOUD_MODEL as FACEMIX_CLOUD_MODEL, FaceMixCloud
 from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.protection import bundle_protectors, protector_named, split_protector
+from pmc2.runtime.split_protection import SPLIT_ROUTE, SplitProtector
 from pmc2.runtime.tensor_payload import CONTENT_TYPE as NPY, from_npy, to_npy
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
 from pmc2.serving.http_common import METRICS, RequestRejected, read_body, server_timing, service_app
@@ -36,8 +39,8 @@ class Classified:
 
 
 class CloudState:
-    """Models, the worker thread, and the micro-batchers in front of the target and of FaceMix's cloud part
-    (requests share their calls)."""
+    """Models, the worker thread, and the micro-batchers in front of the target and of each split protector's
+    cloud part (requests share their calls)."""
 
     def __init__(self, config: CloudConfig) -> None:
         bundle = ModelBundle.open(config.models)
@@ -45,12 +48,22 @@ class CloudState:
         # One worker: the ORT sessions already use every CPU the process has.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloud-ort")
         self.batcher = MicroBatcher(self._classify, config.max_batch_size, config.max_wait_ms, config.max_queued_images)
-        self.facemix = FaceMixCloud(bundle, config.sessions) if FACEMIX_CLOUD_MODEL in bundle.manifest["models"] else None
-        self.facemix_batcher = MicroBatcher(self._facemix, config.max_batch_size, config.max_wait_ms,
-                                            config.max_queued_images) if self.facemix else None
+        self.split: dict[str, SplitProtector] = {name: split_protector(name, bundle, "cloud", config.sessions)
+                                                 for name in bundle_protectors(bundle, "split", side="cloud")}
+        self.split_batchers = {name: MicroBatcher(functools.partial(self._run_split, split), config.max_batch_size,
+                                                  config.max_wait_ms, config.max_queued_images)
+                               for name, split in self.split.items()}
 
-    async def _facemix(self, mixed: np.ndarray) -> np.ndarray:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.facemix.run, mixed)
+    def split_named(self, name: str) -> SplitProtector:
+        """Split protector ``name``'s cloud part; 400 for a name that is no split protector, 404 when this
+        cloud's bundle lacks it."""
+        protector_named(name, "split")
+        if name not in self.split:
+            raise RequestRejected(404, f"this cloud's model bundle holds no model for split protector {name!r}")
+        return self.split[name]
+
+    async def _run_split(self, split: SplitProtector, received: np.ndarray) -> np.ndarray:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, split.cloud_part, received)
 
     async def _classify(self, images: np.ndarray) -> list[Classified]:
         start = time.perf_counter()
@@ -59,9 +72,8 @@ class CloudState:
         return [Classified(label, elapsed_ms, len(images)) for label in labels]
 
     async def close(self) -> None:
-        await self.batcher.close()
-        if self.facemix_batcher:
-            await self.facemix_batcher.close()
+        for batcher in (self.batcher, *self.split_batchers.values()):
+            await batcher.close()
         self.executor.shutdown(wait=True)
 
 
@@ -96,16 +108,15 @@ async def classify_handler(request: web.Request) -> web.Response:
     })
 
 
-async def facemix_handler(request: web.Request) -> web.Response:
+async def split_handler(request: web.Request) -> web.Response:
     start = time.perf_counter()
-    state = request.app[STATE]
-    if state.facemix is None:
-        raise RequestRejected(404, "this cloud's model bundle holds no FaceMix model")
+    state, name = request.app[STATE], request.match_info["protector"]
+    split = state.split_named(name)
     body = await read_body(request, (NPY,))
-    mixed = from_npy(body, state.facemix.input_shape, request.app[CONFIG].max_batch_images)
+    received = from_npy(body, split.cloud_input_shape, request.app[CONFIG].max_batch_images)
     decoded = time.perf_counter()
-    outputs, queue_ms = await state.facemix_batcher.submit(mixed)
-    request.app[METRICS].images.inc(len(mixed))
+    outputs, queue_ms = await state.split_batchers[name].submit(received)
+    request.app[METRICS].images.inc(len(received))
     done = time.perf_counter()
     response = web.Response(body=to_npy(np.asarray(outputs)), content_type=NPY)
     timings = {"decompression": 1e3 * (decoded - start), "queue": queue_ms,
@@ -118,7 +129,7 @@ async def facemix_handler(request: web.Request) -> web.Response:
 async def _state(app: web.Application) -> AsyncIterator[None]:
     app[STATE] = state = CloudState(app[CONFIG])
     app[METRICS].outstanding.set_function(
-        lambda: state.batcher.outstanding_images + (state.facemix_batcher.outstanding_images if state.facemix_batcher else 0))
+        lambda: sum(batcher.outstanding_images for batcher in (state.batcher, *state.split_batchers.values())))
     yield
     await app[STATE].close()
 
@@ -128,5 +139,5 @@ def create_app(config: CloudConfig = CloudConfig()) -> web.Application:
     app[CONFIG] = config
     app.cleanup_ctx.append(_state)
     app.router.add_post("/v1/classify", classify_handler)
-    app.router.add_post("/v1/facemix", facemix_handler)
+    app.router.add_post(SPLIT_ROUTE, split_handler)
     return app

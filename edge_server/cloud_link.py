@@ -1,7 +1,7 @@
 """The edge's one long-lived HTTPS session to the cloud: timeouts, retry on connection errors only.
 
-    classify(EncodedBatch)  ──POST /v1/classify (application/x-pmc2)──▶ labels
-    facemix(.npy mixtures)  ──POST /v1/facemix (application/x-npy)────▶ the cloud part's outputs (FaceMix)
+    classify(EncodedBatch)        ──POST /v1/classify (application/x-pmc2)─────────▶ labels
+    split(protector, .npy body)   ──POST /v1/split/<protector> (application/x-npy)──▶ a split protector's cloud outputs
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import aiohttp
 import numpy as np
 
+from pmc2.runtime.split_protection import SPLIT_ROUTE
 from pmc2.runtime.tensor_payload import CONTENT_TYPE as NPY, TensorPayloadError, from_npy
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
 from pmc2.serving.http_common import parse_server_timing
@@ -33,7 +34,7 @@ class CloudReply:
     labels: list[int]
     timings_ms: dict[str, float]
     round_trip_ms: float
-    outputs: np.ndarray | None = None  # FaceMix: the cloud part's outputs, still mixed
+    outputs: np.ndarray | None = None  # a split protector's: the cloud part's outputs
 
 
 class CloudLink:
@@ -53,16 +54,16 @@ class CloudLink:
 
         return await self._post("/v1/classify", batch.to_bytes(), CONTENT_TYPE, read)
 
-    async def facemix(self, body: bytes, count: int, output_shape: tuple[int, ...]) -> CloudReply:
-        """The cloud part's outputs (each of ``output_shape``) for ``count`` FaceMix mixtures in ``body``
-        (``runtime.tensor_payload``, float16 both ways)."""
+    async def split(self, protector: str, body: bytes, count: int, output_shape: tuple[int, ...]) -> CloudReply:
+        """Split protector ``protector``'s cloud outputs (each of ``output_shape``) for the ``count`` items in
+        ``body`` (``runtime.tensor_payload``, float16 both ways)."""
         async def read(response: aiohttp.ClientResponse) -> CloudReply:
             outputs = from_npy(await response.read(), output_shape, count)
             if len(outputs) != count:
-                raise TensorPayloadError(f"{len(outputs)} outputs for {count} mixtures")
+                raise TensorPayloadError(f"{len(outputs)} outputs for {count} items sent")
             return CloudReply([], parse_server_timing(response.headers.get("Server-Timing", "")), 0.0, outputs)
 
-        return await self._post("/v1/facemix", body, NPY, read)
+        return await self._post(SPLIT_ROUTE.format(protector=protector), body, NPY, read)
 
     async def _post(self, path: str, body: bytes, content_type: str,
                     read: Callable[[aiohttp.ClientResponse], Awaitable[CloudReply]]) -> CloudReply:

@@ -82,7 +82,8 @@ def add_inspection_routes(app: web.Application) -> None:
         link = state.protection.codecs[codec]
         cloud_view = await loop.run_in_executor(state.executor, link.decode, protected.payloads, 1)
         s2_bytes = sum(map(len, protected.payloads))
-        timings = {"decode": 1e3 * (decoded_at - start), **stage_timings(protected, reply)}
+        timings = {"decode": 1e3 * (decoded_at - start),
+                   **stage_timings(protected.generation_ms, protected.compression_ms, reply)}
         timings["other_edge"] = max(0.0, 1e3 * (time.perf_counter() - start) - sum(timings.values()))
         label = reply.labels[0]
         return web.json_response({

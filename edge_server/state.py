@@ -1,5 +1,5 @@
 """What a running edge holds (models, worker thread, cloud link, one micro-batcher per protector and link
-codec), and the bearer-token check of every route that reaches the models."""
+codec, or per split protector), and the bearer-token check of every route that reaches the models."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from aiohttp import web
 from pmc2.serving.batching import MicroBatcher
 from pmc2.edge_server.cloud_link import CloudLink, CloudReply
 from pmc2.edge_server.config import EdgeConfig
-from pmc2.edge_server.protection import EdgeProtector, ProtectedBatch
-from pmc2.runtime.facemix import FaceMixEdge
+from pmc2.runtime.edge_protection import EdgeProtector
 from pmc2.runtime.link_codecs import LinkCodec, UnknownCodec, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
-from pmc2.runtime.protection import UnknownProtector, bundle_protectors, protector_named
+from pmc2.runtime.protection import UnknownProtector, bundle_protectors, protector_named, split_protector
 from pmc2.runtime.secrets import fetch_secret
+from pmc2.runtime.split_protection import SplitProtector
 from pmc2.runtime.tensor_payload import to_npy
 from pmc2.runtime.wire_format import EncodedBatch
 from pmc2.serving.http_common import RequestRejected
@@ -27,8 +27,6 @@ from pmc2.serving.http_common import RequestRejected
 IMAGE_TYPES = ("image/jpeg", "image/png")
 MODEL_SIZE = (32, 32)
 EDGE_MODELS = ("g_a", "g_s")  # and the model of every protector the bundle holds (runtime.protection)
-MIXED_FEATURES_LINK = "facemix-features"  # what FaceMix sends the cloud instead of a link codec's payloads
-FACEMIX_CHUNK = 64  # mixtures per cloud request: 64 × 32 KiB of float16 stays well inside the cloud's body limit
 
 
 @dataclass
@@ -40,8 +38,8 @@ class ImageResult:
 
 
 class EdgeState:
-    """Everything a running edge holds: models, the worker thread, the cloud link, one batcher per protector
-    and codec."""
+    """Everything a running edge holds: models, the worker thread, the cloud link, one batcher per image protector
+    and codec and one per split protector (its link: what it sends instead of a codec's payloads)."""
 
     def __init__(self, config: EdgeConfig, bundle: ModelBundle) -> None:
         self.config = config
@@ -51,11 +49,11 @@ class EdgeState:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-ort")
         self.cloud = CloudLink(config.cloud_url, config.cloud_ca, config.cloud_client_cert,
                                config.cloud_timeout_s, config.cloud_connect_retries)
-        self.facemix = FaceMixEdge(bundle, config.sessions) if "facemix" in bundle_protectors(bundle, "split") else None
+        self.split: dict[str, SplitProtector] = {name: split_protector(name, bundle, "edge", config.sessions)
+                                                 for name in bundle_protectors(bundle, "split")}
         processors = {(protector, name): self._processor(protector, codec)
                       for protector in self.protection.protectors for name, codec in self.protection.codecs.items()}
-        if self.facemix:
-            processors["facemix", MIXED_FEATURES_LINK] = self._facemix_processor
+        processors.update({(name, split.link): self._split_processor(name, split) for name, split in self.split.items()})
         self.batchers = {key: MicroBatcher(process, config.max_batch_size, config.max_wait_ms, config.max_queued_images)
                          for key, process in processors.items()}
         self.links: dict[str, tuple[str, ...]] = {}  # protector -> what it can send the cloud
@@ -87,7 +85,7 @@ class EdgeState:
             loop = asyncio.get_running_loop()
             protected = await loop.run_in_executor(self.executor, self.protection.protect, images, codec.name, protector)
             reply = await self.cloud.classify(EncodedBatch(codec.name, protected.payloads, len(images)))
-            timings = stage_timings(protected, reply)
+            timings = stage_timings(protected.generation_ms, protected.compression_ms, reply)
             sizes = [len(payload) for payload in protected.payloads]
             if codec.one_stream:  # the batch's stream is shared equally by its images
                 sizes = [sizes[0] / len(images)] * len(images)
@@ -95,31 +93,30 @@ class EdgeState:
 
         return process
 
-    async def _facemix_processor(self, images) -> list[ImageResult]:
-        """FaceMix: the batch in chunks of FACEMIX_CHUNK images, each mixed with fresh keys, sent and demixed."""
-        chunks = [images[start : start + FACEMIX_CHUNK] for start in range(0, len(images), FACEMIX_CHUNK)]
-        results = await asyncio.gather(*(self._facemix_chunk(chunk, len(images)) for chunk in chunks))
-        return [result for chunk in results for result in chunk]
+    def _split_processor(self, name: str, split: SplitProtector):
+        """A split protector's batch in chunks of its ``images_per_request``: each through its edge part (a fresh
+        secret per chunk, kept here), the cloud's part and its finishing step."""
+        async def chunk_results(images, batch_size: int) -> list[ImageResult]:
+            loop = asyncio.get_running_loop()
+            start = time.perf_counter()
+            sent, secret = await loop.run_in_executor(self.executor, split.edge_part, images)
+            generated = time.perf_counter()
+            body = to_npy(sent)
+            encoded = time.perf_counter()
+            reply = await self.cloud.split(name, body, len(sent), split.cloud_output_shape)
+            finish_start = time.perf_counter()
+            labels = await loop.run_in_executor(self.executor, split.finish, reply.outputs, secret, len(images))
+            finish_ms = 1e3 * (time.perf_counter() - finish_start)
+            timings = stage_timings(1e3 * (generated - start), 1e3 * (encoded - generated), reply, finish_ms)
+            return [ImageResult(int(label), len(body) / len(images), batch_size, timings) for label in labels]
 
-    async def _facemix_chunk(self, images, batch_size: int) -> list[ImageResult]:
-        loop = asyncio.get_running_loop()
-        start = time.perf_counter()
-        mixed, keys = await loop.run_in_executor(self.executor, self.facemix.mixed_features, images)
-        generated = time.perf_counter()
-        body = to_npy(mixed)
-        encoded = time.perf_counter()
-        reply = await self.cloud.facemix(body, len(mixed), self.facemix.cloud_output_shape)
-        head_start = time.perf_counter()
-        labels = await loop.run_in_executor(self.executor, self.facemix.labels, reply.outputs, keys, len(images))
-        cloud = reply.timings_ms
-        timings = {
-            "generation": 1e3 * (generated - start), "compression": 1e3 * (encoded - generated),
-            "network_edge_cloud": max(0.0, reply.round_trip_ms - cloud["total_cloud"]),
-            "decompression": cloud["decompression"],
-            "recognition": cloud["recognition"] + 1e3 * (time.perf_counter() - head_start),  # cloud part + edge head
-            "other_cloud": cloud["other_cloud"],
-        }
-        return [ImageResult(int(label), len(body) / len(images), batch_size, timings) for label in labels]
+        async def process(images) -> list[ImageResult]:
+            size = split.images_per_request
+            chunks = await asyncio.gather(*(chunk_results(images[start : start + size], len(images))
+                                            for start in range(0, len(images), size)))
+            return [result for chunk in chunks for result in chunk]
+
+        return process
 
     async def close(self) -> None:
         for batcher in self.batchers.values():
@@ -143,13 +140,15 @@ def open_edge_bundle(config: EdgeConfig) -> ModelBundle:
     return bundle
 
 
-def stage_timings(protected: ProtectedBatch, reply: CloudReply) -> dict[str, float]:
-    """The PMC² Fig. 4 stages from the edge's generation and compression onwards, in ms."""
+def stage_timings(generation_ms: float, compression_ms: float, reply: CloudReply,
+                  edge_recognition_ms: float = 0.0) -> dict[str, float]:
+    """The PMC² Fig. 4 stages from the edge's generation and compression onwards, in ms; a split protector's
+    finishing step on the edge counts as recognition, beside the cloud's part."""
     cloud = reply.timings_ms
     return {
-        "generation": protected.generation_ms, "compression": protected.compression_ms,
+        "generation": generation_ms, "compression": compression_ms,
         "network_edge_cloud": max(0.0, reply.round_trip_ms - cloud["total_cloud"]),
-        "decompression": cloud["decompression"], "recognition": cloud["recognition"],
+        "decompression": cloud["decompression"], "recognition": cloud["recognition"] + edge_recognition_ms,
         "other_cloud": cloud["other_cloud"],
     }
 

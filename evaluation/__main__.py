@@ -7,28 +7,32 @@ import dataclasses
 import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
 
 from pmc2.mobile_client.run import run_all_modes
-from pmc2.bench.timing import cpu_model
+from pmc2.machine import cpu_model
 from pmc2.evaluation import plots
 from pmc2.evaluation.edge_cost import edge_ms_per_image
 from pmc2.evaluation.facemix import measure_facemix, write_facemix
 from pmc2.evaluation.markdown import render, render_before_after
 from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
 from pmc2.evaluation.measurements import (
-    JPEG_QUALITIES, EdgeImages, compressor_settings, compressor_with_config, lowest_matching_quality,
+    COMPRESSORS, CodecResult, EdgeImages, at_defaults, compressor_settings, compressor_with_config, link_result,
+    links_in_measuring_order, lowest_matching_quality, result_key,
 )
 from pmc2.training.evaluate import TrainedPipeline
 from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.training.records import git_commit
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
+from pmc2.runtime.link_codecs import LINK_CODECS, JpegLink, WebpLink, codec_named
 from pmc2.runtime.paths import REPORTS, SHARED_DATA
 from pmc2.value_ranges import jpeg_quality, non_negative_int, positive_int
 
-BATCH_SIZES = (16, 256)
+# images per rANS stream in the batched-bitstreams table: 16, and each size a one-stream codec is evaluated at
+BATCH_SIZES = tuple(sorted({16, *(codec.evaluated_images_per_stream for codec in LINK_CODECS.values())} - {1}))
 EDGE_COST_IMAGES = 1024
 PAPER_SUBSAMPLING_QUALITY = 89
 WEBP_QUALITIES = range(10, 101, 10)
@@ -36,31 +40,52 @@ WEBP_QUALITIES = range(10, 101, 10)
 
 def measure_pair(pair: ModelPair, data: LabelledImages, phone_quality: int, full: bool) -> dict:
     """Table 3, privacy, batched-stream and edge-cost numbers for one pair (and the protector in its generator's
-    slot); ``full`` adds the JPEG and WebP quality sweeps and the 4:2:0 ablation of the default pair's
-    rate–accuracy curve."""
+    slot): every registered link codec, at the context's defaults or tuned per pair (its ``Tuning``), and the
+    pair's compressor for the codecs of a latent. ``full`` adds the studies of the default pair's rate–accuracy
+    curve: the JPEG and WebP quality sweeps and the 4:2:0 ablation."""
     edge = EdgeImages(TrainedPipeline.load(pair), data, phone_quality)
-    png = edge.link("png")
-    jpeg_at = functools.cache(lambda quality: edge.link("jpeg", jpeg_quality=quality, jpeg_subsampling="4:4:4"))
+    link = functools.cache(edge.link)  # a codec by name and settings; the sweeps, tunings and ablation share them
     results = {"pair": pair.name, "protector": pair.protector, "target": pair.target.stem, "aux": pair.aux.stem,
-               "privacy": edge.privacy(), "s1": edge.s1(), "png": png, "webp": edge.link("webp")}
+               "privacy": edge.privacy(), "s1": edge.s1()}
+    codecs = links_in_measuring_order()
+    results |= {result_key(codec): link(codec.name) for codec in codecs if at_defaults(codec)}
     if full:
-        results["jpeg_sweep"] = [jpeg_at(quality) for quality in tqdm(JPEG_QUALITIES, desc="JPEG 4:4:4 sweep")]
-        results["webp_sweep"] = [edge.link("webp", webp_quality=quality)
-                                 for quality in tqdm(WEBP_QUALITIES, desc="lossy WebP sweep")]
-    results["jpeg_auto"] = auto = lowest_matching_quality(jpeg_at, png.accuracy)
+        results |= sweeps(link)
+    for codec in codecs:
+        if codec.carries_pixels and codec.tuning is not None:
+            tuning = codec.tuning
+            reference = link_result(results, codec_named(tuning.reference)).accuracy
+            results[result_key(codec)] = lowest_matching_quality(
+                lambda value: link(codec.name, **tuning.settings(value)), reference, tuning.values, tuning.tolerance)
     if full:
-        results["jpeg_subsampling"] = [
-            result for quality in sorted({auto.settings["jpeg_quality"], PAPER_SUBSAMPLING_QUALITY})
-            for result in (jpeg_at(quality), edge.link("jpeg", jpeg_quality=quality, jpeg_subsampling="4:2:0"))
-        ]
+        results["jpeg_subsampling"] = subsampling_ablation(link, link_result(results, JpegLink))
     compressor, config = compressor_with_config(pair.compressor)
-    results["neural"] = [edge.neural(compressor, "shipped", BATCH_SIZES, **compressor_settings(config))]
+    results[COMPRESSORS] = [edge.neural(compressor, "shipped", BATCH_SIZES, **compressor_settings(config))]
     results["_grid"] = edge.grid_images(compressor, 8)
-    codecs = {"png": {}, "jpeg": {"jpeg_quality": auto.settings["jpeg_quality"]}, "webp": {}, "neural": {},
-              "neural-batch": {}}
-    results["edge_ms_per_image"] = edge_ms_per_image(pair.onnx_models, pair.protector, codecs,
+    measured_at = {codec.name: link_result(results, codec).settings if codec.carries_pixels else {}
+                   for codec in LINK_CODECS.values()}
+    results["edge_ms_per_image"] = edge_ms_per_image(pair.onnx_models, pair.protector, measured_at,
                                                      data.images[:EDGE_COST_IMAGES])
     return results
+
+
+def sweeps(link: Callable[..., CodecResult]) -> dict[str, list[CodecResult]]:
+    """The rate–accuracy study (of these two codecs by design): JPEG 4:4:4 at every quality it is tuned over,
+    lossy WebP at ``WEBP_QUALITIES``."""
+    jpeg = JpegLink.tuning
+    return {
+        "jpeg_sweep": [link(JpegLink.name, **jpeg.settings(quality))
+                       for quality in tqdm(jpeg.values, desc="JPEG 4:4:4 sweep")],
+        "webp_sweep": [link(WebpLink.name, webp_quality=quality)
+                       for quality in tqdm(WEBP_QUALITIES, desc="lossy WebP sweep")],
+    }
+
+
+def subsampling_ablation(link: Callable[..., CodecResult], tuned: CodecResult) -> list[CodecResult]:
+    """PMC²'s chroma-subsampling observation: JPEG 4:4:4 beside 4:2:0 at the tuned quality and the paper's."""
+    qualities = sorted({tuned.settings["jpeg_quality"], PAPER_SUBSAMPLING_QUALITY})
+    return [link(JpegLink.name, jpeg_quality=quality, jpeg_subsampling=subsampling)
+            for quality in qualities for subsampling in ("4:4:4", "4:2:0")]
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -73,7 +98,7 @@ def measure(args: argparse.Namespace) -> dict:
     if args.latency_images:
         latency = run_all_modes(data.subset(slice(0, args.latency_images)), phone_quality=args.phone_quality)
     facemix = None
-    if DEFAULT_PAIR.facemix:
+    if "facemix" in dict(DEFAULT_PAIR.split_protectors):
         facemix = measure_facemix(args.data, args.limit, args.attacker_images if args.data else 0, args.phone_quality)
     privacy = None
     if args.attacker_images:
@@ -103,7 +128,9 @@ def write_report(results: dict, out: Path, before: Path | None = None) -> None:
     default = results["targets"][0]
     for target in results["targets"]:
         plots.image_grid(target.pop("_grid"), out / f"privacy_grid_{target['pair']}.png")
-    plots.rate_accuracy(default["jpeg_sweep"], default["webp_sweep"], default["png"], default["webp"], default["neural"],
+    at_their_defaults = [(f"{codec.report_label} ({codec.describe(link_result(default, codec).settings)})",
+                          link_result(default, codec)) for codec in links_in_measuring_order() if at_defaults(codec)]
+    plots.rate_accuracy(default["jpeg_sweep"], default["webp_sweep"], at_their_defaults, default[COMPRESSORS],
                         default["privacy"]["target_perturbed"], out / "rate_accuracy.png")
     if results["latency"]:
         plots.latency_breakdown(results["latency"], out / "latency.png")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pmc2.edge_server.protection import EdgeProtector
+from pmc2.runtime.edge_protection import EdgeProtector
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.sessions import SessionSettings
 

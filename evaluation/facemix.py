@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pmc2.bench.timing import cpu_model
+from pmc2.machine import cpu_model
 from pmc2.evaluation import plots
 from pmc2.evaluation.edge_cost import median_ms_per_image
 from pmc2.evaluation.image_similarity import similarity_summary
@@ -42,7 +42,7 @@ from pmc2.training.generator import load_generator
 from pmc2.training.pairs import DEFAULT_PAIR, ModelPair
 from pmc2.training.records import git_commit
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
-from pmc2.runtime.facemix import FaceMixCloud, FaceMixEdge
+from pmc2.runtime.facemix import FaceMix
 from pmc2.runtime.image_codecs import through_phone_jpeg
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.paths import REPORTS, SHARED_DATA
@@ -57,18 +57,18 @@ class FaceMixLink:
     """Edge and cloud parts of one bundle, with the float16 wire between them both ways."""
 
     def __init__(self, bundle: ModelBundle, seed: int) -> None:
-        self.edge = FaceMixEdge(bundle, rng=np.random.default_rng(seed))
-        self.cloud = FaceMixCloud(bundle)
+        self.edge = FaceMix(bundle, "edge", rng=np.random.default_rng(seed))
+        self.cloud = FaceMix(bundle, "cloud")
 
     def mixtures(self, images_uint8: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], int]:
         """What the cloud receives for one batch, as it receives it (float16-rounded), the keys, and its bytes."""
-        mixed, keys = self.edge.mixed_features(images_uint8)
+        mixed, keys = self.edge.edge_part(images_uint8)
         body = to_npy(mixed)
         return from_npy(body, mixed.shape[1:], len(mixed)), keys, len(body)
 
     def labels(self, received: np.ndarray, keys: list[np.ndarray], images: int) -> np.ndarray:
-        outputs = to_npy(self.cloud.run(received))
-        return self.edge.labels(from_npy(outputs, self.edge.cloud_output_shape, len(received)), keys, images)
+        outputs = to_npy(self.cloud.cloud_part(received))
+        return self.edge.finish(from_npy(outputs, self.edge.cloud_output_shape, len(received)), keys, images)
 
 
 def dominant_originals(keys: list[np.ndarray]) -> np.ndarray:
@@ -102,9 +102,9 @@ def edge_ms_per_image(link: FaceMixLink, images_uint8: np.ndarray, repeats: int 
         begin = time.perf_counter()
         received, keys, _ = link.mixtures(batch)
         before_cloud = time.perf_counter() - begin
-        outputs = link.cloud.run(received)
+        outputs = link.cloud.cloud_part(received)
         begin = time.perf_counter()
-        link.edge.labels(outputs, keys, len(batch))
+        link.edge.finish(outputs, keys, len(batch))
         return 1e3 * (before_cloud + time.perf_counter() - begin)
 
     return median_ms_per_image(batch_ms, images_uint8, repeats, BATCH)
@@ -122,7 +122,7 @@ def edge_gflops(pair: ModelPair) -> dict[str, float]:
     """Per image, what each protector costs the edge before the link: its model (and g_a for the neural link)."""
     image = torch.zeros(1, 3, 32, 32)
     g_a = gflops(load_compressor(pair.compressor).g_a, image)
-    model = load_classifier(pair.facemix)
+    model = load_classifier(dict(pair.split_protectors)["facemix"])
     return {
         **{f"{name} + g_a": gflops(load_generator(path), image) + g_a
            for name, path in (("perturbation", pair.generator), *pair.other_protectors)},

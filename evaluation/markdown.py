@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pmc2.evaluation.facemix import render_facemix
-from pmc2.evaluation.measurements import CodecResult
+from pmc2.evaluation.measurements import CodecResult, link_bytes_per_image, link_result, links_in_measuring_order
+from pmc2.runtime.link_codecs import LINK_CODECS, LinkCodec, codec_named
 from pmc2.runtime.protection import DEFAULT_PROTECTOR
 
-# PMC² NOSSDAV'25 Table 3, ResNet18 row (the paper's eight targets range 8.00–8.35 B for neural).
+# PMC² NOSSDAV'25 Table 3, ResNet18 row, by link codec: bytes, accuracy (the paper's eight targets range
+# 8.00–8.35 B for neural).
 PAPER_RESNET18 = {"png": (2544.70, 90.22), "jpeg": (1861.48, 90.24), "neural": (8.12, 90.20)}
 
 
@@ -51,6 +55,50 @@ def _goal(target: dict) -> str:
             f"≥ {GOAL_ACCURACY:.0f}% — {'met' if links else 'not met'}.")
 
 
+def privacy_view(codec: type[LinkCodec]) -> str:
+    """The privacy view (``evaluation.privacy_views``) a link carries: the protected image x' or, for a codec
+    of a latent, what the cloud decodes, x̂."""
+    return "perturbed" if codec.carries_pixels else "neural"
+
+
+def bandwidth_links() -> list[type[LinkCodec]]:
+    """The links of the Table 3 analogue: every codec counted one image per payload, in measuring order."""
+    return [codec for codec in links_in_measuring_order() if codec.evaluated_images_per_stream == 1]
+
+
+Column = tuple[str, Callable[[CodecResult], str], Callable[[tuple[float, float]], str]]
+
+
+def _bandwidth_columns(codec: type[LinkCodec]) -> list[Column]:
+    """A link's columns in the Table 3 analogue: heading, its cell from our result and from the paper's
+    (bytes, accuracy)."""
+    label, tuning, blank = codec.report_label, codec.tuning, lambda paper: ""
+    columns: list[Column] = []
+    if tuning:
+        columns.append((f"{label} {tuning.heading}", lambda result: str(result.settings[tuning.setting]), blank))
+    columns.append((f"{codec.full_label()} bytes", _size, lambda paper: f"{paper[0]:.2f}"))
+    if not codec.carries_pixels:
+        columns.append((f"{label} ideal", lambda result: f"{result.ideal_bytes_mean:.2f}", blank))
+    return columns + [(f"{label} acc.", lambda result: f"{result.accuracy:.2f}%", lambda paper: f"{paper[1]:.2f}%")]
+
+
+def _bandwidth_table(targets: list[dict]) -> str:
+    columns = [(codec, column) for codec in bandwidth_links() for column in _bandwidth_columns(codec)]
+    paper = ["paper: ResNet18", ""] + [paper_cell(PAPER_RESNET18[codec.name]) if codec.name in PAPER_RESNET18 else ""
+                                       for codec, (_, _, paper_cell) in columns]
+    return _table(["target (aux)", "S1 bytes", *[heading for _, (heading, _, _) in columns]],
+                  [[_name(t), _size(t["s1"]), *[cell(link_result(t, codec)) for codec, (_, cell, _) in columns]]
+                   for t in targets] + [paper])
+
+
+def _tunings() -> str:
+    """How each tuned link's setting is chosen, e.g. "JPEG 4:4:4 quality: the lowest in 50–100 within 0.5 points
+    of PNG's accuracy." """
+    return " ".join(
+        f"{t.label}: the lowest in {t.values[0]}–{t.values[-1]} within {t.tolerance:g} points of "
+        f"{codec_named(t.reference).report_label}'s accuracy." for t in (codec.tuning for codec in bandwidth_links()) if t)
+
+
 def render(results: dict) -> str:
     targets = results["targets"]
     default = targets[0]
@@ -66,21 +114,10 @@ def render(results: dict) -> str:
         "## Bandwidth and accuracy (PMC² Table 3 analogue)",
         f"S1: the phone's JPEG (quality {s1.settings['quality']}, Pillow defaults) of the original image; "
         "the edge perturbs the decoded S1 image. S2: the perturbed image on the edge→cloud link, bytes as "
-        "mean ± std. JPEG 4:4:4 quality: the lowest in 50–100 within 0.5 points of PNG's accuracy. "
+        f"mean ± std. {_tunings()} "
         "Neural: the pair's shipped compressor, one rANS stream per image; ideal = the entropy model's "
         "−log2 likelihood.",
-        _table(
-            ["target (aux)", "S1 bytes", "PNG bytes", "PNG acc.", "WebP lossless bytes", "WebP acc.", "JPEG q",
-             "JPEG bytes", "JPEG acc.", "neural bytes", "neural ideal", "neural acc."],
-            [[_name(t), _size(t["s1"]), _size(t["png"]), f"{t['png'].accuracy:.2f}%",
-              _size(t["webp"]), f"{t['webp'].accuracy:.2f}%",
-              str(t["jpeg_auto"].settings["jpeg_quality"]), _size(t["jpeg_auto"]), f"{t['jpeg_auto'].accuracy:.2f}%",
-              _size(t["neural"][0]), f"{t['neural'][0].ideal_bytes_mean:.2f}", f"{t['neural'][0].accuracy:.2f}%"]
-             for t in targets]
-            + [["paper: ResNet18", "", "{:.2f}".format(PAPER_RESNET18["png"][0]), "{:.2f}%".format(PAPER_RESNET18["png"][1]),
-                "", "", "", "{:.2f}".format(PAPER_RESNET18["jpeg"][0]), "{:.2f}%".format(PAPER_RESNET18["jpeg"][1]),
-                "{:.2f}".format(PAPER_RESNET18["neural"][0]), "", "{:.2f}%".format(PAPER_RESNET18["neural"][1])]],
-        ),
+        _bandwidth_table(targets),
         "Goals: " + " ".join(_goal(t) for t in targets),
         "## Batched bitstreams",
         "rANS ends every stream with a flush of its state, so one stream per image pays it per image. "
@@ -211,22 +248,6 @@ def render_privacy(privacy: dict) -> str:
     return "\n\n".join(sections)
 
 
-PROTECTOR_LINKS = (("png", "perturbed"), ("jpeg", "perturbed"), ("webp", "perturbed"), ("neural", "neural"),
-                   ("neural-batch", "neural"))  # link codec, and the privacy view it carries
-
-
-def _link_result(target: dict, link: str) -> tuple[CodecResult, float, str]:
-    """A link's result, its bytes per image and its settings, as the protector table shows them."""
-    neural = target["neural"][0]
-    results = {"png": (target["png"], target["png"].bytes_mean, "lossless"),
-               "jpeg": (target["jpeg_auto"], target["jpeg_auto"].bytes_mean,
-                        f"q{target['jpeg_auto'].settings['jpeg_quality']} 4:4:4"),
-               "webp": (target["webp"], target["webp"].bytes_mean, "lossless"),
-               "neural": (neural, neural.bytes_mean, "1 image/stream"),
-               "neural-batch": (neural, neural.batched_bytes[256], "256 images/stream")}
-    return results[link]
-
-
 def _similarity_cell(attack: dict, baseline: dict) -> str:
     """An attack's SSIM / PSNR, its label-only baseline's in brackets."""
     return f"{attack['ssim']:.3f} / {attack['psnr_db']:.2f} ({baseline['ssim']:.3f} / {baseline['psnr_db']:.2f})"
@@ -278,12 +299,12 @@ def render_protectors(results: dict) -> str:
         rows = []
         for target in group:
             privacy_pair = next((p for p in privacy["pairs"] if p["pair"] == target["pair"]), None)
-            for link, view in PROTECTOR_LINKS:
-                result, size, settings = _link_result(target, link)
-                rows.append([target.get("protector", DEFAULT_PROTECTOR), f"{link} ({settings})",
-                             f"{result.accuracy:.2f}%", f"{size:.2f}",
-                             f"{target['edge_ms_per_image'][link]:.3f}" if "edge_ms_per_image" in target else "",
-                             *_attack_cells(privacy_pair, view)])
+            for name, codec in LINK_CODECS.items():
+                result = link_result(target, codec)
+                rows.append([target.get("protector", DEFAULT_PROTECTOR), f"{name} ({codec.describe(result.settings)})",
+                             f"{result.accuracy:.2f}%", f"{link_bytes_per_image(target, codec):.2f}",
+                             f"{target['edge_ms_per_image'][name]:.3f}" if "edge_ms_per_image" in target else "",
+                             *_attack_cells(privacy_pair, privacy_view(codec))])
         facemix = results.get("facemix")
         if facemix and facemix["target"] == base:
             rows.append(_facemix_row(facemix))

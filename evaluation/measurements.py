@@ -1,6 +1,10 @@
 """Every number of the report, measured by running the shipped models (torch + CompressAI) on images.
 
-    original ──phone JPEG (S1)──▶ edge input ──generator──▶ x' ──PNG / JPEG / neural (S2)──▶ target ──▶ accuracy
+    original ──phone JPEG (S1)──▶ edge input ──generator──▶ x' ──each link codec (S2)──▶ target ──▶ accuracy
+
+Pixel link codecs are measured through their registered class (``runtime.link_codecs``), at the context's
+defaults or tuned per pair (their ``Tuning``); codecs of a latent read the pair's compressor, measured with
+CompressAI, at the images per stream the codec declares.
 """
 
 from __future__ import annotations
@@ -17,17 +21,17 @@ from tqdm import tqdm
 
 from pmc2.training.compressor import entropy_tables, load_compressor
 from pmc2.training.data import denormalize, normalize
-from pmc2.training.evaluate import TrainedPipeline
+from pmc2.training.evaluate import TrainedPipeline, bytes_per_image_in_streams
 from pmc2.training.perturbation_loss import per_image_ssim
 from pmc2.runtime.cifar10 import LabelledImages
 from pmc2.runtime.image_codecs import jpeg_bytes
 from pmc2.runtime.image_decoding import decode_image
-from pmc2.runtime.link_codecs import CodecContext, codec_named
+from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, LinkCodec, codec_named
 from pmc2.runtime.normalization import to_unit_nchw
 from pmc2.runtime.rans import RansCoder
 
 CHUNK = 500
-JPEG_QUALITIES = range(50, 101)
+COMPRESSORS = "neural"  # a target's results key for its compressors' measurements, the shipped one first
 
 
 @dataclass
@@ -126,11 +130,7 @@ class EdgeImages:
             ideal_bits.append(-torch.log2(likelihoods).flatten(1).sum(1))
             latents.append(latent.numpy())
         latent = np.concatenate(latents)
-        batched = {
-            size: sum(len(coder.encode_batch(latent[start : start + size])) for start in range(0, len(latent), size))
-            / len(latent)
-            for size in batch_sizes
-        }
+        batched = {size: bytes_per_image_in_streams(coder, latent, size) for size in batch_sizes}
         sizes = np.asarray(sizes)
         return CodecResult(name, accuracy(self.pipeline.target, torch.cat(decoded), self.labels),
                            float(sizes.mean()), float(sizes.std()), float(torch.cat(ideal_bits).mean() / 8), batched,
@@ -147,21 +147,51 @@ class EdgeImages:
                 for name, row in rows.items()}
 
 
-def lowest_matching_quality(jpeg_at: Callable[[int], CodecResult], reference_accuracy: float,
-                            qualities: Sequence[int] = JPEG_QUALITIES, tolerance: float = 0.5) -> CodecResult:
-    """The lowest JPEG quality whose accuracy is within ``tolerance`` points of the reference (PNG), found
-    by bisection over ``qualities`` (accuracy taken to rise with quality); the highest quality if none is."""
+def lowest_matching_quality(at: Callable[[int], CodecResult], reference_accuracy: float, values: Sequence[int],
+                            tolerance: float = 0.5) -> CodecResult:
+    """The lowest of ``values`` (a quality) whose accuracy is within ``tolerance`` points of the reference's,
+    found by bisection (accuracy taken to rise with the value); the highest value if none is."""
     threshold = reference_accuracy - tolerance
-    low, high = 0, len(qualities) - 1
-    if jpeg_at(qualities[high]).accuracy < threshold:
-        return jpeg_at(qualities[high])
+    low, high = 0, len(values) - 1
+    if at(values[high]).accuracy < threshold:
+        return at(values[high])
     while low < high:
         middle = (low + high) // 2
-        if jpeg_at(qualities[middle]).accuracy >= threshold:
+        if at(values[middle]).accuracy >= threshold:
             high = middle
         else:
             low = middle + 1
-    return jpeg_at(qualities[low])
+    return at(values[low])
+
+
+def at_defaults(codec: type[LinkCodec]) -> bool:
+    """A pixel codec measured as the context's defaults build it (no tuning)."""
+    return codec.carries_pixels and codec.tuning is None
+
+
+def links_in_measuring_order() -> list[type[LinkCodec]]:
+    """Every registered link codec, in the order a target's results hold them: the pixel codecs at their
+    defaults, then the tuned ones (each against a codec measured before it), then the codecs of a latent."""
+    return sorted(LINK_CODECS.values(), key=lambda codec: (not codec.carries_pixels, not at_defaults(codec)))
+
+
+def result_key(codec: type[LinkCodec]) -> str:
+    """Where a target's results hold a codec's measurement (the latent codecs share the compressors')."""
+    if not codec.carries_pixels:
+        return COMPRESSORS
+    return f"{codec.name}_auto" if codec.tuning else codec.name
+
+
+def link_result(target: dict, codec: type[LinkCodec]) -> CodecResult:
+    """A codec's measurement in a target's results (a latent codec's: the shipped compressor's)."""
+    result = target[result_key(codec)]
+    return result if codec.carries_pixels else result[0]
+
+
+def link_bytes_per_image(target: dict, codec: type[LinkCodec]) -> float:
+    """Bytes per image on the link, at the images per stream the codec is evaluated at."""
+    result, images = link_result(target, codec), codec.evaluated_images_per_stream
+    return result.bytes_mean if images == 1 else result.batched_bytes[images]
 
 
 def compressor_with_config(path: Path) -> tuple[FactorizedPrior, dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import matplotlib
@@ -13,18 +14,20 @@ import numpy as np  # noqa: E402
 from pmc2.evaluation.measurements import CodecResult  # noqa: E402
 
 
-def rate_accuracy(jpeg_sweep: list[CodecResult], webp_sweep: list[CodecResult], png: CodecResult, webp: CodecResult,
+def rate_accuracy(jpeg_sweep: list[CodecResult], webp_sweep: list[CodecResult], links: list[tuple[str, CodecResult]],
                   neural: list[CodecResult], perturbed_accuracy: float, path: Path) -> None:
-    """Accuracy vs bytes/image: the JPEG 4:4:4 and lossy WebP quality sweeps, PNG and lossless WebP, and each
-    neural compressor with one stream per image (filled) and per 256 images (hollow)."""
+    """Accuracy vs bytes/image: the JPEG 4:4:4 and lossy WebP quality sweeps, each labelled link at its fixed
+    settings (PNG, lossless WebP), and each neural compressor with one stream per image (filled) and per 256
+    images (hollow)."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for sweep, key, colour, label in ((jpeg_sweep, "jpeg_quality", "tab:blue", "JPEG 4:4:4, quality 50–100"),
                                       (webp_sweep, "webp_quality", "tab:green", "WebP (lossy), quality 10–100")):
         axes.plot([r.bytes_mean for r in sweep], [r.accuracy for r in sweep], "-", color=colour, label=label)
         for result in (sweep[0], sweep[-1]):
             axes.annotate(f"q{result.settings[key]}", (result.bytes_mean, result.accuracy), fontsize=8)
-    axes.plot(png.bytes_mean, png.accuracy, "s", color="black", label="PNG (lossless)")
-    axes.plot(webp.bytes_mean, webp.accuracy, "D", color="tab:green", label="WebP (lossless)")
+    styles = itertools.cycle(zip("sDPXh", ("black", "tab:green", "tab:orange", "tab:red", "tab:brown")))
+    for (label, result), (marker, colour) in zip(links, styles):
+        axes.plot(result.bytes_mean, result.accuracy, marker, color=colour, label=label)
     for result, marker in zip(neural, "o^vD<>p*"):
         axes.plot(result.bytes_mean, result.accuracy, marker, color="tab:purple", label=f"neural: {result.name}")
         if 256 in result.batched_bytes:

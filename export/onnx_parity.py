@@ -26,7 +26,7 @@ from pmc2.training.compressor import load_compressor
 from pmc2.training.generator import PixelOutput, load_generator
 from pmc2.training.pairs import ModelPair
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
-from pmc2.runtime.facemix import demix, group_keys, mix
+from pmc2.runtime.facemix import FEATURES, HEAD, MIDDLE, demix, group_keys, mix
 from pmc2.runtime.model_bundle import ModelBundle, run_single_output
 from pmc2.runtime.normalization import CIFAR10_STD, denormalize, normalize
 from pmc2.runtime.neural_codec import NeuralCodec
@@ -135,10 +135,9 @@ def _compare_facemix(session: Sessions, model, images: np.ndarray, report: Parit
     cloud_outputs = model.cloud_features(torch.from_numpy(mixed)).numpy()
     demixed = demix(cloud_outputs, keys)
     logits = model.edge_logits(torch.from_numpy(demixed)).numpy()
-    expected = {"facemix_edge": (images, features), "facemix_cloud": (mixed, cloud_outputs),
-                "facemix_head": (demixed, logits)}
+    expected = {FEATURES.name: (images, features), MIDDLE.name: (mixed, cloud_outputs), HEAD.name: (demixed, logits)}
     for name, (inputs, output) in expected.items():
-        report.record(name, run_single_output(session(name), inputs), output, logits=name == "facemix_head")
+        report.record(name, run_single_output(session(name), inputs), output, logits=name == HEAD.name)
 
 
 def _pixel_output(checkpoint: Path) -> PixelOutput:
@@ -151,11 +150,12 @@ def check_parity(pair: ModelPair, folder: Path, selected: tuple[str, ...],
     data = data if data is not None else load_evaluation(None)
     bundle = ModelBundle.open(folder)
     session = functools.cache(bundle.session)
-    protectors = {"generator": pair.generator, **dict(pair.other_protectors)}
-    loaders = {**{name: functools.partial(_pixel_output, checkpoint) for name, checkpoint in protectors.items()},
+    loaders = {**{name: functools.partial(_pixel_output, checkpoint)
+                  for name, checkpoint in pair.model_checkpoints("image").items()},
                "target": lambda: load_classifier(pair.target), "aux": lambda: load_classifier(pair.aux)}
     torch_models = {name: load() for name, load in loaders.items() if name in selected}
-    facemix = load_classifier(pair.facemix) if pair.facemix and "facemix_edge" in selected else None
+    facemix_checkpoint = dict(pair.split_protectors).get("facemix")
+    facemix = load_classifier(facemix_checkpoint) if facemix_checkpoint and FEATURES.name in selected else None
     compressor = load_compressor(pair.compressor) if {"g_a", "g_s"} <= set(selected) else None
     codec = (NeuralCodec(bundle.entropy_tables(), bundle.latent_size, g_a=session("g_a"), g_s=session("g_s"))
              if compressor else None)

@@ -1,13 +1,14 @@
 """Export each pair's generator, g_a, g_s, target and auxiliary classifier (and the other protectors
-trained for its target, e.g. DAPter's converter) to ONNX.
+trained for its target: DAPter's converter, FaceMix's split model) to ONNX.
 
     checkpoints ──torch.onnx.export (opset 17, dynamic batch)──▶ <bundle>/<name>.onnx
                 ──EntropyBottleneck tables──────────────────────▶ <bundle>/entropy_bottleneck.npz
                 ──files, sha256, I/O, normalisation, provenance──▶ <bundle>/manifest.json
 
-Weights are stored as float16 wherever that is exact (the checkpoints hold float16 values), with a Cast
-that onnxruntime folds away when it loads the model: half the file size, the same numbers. A second
-pair's bundle refers to the default bundle's classifier files instead of copying them.
+What each protector model takes and gives, and whether its entry records the link image, come from its
+spec (``runtime.protection``). Weights are stored as float16 wherever that is exact (the checkpoints hold
+float16 values), with a Cast that onnxruntime folds away when it loads the model: half the file size, the
+same numbers. A second pair's bundle refers to the default bundle's classifier files instead of copying them.
 Every file is checked (onnx.checker, shape inference) and compared with torch on the bundled images.
 Run from the repository root: ``python export/to_onnx.py``.
 """
@@ -21,6 +22,8 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +41,19 @@ from pmc2.export.onnx_parity import check_parity
 from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.training.records import sha256_file
 from pmc2.runtime.cifar10 import CLASSES, load_split
+from pmc2.runtime.facemix import FEATURES, HEAD, MIDDLE, FaceMix
 from pmc2.runtime.paths import REPO_ROOT, SHARED_DATA
 from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
+from pmc2.runtime.protection import PROTECTOR_MODELS, protector_named
 
 OPSET = 17
 DECOYS = 128  # public images the FaceMix edge mixes into a batch's last group
 MODELS = ("generator", "g_a", "g_s", "target", "aux")
+SPACES = {"g_a": ("unit", "latent"), "g_s": ("latent", "unit"), "target": ("normalized", "logits"),
+          "aux": ("normalized", "logits")}  # (input, output) of the models that are no protector's
 MANIFEST_VERSION = 1
+
+ExportedModule = tuple[nn.Module, str, str, torch.Tensor]  # module, input name, output name, example input
 
 
 class InferenceGDN(nn.Module):
@@ -149,20 +158,47 @@ def io_description(model_bytes: bytes) -> dict:
     return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
 
 
-def _protector_module(checkpoint: Path) -> tuple[nn.Module, str, str, torch.Tensor]:
+def _image_module(checkpoint: Path, _model: str) -> ExportedModule:
     return PixelOutput(load_generator(checkpoint)), "images", "perturbed", torch.zeros(1, 3, 32, 32)
 
 
-def _facemix_module(checkpoint: Path, part: str) -> tuple[nn.Module, str, str, torch.Tensor]:
+@dataclass(frozen=True)
+class SplitExport:
+    """How a split protector's models are built from its checkpoint, and the files its bundle holds beside them."""
+
+    module: Callable[[Path, str], ExportedModule]  # (checkpoint, model name) → the model to export
+    files: Callable[[Path], dict[str, dict]]  # bundle folder → manifest entries of the files it wrote there
+
+
+FACEMIX_PARTS = {FEATURES.name: "edge", MIDDLE.name: "cloud", HEAD.name: "head"}  # training.facemix.SPLIT_PARTS
+
+
+def _facemix_module(checkpoint: Path, model: str) -> ExportedModule:
+    part = FACEMIX_PARTS[model]
     _, input_name, output_name, shape = SPLIT_PARTS[part]
     return FaceMixPart(load_classifier(checkpoint), part), input_name, output_name, torch.zeros(shape)
 
 
-def _write_decoys(path: Path) -> dict:
+def _facemix_decoys(out: Path) -> dict[str, dict]:
     """FaceMix's decoys: the first DECOYS public CIFAR-10 training images, as .npy (byte-for-byte reproducible)."""
+    path = out / f"{FaceMix.DECOYS}.npy"
     np.save(path, load_split(SHARED_DATA, "train").images[:DECOYS], allow_pickle=False)
-    return {"file": path.name, "sha256": sha256_file(path), "images": DECOYS,
-            "source": f"the first {DECOYS} CIFAR-10 training images (public)"}
+    return {FaceMix.DECOYS: {"file": path.name, "sha256": sha256_file(path), "images": DECOYS,
+                             "source": f"the first {DECOYS} CIFAR-10 training images (public)"}}
+
+
+SPLIT_EXPORTS = {"facemix": SplitExport(_facemix_module, _facemix_decoys)}
+
+
+def _protector_modules(pair: ModelPair) -> dict[str, Callable[[], ExportedModule]]:
+    """How each protector model of ``pair``'s bundle is built: an image protector's from its generator
+    checkpoint, a split protector's as its SPLIT_EXPORTS entry says."""
+    modules = {}
+    for name, checkpoint in ((pair.protector, pair.generator), *pair.protectors):
+        spec = protector_named(name)
+        build = _image_module if spec.split is None else SPLIT_EXPORTS[name].module
+        modules.update({model.name: functools.partial(build, checkpoint, model.name) for model in spec.models})
+    return modules
 
 
 def _link_image(checkpoint: Path) -> str:
@@ -180,9 +216,8 @@ def _shared_classifier_entry(bundle: Path, checkpoint: Path, out: Path) -> dict:
 
 
 def pair_models(pair: ModelPair) -> tuple[str, ...]:
-    """Every model of ``pair``'s bundle: the five of every pair, its other protectors and FaceMix's parts."""
-    facemix = tuple(f"facemix_{part}" for part in SPLIT_PARTS) if pair.facemix else ()
-    return (*MODELS, *dict(pair.other_protectors), *facemix)
+    """Every model of ``pair``'s bundle: the five of every pair and its other protectors' models."""
+    return (*MODELS, *(name for name in pair.model_checkpoints() if name not in MODELS))
 
 
 def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ...] | None = None,
@@ -193,15 +228,12 @@ def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ..
     the same checkpoints instead of being exported again."""
     out, selected = out or pair.onnx_models, selected or pair_models(pair)
     out.mkdir(parents=True, exist_ok=True)
-    protectors = {"generator": pair.generator, **dict(pair.other_protectors)}  # image-to-image, generator's slot
-    facemix_parts = {f"facemix_{part}": part for part in SPLIT_PARTS} if pair.facemix else {}
-    sources = {**protectors, "g_a": pair.compressor, "g_s": pair.compressor, "target": pair.target, "aux": pair.aux,
-               **dict.fromkeys(facemix_parts, pair.facemix)}
+    sources = {**pair.model_checkpoints(), "g_a": pair.compressor, "g_s": pair.compressor, "target": pair.target,
+               "aux": pair.aux}
     compressor = load_compressor(pair.compressor) if {"g_a", "g_s"} & set(selected) else None
     latent_channels = compressor.entropy_bottleneck.channels if compressor else None
     modules = {
-        **{name: functools.partial(_protector_module, checkpoint) for name, checkpoint in protectors.items()},
-        **{name: functools.partial(_facemix_module, pair.facemix, part) for name, part in facemix_parts.items()},
+        **_protector_modules(pair),
         "g_a": lambda: (exportable_transform(compressor.g_a), "images", "latent", torch.zeros(1, 3, 32, 32)),
         "g_s": lambda: (Synthesis(compressor.g_s), "latent", "images", torch.zeros(1, latent_channels, 2, 2)),
         "target": lambda: (load_classifier(pair.target), "images", "logits", torch.zeros(1, 3, 32, 32)),
@@ -225,17 +257,16 @@ def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ..
         module, input_name, output_name, example = modules[name]()
         model_bytes = to_onnx_bytes(module, example, input_name, output_name)
         (out / f"{name}.onnx").write_bytes(model_bytes)
+        spec = PROTECTOR_MODELS.get(name)
+        input_space, output_space = (spec.input_space, spec.output_space) if spec else SPACES[name]
         models[name] = {
             "file": f"{name}.onnx", "sha256": hashlib.sha256(model_bytes).hexdigest(),
             **io_description(model_bytes),
-            "input_space": {"g_a": "unit", "g_s": "latent", "facemix_cloud": "mixed features",
-                            "facemix_head": "demixed features"}.get(name, "normalized"),
-            "output_space": "unit" if name in protectors else {
-                "g_a": "latent", "g_s": "unit", "facemix_edge": "features", "facemix_cloud": "mixed features"}.get(name, "logits"),
+            "input_space": input_space, "output_space": output_space,
             "weights_storage": "float16 where exact, cast to float32 on load",
             "checkpoint": checkpoint_provenance(sources[name]),
         }
-        if name in protectors:
+        if spec and spec.link_image:
             models[name]["link_image"] = _link_image(sources[name])
         if name in ("target", "aux"):
             models[name]["architecture"] = torch.load(sources[name], weights_only=False)["name"]
@@ -249,8 +280,9 @@ def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ..
             "channels": tables.channels, "latent_size": [2, 2], "precision_bits": 16,
             "checkpoint": checkpoint_provenance(pair.compressor),
         }
-    if facemix_parts.keys() & set(selected):
-        manifest["facemix_decoys"] = _write_decoys(out / "facemix_decoys.npy")
+    for name, _ in pair.split_protectors:
+        if {model.name for model in protector_named(name).models} & set(selected):
+            manifest.update(SPLIT_EXPORTS[name].files(out))
     manifest["link_image"] = _link_image(pair.generator)
     manifest["exporter"] = {"torch": torch.__version__.split("+")[0], "onnx": onnx.__version__}
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

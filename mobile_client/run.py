@@ -24,7 +24,7 @@ from pmc2.value_ranges import POSITIVE
 
 def runs(protectors: tuple[str, ...]) -> list[tuple[str, str | None, str]]:
     """(mode, codec, protector) of every run: PMC² once per image protector and edge→cloud link codec, and once
-    per split protector (FaceMix sends its own mixtures: codec None); pp-baseline once per image protector;
+    per split protector (it sends its own tensors: codec None); pp-baseline once per image protector;
     unprotected once."""
     image = [name for name in protectors if protector_named(name).kind == "image"]
     split = [name for name in protectors if protector_named(name).kind == "split"]
@@ -35,7 +35,7 @@ def runs(protectors: tuple[str, ...]) -> list[tuple[str, str | None, str]]:
 
 def run_name(mode: str, codec: str | None, protector: str) -> str:
     """"pmc2/neural" for the default protector, "pmc2+dapter/neural" for another; no codec where the run
-    names none (the direct modes, FaceMix)."""
+    names none (the direct modes, split protectors)."""
     name = mode if protector == DEFAULT_PROTECTOR or mode == "unprotected" else f"{mode}+{protector}"
     return f"{name}/{codec}" if codec else name
 

@@ -1,6 +1,9 @@
-"""The edge's blocking work: protect the client's images and encode them for the cloud.
+"""The edge's blocking work for image protectors: protect the client's images and encode them for the cloud.
 
     uint8 [N,32,32,3] ──protector (by name, runtime.protection)──▶ x' (or x̂) ──link codec (by name)──▶ S2 payloads
+
+Torch-free like the rest of the runtime, so the edge server, the serving benchmark and the evaluation's edge
+cost all time the same code.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""FaceMix (the related system) without torch: the edge's two parts and the cloud's part of the split model.
+"""FaceMix (the related system) without torch: a split protector (``runtime.split_protection``).
 
     edge:  uint8 ──facemix_edge──▶ f_i ──per group of GROUP_SIZE images, a fresh random orthogonal key A──▶ m = A·f
     cloud: m ──facemix_cloud──▶ h (the cloud only ever sees mixtures)
@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from pmc2.runtime.model_bundle import ModelBundle, run_single_output
+from pmc2.runtime.model_bundle import BundleModel, ModelBundle, run_single_output
 from pmc2.runtime.pipeline import preprocess
 from pmc2.runtime.sessions import SessionSettings
+from pmc2.runtime.split_protection import SplitProtector
 
 GROUP_SIZE = 4  # images mixed together (FaceMix's S_G; training/facemix.py trains with the same)
-CLOUD_MODEL = "facemix_cloud"
+FEATURES = BundleModel("facemix_edge", "normalized", "features")
+MIDDLE = BundleModel("facemix_cloud", "mixed features", "mixed features", side="cloud")
+HEAD = BundleModel("facemix_head", "demixed features", "logits")
 
 
 def random_orthogonal(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -45,37 +48,34 @@ def demix(values: np.ndarray, keys: list[np.ndarray]) -> np.ndarray:
     return mix(values, [key.T for key in keys])
 
 
-class FaceMixEdge:
-    """The edge's parts: features and mixing before the cloud, demixing and the head after it. ``decoys``:
-    uint8 public images that fill up a batch's last group (default: the bundle's)."""
+class FaceMix(SplitProtector):
+    """FaceMix as a split protector. On the edge: features and mixing before the cloud, demixing and the head
+    after it; ``decoys``: uint8 public images that fill up a batch's last group (default: the bundle's). On the
+    cloud: the middle of the network, run on mixtures only."""
 
-    def __init__(self, bundle: ModelBundle, settings: SessionSettings = SessionSettings(),
+    models = (FEATURES, MIDDLE, HEAD)
+    link = "facemix-features"
+    images_per_request = 64  # 64 mixtures × 32 KiB of float16 stay well inside the cloud's body limit
+    DECOYS = "facemix_decoys"  # the manifest's entry for the decoys
+
+    def __init__(self, bundle: ModelBundle, side: str = "edge", settings: SessionSettings = SessionSettings(),
                  rng: np.random.Generator | None = None, decoys: np.ndarray | None = None) -> None:
-        self.features_model = bundle.session("facemix_edge", settings)
-        self.head = bundle.session("facemix_head", settings)
-        self.cloud_output_shape = tuple(bundle.manifest["models"]["facemix_head"]["inputs"][0]["shape"][1:])
-        self.rng = rng or np.random.default_rng()
-        self.decoys = decoys if decoys is not None else bundle.facemix_decoys()
+        super().__init__(bundle, side, settings, rng)
+        if decoys is None and side == "edge":
+            decoys = bundle.stored_array(self.DECOYS)
+        self.decoys = decoys
 
-    def mixed_features(self, images_uint8: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        """What the cloud receives for a batch (float32 mixtures, decoys included) and the keys, which stay on
-        the edge; the mixtures of a batch of N images demix to N + decoys outputs, the first N its own."""
+    def edge_part(self, images_uint8: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The float32 mixtures of a batch (decoys included) and their keys; the mixtures of a batch of N images
+        demix to N + decoys outputs, the first N its own."""
         padding = -len(images_uint8) % GROUP_SIZE
         batch = np.concatenate([images_uint8, self.decoys[self.rng.choice(len(self.decoys), padding, replace=False)]])
         keys = group_keys(len(batch), self.rng)
-        return mix(run_single_output(self.features_model, preprocess(batch)), keys), keys
+        return mix(run_single_output(self.sessions[FEATURES.name], preprocess(batch)), keys), keys
 
-    def labels(self, cloud_outputs: np.ndarray, keys: list[np.ndarray], images: int) -> np.ndarray:
+    def cloud_part(self, received: np.ndarray) -> np.ndarray:
+        return run_single_output(self.sessions[MIDDLE.name], received)
+
+    def finish(self, cloud_outputs: np.ndarray, secret: list[np.ndarray], images: int) -> np.ndarray:
         """Labels of the first ``images`` of a batch (the rest are decoys)."""
-        return run_single_output(self.head, demix(cloud_outputs, keys)[:images]).argmax(axis=1)
-
-
-class FaceMixCloud:
-    """The cloud's part: the middle of the network, run on mixtures only."""
-
-    def __init__(self, bundle: ModelBundle, settings: SessionSettings = SessionSettings()) -> None:
-        self.model = bundle.session(CLOUD_MODEL, settings)
-        self.input_shape = tuple(bundle.manifest["models"][CLOUD_MODEL]["inputs"][0]["shape"][1:])  # one mixture
-
-    def run(self, mixed: np.ndarray) -> np.ndarray:
-        return run_single_output(self.model, mixed)
+        return run_single_output(self.sessions[HEAD.name], demix(cloud_outputs, secret)[:images]).argmax(axis=1)

@@ -3,15 +3,19 @@
     LINK_CODECS["png"].build(context) ──encode([0,1] NCHW batch)──▶ payloads ──wire──▶ decode(payloads, n) ──▶ [0,1]
 
 Each codec class carries its name, its wire id (``runtime.wire_format``), whether a batch travels as one
-stream, and how a batch becomes payloads and back. Servers, client, demo and evaluation look codecs up
-here and never branch on a name. To add a codec: write one class with ``@register`` below, and its tests.
+stream, how a batch becomes payloads and back, and what the evaluation report needs of it: its label, how it
+describes its settings, a setting the evaluation tunes per model pair (``Tuning``: JPEG's quality) and the
+images per stream its bytes are counted at. Servers, client, demo and evaluation look codecs up here and never
+branch on a name. To add a codec: write one class with ``@register`` below, and its tests; the report then
+measures and lists it with the others.
 """
 
 from __future__ import annotations
 
 import io
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -45,11 +49,43 @@ class CodecContext:
     max_image_pixels: int = MAX_IMAGE_PIXELS
 
 
+@dataclass(frozen=True)
+class Tuning:
+    """A setting the evaluation picks per model pair: the lowest of ``values`` (accuracy taken to rise with it)
+    whose accuracy is within ``tolerance`` points of the ``reference`` codec's, the ``fixed`` settings kept."""
+
+    setting: str  # a CodecContext field
+    values: range
+    reference: str  # a codec evaluated at the context's defaults
+    label: str  # what the report calls the tuned setting
+    heading: str  # its column in the report, after the codec's label
+    tolerance: float = 0.5
+    fixed: Mapping[str, object] = field(default_factory=dict)  # other CodecContext fields it is evaluated at
+
+    def settings(self, value: int) -> dict[str, object]:
+        """The CodecContext fields of the codec tuned to ``value``."""
+        return {self.setting: value, **self.fixed}
+
+
 class LinkCodec(ABC):
     name: ClassVar[str]
     wire_id: ClassVar[int]
     one_stream: ClassVar[bool] = False  # a batch travels as one payload holding every image
     carries_pixels: ClassVar[bool] = True  # encodes the image it is given (False: codes a latent of it)
+    # what the evaluation report needs (pmc2.evaluation, pmc2.training.evaluate)
+    report_label: ClassVar[str]
+    report_label_in_full: ClassVar[str | None] = None  # the label and its mode, where the label alone is ambiguous
+    tuning: ClassVar[Tuning | None] = None  # None: evaluated at the context's defaults
+    evaluated_images_per_stream: ClassVar[int] = 1  # a one-stream codec's bytes are counted at this batch size
+
+    @classmethod
+    def describe(cls, settings: Mapping[str, object]) -> str:
+        """The report's words for this codec built with ``settings`` (CodecContext fields; defaults for the rest)."""
+        return "defaults"
+
+    @classmethod
+    def full_label(cls) -> str:
+        return cls.report_label_in_full or cls.report_label
 
     @classmethod
     @abstractmethod
@@ -71,6 +107,8 @@ def register(codec: type[LinkCodec]) -> type[LinkCodec]:
     clash = [other.name for other in LINK_CODECS.values() if other.wire_id == codec.wire_id]
     if codec.name in LINK_CODECS or clash:
         raise ValueError(f"link codec {codec.name!r} (wire id {codec.wire_id}) clashes with {clash or codec.name}")
+    if not getattr(codec, "report_label", None):
+        raise ValueError(f"link codec {codec.name!r} has no report_label: the evaluation report lists every codec")
     LINK_CODECS[codec.name] = codec
     return codec
 
@@ -113,6 +151,11 @@ class PngLink(PillowLink):
     """Lossless PNG, optimize=True."""
 
     name, wire_id, pillow_format = "png", 2, "PNG"
+    report_label = "PNG"
+
+    @classmethod
+    def describe(cls, settings: Mapping[str, object]) -> str:
+        return "lossless"
 
     @classmethod
     def build(cls, context: CodecContext) -> "PngLink":
@@ -124,6 +167,14 @@ class JpegLink(PillowLink):
     """JPEG at ``context.jpeg_quality``, chroma subsampling as the context says (4:4:4 by default)."""
 
     name, wire_id, pillow_format = "jpeg", 3, "JPEG"
+    report_label = "JPEG"
+    tuning = Tuning("jpeg_quality", range(50, 101), reference=PngLink.name, label="JPEG 4:4:4 quality", heading="q",
+                    fixed={"jpeg_subsampling": "4:4:4"})
+
+    @classmethod
+    def describe(cls, settings: Mapping[str, object]) -> str:
+        context = CodecContext(**settings)
+        return f"q{context.jpeg_quality} {context.jpeg_subsampling}"
 
     @classmethod
     def build(cls, context: CodecContext) -> "JpegLink":
@@ -137,6 +188,12 @@ class WebpLink(PillowLink):
     """WebP: lossless (``context.webp_quality`` None) or lossy at that quality; slowest, smallest method."""
 
     name, wire_id, pillow_format = "webp", 5, "WEBP"
+    report_label, report_label_in_full = "WebP", "WebP lossless"  # evaluated lossless; lossy WebP is swept too
+
+    @classmethod
+    def describe(cls, settings: Mapping[str, object]) -> str:
+        quality = CodecContext(**settings).webp_quality
+        return "lossless" if quality is None else f"q{quality}"
 
     @classmethod
     def build(cls, context: CodecContext) -> "WebpLink":
@@ -151,7 +208,13 @@ class NeuralLink(LinkCodec):
     """g_a + rANS (edge) / rANS⁻¹ + g_s (cloud): one stream per image."""
 
     name, wire_id, carries_pixels = "neural", 1, False
+    report_label = "neural"
     MIN_STREAM_BYTES = 4  # the rANS decoder reads a 32-bit state before anything else
+
+    @classmethod
+    def describe(cls, settings: Mapping[str, object]) -> str:
+        images = cls.evaluated_images_per_stream
+        return f"{images} image{'s' if images > 1 else ''}/stream"
 
     def __init__(self, codec: NeuralCodec) -> None:
         self.codec = codec
@@ -181,6 +244,7 @@ class NeuralBatchLink(NeuralLink):
     """The neural codec with one rANS stream per batch: the coder's flush is paid once per batch."""
 
     name, wire_id, one_stream = "neural-batch", 4, True
+    evaluated_images_per_stream = 256  # the edge's largest micro-batch
 
     def encode(self, images_unit: np.ndarray) -> list[bytes]:
         return [self.codec.encode_stream(images_unit)]

@@ -26,6 +26,19 @@ class ModelIntegrityError(RuntimeError):
     """A model file is missing or does not match the sha256 in the manifest."""
 
 
+@dataclass(frozen=True)
+class BundleModel:
+    """What one ONNX model of a protector takes and gives (the manifest's ``input_space`` and ``output_space``),
+    which side runs it, and whether its manifest entry says what the pixel links carry behind it (``link_image``,
+    read from its checkpoint at export: an image protector's)."""
+
+    name: str
+    input_space: str
+    output_space: str
+    side: str = "edge"  # or "cloud"
+    link_image: bool = False
+
+
 @dataclass
 class ModelBundle:
     """``model_key``: AES-256 key for the models the manifest marks as encrypted (held in memory only)."""
@@ -83,10 +96,9 @@ class ModelBundle:
         self._verified_bytes(entry)
         return EntropyTables.load(self.folder / entry["file"])
 
-    def facemix_decoys(self) -> np.ndarray:
-        """The public uint8 images FaceMix mixes into a batch's last group (``runtime.facemix``)."""
-        entry = self.manifest["facemix_decoys"]
-        return np.load(io.BytesIO(self._verified_bytes(entry)), allow_pickle=False)
+    def stored_array(self, entry: str) -> np.ndarray:
+        """The array of the .npy file the manifest lists under ``entry`` (a protector's, e.g. FaceMix's decoys)."""
+        return np.load(io.BytesIO(self._verified_bytes(self.manifest[entry])), allow_pickle=False)
 
     @property
     def link_image(self) -> str:
@@ -111,9 +123,9 @@ class ModelBundle:
         """Check every file listed in the manifest; raises ModelIntegrityError on the first mismatch."""
         for name in self.manifest["models"]:
             self.model_bytes(name)
-        for entry in ("entropy_tables", "facemix_decoys"):
-            if entry in self.manifest:
-                self._verified_bytes(self.manifest[entry])
+        for entry in self.manifest.values():  # the files beside the models: entropy tables, a protector's arrays
+            if isinstance(entry, dict) and {"file", "sha256"} <= entry.keys():
+                self._verified_bytes(entry)
 
 
 def run_single_output(session, inputs: np.ndarray) -> np.ndarray:

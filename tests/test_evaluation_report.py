@@ -1,19 +1,25 @@
-"""The evaluation command writes a consistent report from the shipped models (small run)."""
+"""The evaluation command writes a consistent report from the shipped models (small run), and measures and
+lists every registered link codec (a codec registered by a test shows up where the shipped ones do)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pmc2.evaluation.markdown import PRIVACY_HEADING, PRIVACY_SKIPPED
-from pmc2.evaluation.measurements import CodecResult, EdgeImages, compressor_with_config, lowest_matching_quality
-from pmc2.training.evaluate import TrainedPipeline
+from pmc2.evaluation.__main__ import measure_pair
+from pmc2.evaluation.markdown import PRIVACY_HEADING, PRIVACY_SKIPPED, render
+from pmc2.evaluation.measurements import (
+    CodecResult, EdgeImages, compressor_with_config, link_result, lowest_matching_quality,
+)
+from pmc2.training.evaluate import TrainedPipeline, evaluate, format_table
 from pmc2.training.pairs import DEFAULT_PAIR, PAIRS
 from pmc2.runtime.cifar10 import load_evaluation
+from pmc2.runtime.link_codecs import LINK_CODECS, LinkCodec, PngLink, register
 from pmc2.runtime.paths import REPORTS
 
 
@@ -24,9 +30,33 @@ def test_lowest_matching_quality_bisects_to_the_cheapest_jpeg_close_to_png() -> 
         evaluated.append(quality)
         return CodecResult("jpeg", 60.0 + 0.5 * (quality - 50), 0.0, 0.0, settings={"quality": quality})
 
-    assert lowest_matching_quality(jpeg_at, reference_accuracy=80.0).settings["quality"] == 89
+    qualities = range(50, 101)
+    assert lowest_matching_quality(jpeg_at, 80.0, qualities).settings["quality"] == 89
     assert len(set(evaluated)) <= 8  # of 51 qualities
-    assert lowest_matching_quality(jpeg_at, reference_accuracy=99.0).settings["quality"] == 100
+    assert lowest_matching_quality(jpeg_at, 99.0, qualities).settings["quality"] == 100
+
+
+def section(text: str, heading: str) -> str:
+    return text.split(f"\n## {heading}")[1].split("\n## ")[0]
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """Every table row of ``text`` (header included, the |---| line not), cells stripped."""
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("| ")]
+
+
+def assert_every_codec_is_listed(text: str, protectors: list[str]) -> None:
+    """The Table 3 analogue has a bytes and an accuracy column for every codec counted one image per payload,
+    and each protector's rows in "Protectors compared" are the registry's links, in its order."""
+    header = table_rows(section(text, "Bandwidth and accuracy"))[0]
+    for codec in LINK_CODECS.values():
+        if codec.evaluated_images_per_stream == 1:
+            assert {f"{codec.full_label()} bytes", f"{codec.report_label} acc."} <= set(header), codec.name
+    rows = [row for row in table_rows(section(text, "Protectors compared")) if row[0] in protectors]
+    for protector in protectors:
+        links = [row[1].split(" (")[0] for row in rows if row[0] == protector]
+        assert links == list(LINK_CODECS) * (len(links) // len(LINK_CODECS)) and links, protector
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +84,9 @@ def test_report_files_and_sections(report: Path) -> None:
     assert f"{PRIVACY_HEADING}\n\n{PRIVACY_SKIPPED}\n\n## Protectors compared" in text
     protector_rows = [line for line in text.split("## Protectors compared")[1].split("\n## ")[0].splitlines()
                       if line.startswith("| ") and not line.startswith("| protector |")]
-    assert len(protector_rows) == 5 * len(variants) + 1  # five links per pair and protector, and FaceMix
+    assert len(protector_rows) == len(LINK_CODECS) * len(variants) + 1  # every link per pair and protector, FaceMix
     assert all(line.endswith("| not measured | not measured | not measured |") for line in protector_rows)
+    assert_every_codec_is_listed(text, sorted({variant.protector for variant in variants}))
 
 
 def test_report_numbers_are_consistent(report: Path) -> None:
@@ -72,7 +103,7 @@ def test_report_numbers_are_consistent(report: Path) -> None:
         assert 50 <= target["jpeg_auto"]["settings"]["jpeg_quality"] <= 100
         assert target["webp"]["accuracy"] == pytest.approx(target["png"]["accuracy"])  # both lossless
         costs = target["edge_ms_per_image"]
-        assert set(costs) == {"png", "jpeg", "webp", "neural", "neural-batch"} and min(costs.values()) > 0
+        assert list(costs) == list(LINK_CODECS) and min(costs.values()) > 0
         for neural in target["neural"]:
             batched = neural["batched_bytes"]
             # one stream per batch saves the per-stream flush and cannot beat the entropy model's ideal size
@@ -97,3 +128,48 @@ def test_committed_table_3_row_is_re_derived_from_the_shipped_models(shared_cifa
         assert result.accuracy == pytest.approx(recorded[name]["accuracy"], abs=0.3), name
         assert result.bytes_mean == pytest.approx(recorded[name]["bytes_mean"], rel=0.005), name
     assert fresh["neural"].ideal_bytes_mean == pytest.approx(recorded["neural"]["ideal_bytes_mean"], rel=0.005)
+
+
+@pytest.fixture
+def sixth_codec() -> Iterator[type[LinkCodec]]:
+    """A link codec registered after the shipped ones (PNG under another name and wire id), unregistered after."""
+
+    class ThrowawayLink(PngLink):
+        name, wire_id, report_label = "throwaway", 250, "Throwaway"
+
+    register(ThrowawayLink)
+    yield ThrowawayLink
+    del LINK_CODECS[ThrowawayLink.name]
+
+
+def test_a_registered_codec_is_measured_and_reported_with_the_others(sixth_codec: type[LinkCodec]) -> None:
+    data = load_evaluation(None).subset(slice(0, 12))
+    target = measure_pair(DEFAULT_PAIR, data, phone_quality=90, full=True)
+    assert link_result(target, sixth_codec).accuracy == link_result(target, PngLink).accuracy  # lossless both
+    assert list(target["edge_ms_per_image"]) == list(LINK_CODECS)
+    text = render({"command": "test", "git_commit": "test", "images": len(data), "data": "bundled sample",
+                   "targets": [target]})
+    assert_every_codec_is_listed(text, [DEFAULT_PAIR.protector])
+    assert "| Throwaway bytes | Throwaway acc. |" in text
+
+
+def test_the_training_evaluation_measures_every_registered_codec(sixth_codec: type[LinkCodec]) -> None:
+    results = evaluate(TrainedPipeline.load(DEFAULT_PAIR), load_evaluation(None).subset(slice(0, 12)), 95,
+                       batch_size=5)
+    for key in ("accuracy", "bytes_mean", "bytes_std"):
+        assert set(LINK_CODECS) <= set(results[key]), key
+    assert results["accuracy"]["throwaway"] == results["accuracy"]["png"]
+    assert results["accuracy"]["neural-batch"] == results["accuracy"]["neural"]
+    # one stream for all 12 images (the batch is 256): the rANS flush paid once, not per image
+    assert results["bytes_mean"]["neural-batch"] < results["bytes_mean"]["neural"]
+    table = format_table(results)
+    assert "edge→cloud Throwaway (lossless)" in table and "edge→cloud JPEG (q95 4:4:4)" in table
+
+
+def test_a_codec_without_a_report_label_is_refused() -> None:
+    class UnlabelledLink(PngLink):
+        name, wire_id, report_label = "unlabelled", 251, ""
+
+    with pytest.raises(ValueError, match="report_label"):
+        register(UnlabelledLink)
+    assert "unlabelled" not in LINK_CODECS

@@ -12,7 +12,7 @@ from pmc2.bench import fuzz_servers, serving, soak
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.paths import REPORTS
 
-FUZZED_ROUTES = ("edge /v1/recognize", "edge /v1/inspect", "cloud /v1/classify", "cloud /v1/facemix")
+FUZZED_ROUTES = ("edge /v1/recognize", "edge /v1/inspect", "cloud /v1/classify", "cloud /v1/split/facemix")
 # committed benchmark results and the command that regenerates each
 SERVED_BENCHMARKS = {"fuzz.json": "pmc2.bench.fuzz_servers", "soak.json": "pmc2.bench.soak",
                      "serving.json": "pmc2.bench.serving"}

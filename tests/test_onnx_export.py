@@ -21,7 +21,7 @@ from pmc2.export.store_entropy_tables import computed_tables, store_tables
 from pmc2.export.to_onnx import export_all, pair_models, store_weights_as_float16
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.model_bundle import DEFAULT_MODELS, ModelBundle, ModelIntegrityError
-from pmc2.runtime.protection import LINK_IMAGES
+from pmc2.runtime.protection import LINK_IMAGES, PROTECTOR_MODELS
 from pmc2.runtime.rans import EntropyTables
 from pmc2.runtime.sessions import create_session
 
@@ -37,9 +37,11 @@ def test_manifest_describes_every_model_and_the_normalisation(pair: ModelPair) -
     for protector, checkpoint in pair.other_protectors:  # each in the generator's slot, with what its links carry
         assert manifest["models"][protector]["checkpoint"]["sha256"] == sha256_file(checkpoint)
         assert bundle.link_image_of(protector) == "perturbed" and manifest["models"][protector]["output_space"] == "unit"
-    for name in pair_models(pair):
-        if name.startswith("facemix_"):
-            assert manifest["models"][name]["checkpoint"]["sha256"] == sha256_file(pair.facemix), name
+    for name, checkpoint in pair.model_checkpoints().items():  # every protector's models, with their spec's spaces
+        entry, spec = manifest["models"][name], PROTECTOR_MODELS[name]
+        assert entry["checkpoint"]["sha256"] == sha256_file(checkpoint), name
+        assert (entry["input_space"], entry["output_space"]) == (spec.input_space, spec.output_space), name
+        assert ("link_image" in entry) == spec.link_image, name
     assert manifest["normalization"]["mean"] == [0.4914, 0.4822, 0.4465]
     for entry in manifest["models"].values():
         assert entry["inputs"][0]["shape"][0] == "batch" and entry["inputs"][0]["dtype"] == "float32"

@@ -14,7 +14,7 @@ from pmc2.evaluation.inverse_attack import InverseAttackConfig
 from pmc2.evaluation.judges import bits_beyond_label, load_judges, predictions
 from pmc2.evaluation.label_only import label_only_baseline
 from pmc2.evaluation.linkability import rank1_reidentification, same_class_partners, two_choice_success
-from pmc2.evaluation.markdown import PROTECTOR_LINKS, render_privacy, render_protectors
+from pmc2.evaluation.markdown import privacy_view, render_privacy, render_protectors
 from pmc2.evaluation.measurements import CodecResult
 from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
 from pmc2.evaluation.privacy_views import cloud_views
@@ -24,6 +24,7 @@ from pmc2.training.pairs import PAIRS
 from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.training.train_classifier import train as train_classifier
 from pmc2.runtime.cifar10 import load_evaluation, load_split
+from pmc2.runtime.link_codecs import LINK_CODECS
 
 EVALUATION_IMAGES = 60
 VARIANTS = {variant.name: variant for pair in PAIRS.values() for variant in pair.with_every_protector()}
@@ -196,7 +197,8 @@ def test_protector_tables_put_each_links_own_baseline_beside_its_attack(attack_r
     tables = subsections(render_protectors({"targets": targets, "privacy_attacks": privacy}), "Target")
     for pair in privacy["pairs"]:
         rows = tables[VARIANTS[pair["pair"]].target.stem]
-        for link, view in PROTECTOR_LINKS:
+        for link, codec in LINK_CODECS.items():
+            view = privacy_view(codec)
             attack, baseline = pair["views"][view]["inverse_attack"], pair["views"][view]["label_only"]
             [row] = [cells for cells in rows if cells[0] == pair["protector"] and cells[1].startswith(f"{link} (")]
             assert row[5] == (f"{attack['ssim']:.3f} / {attack['psnr_db']:.2f} "

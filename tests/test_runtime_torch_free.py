@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pmc2.edge_server.protection import EdgeProtector
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.cpu_budget import available_cpus, cgroup_cpu_limit
+from pmc2.runtime.edge_protection import EdgeProtector
 from pmc2.runtime.image_decoding import NotAnImage, WrongImageSize, decode_image, decode_images
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, UnknownCodec, codec_named
 from pmc2.runtime.model_bundle import ModelBundle

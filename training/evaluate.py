@@ -3,7 +3,9 @@
     original ──target──▶ clean accuracy
         └──generator──▶ x' ──▶ what the pixel links carry (x', or x̂ for a "decoded"-tie generator)
                         │          ──target / aux──▶ "perturbed" accuracies, |SSIM(x, ·)|
-                        └──PNG / JPEG 4:4:4 / neural (CompressAI compress→decompress)──target──▶ accuracy, bytes
+                        └──every registered link codec──target──▶ accuracy, bytes
+                             (pixel codecs by their class; codecs of a latent by CompressAI compress→decompress,
+                              their bytes at the images per stream the codec declares)
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from tqdm import tqdm
 
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.generator import load_generator
-from pmc2.training.compressor import load_compressor
+from pmc2.training.compressor import entropy_tables, load_compressor
 from pmc2.training.data import as_tensors, denormalize, normalize, to_unit
 from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.training.perturbation_loss import per_image_ssim
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
-from pmc2.runtime.link_codecs import CodecContext, codec_named
+from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext
+from pmc2.runtime.rans import RansCoder
 from pmc2.value_ranges import jpeg_quality
 
 
@@ -53,14 +56,27 @@ def _correct(model: torch.nn.Module, images_normalized: torch.Tensor, labels: to
     return int((model(images_normalized).argmax(1) == labels).sum())
 
 
+def stream_bytes(coder: RansCoder, latent: np.ndarray, images_per_stream: int) -> list[tuple[int, int]]:
+    """Each rANS stream's size and image count when every ``images_per_stream`` images of ``latent`` share one."""
+    chunks = (latent[start : start + images_per_stream] for start in range(0, len(latent), images_per_stream))
+    return [(len(coder.encode_batch(chunk)), len(chunk)) for chunk in chunks]
+
+
+def bytes_per_image_in_streams(coder: RansCoder, latent: np.ndarray, images_per_stream: int) -> float:
+    return sum(size for size, _ in stream_bytes(coder, latent, images_per_stream)) / len(latent)
+
+
 @torch.inference_mode()
 def evaluate(pipeline: TrainedPipeline, data: LabelledImages, jpeg_quality: int, batch_size: int = 250) -> dict:
-    """Accuracies (%), mean |SSIM| and mean bytes/image of every edge→cloud codec."""
+    """Accuracies (%), mean |SSIM| and mean bytes/image of every registered edge→cloud link codec: the pixel
+    codecs built with ``jpeg_quality`` (defaults otherwise), the codecs of a latent from the compressor."""
     images, labels = as_tensors(data)
-    codecs = {name: codec_named(name).build(CodecContext(jpeg_quality=jpeg_quality)) for name in ("png", "jpeg")}
-    counts = {key: 0 for key in ("clean", "perturbed", "aux_perturbed", "png", "jpeg", "neural")}
-    sizes = {key: [] for key in ("png", "jpeg", "neural")}
-    abs_ssim = []
+    pixel_codecs = {name: codec.build(CodecContext(jpeg_quality=jpeg_quality))
+                    for name, codec in LINK_CODECS.items() if codec.carries_pixels}
+    counts = {key: 0 for key in ("clean", "perturbed", "aux_perturbed", *pixel_codecs)}
+    sizes = {name: [] for name in pixel_codecs}
+    decoded_correct, per_image_streams, latents, abs_ssim = 0, [], [], []
+    compressor = pipeline.compressor
     for start in tqdm(range(0, len(images), batch_size), desc="evaluating"):
         x = normalize(to_unit(images[start : start + batch_size]))
         y = labels[start : start + batch_size]
@@ -71,15 +87,24 @@ def evaluate(pipeline: TrainedPipeline, data: LabelledImages, jpeg_quality: int,
         counts["perturbed"] += _correct(pipeline.target, carried_normalized, y)
         counts["aux_perturbed"] += _correct(pipeline.aux, carried_normalized, y)
         abs_ssim.append(per_image_ssim(x, carried_normalized).abs())
-        for name, codec in codecs.items():
+        for name, codec in pixel_codecs.items():
             payloads = codec.encode(carried.numpy())
             sizes[name] += [len(p) for p in payloads]
             decoded = torch.from_numpy(codec.decode(payloads, len(payloads)))
             counts[name] += _correct(pipeline.target, normalize(decoded), y)
-        compressed = pipeline.compressor.compress(perturbed_unit)
-        sizes["neural"] += [len(s) for s in compressed["strings"][0]]
-        x_hat = pipeline.compressor.decompress(compressed["strings"], compressed["shape"])["x_hat"].clamp(0, 1)
-        counts["neural"] += _correct(pipeline.target, normalize(x_hat), y)
+        latent = compressor.g_a(perturbed_unit)  # CompressAI's compress(), keeping the latent for shared streams
+        strings = compressor.entropy_bottleneck.compress(latent)
+        per_image_streams += [len(s) for s in strings]
+        latents.append(latent.numpy())
+        x_hat = compressor.decompress([strings], latent.shape[-2:])["x_hat"].clamp(0, 1)
+        decoded_correct += _correct(pipeline.target, normalize(x_hat), y)
+    # a latent codec's streams decode to the same symbols however many images share one: only the bytes differ
+    coder, latent = RansCoder(entropy_tables(compressor)), np.concatenate(latents)
+    for name, codec in LINK_CODECS.items():
+        if not codec.carries_pixels:
+            counts[name], images_per_stream = decoded_correct, codec.evaluated_images_per_stream
+            sizes[name] = per_image_streams if images_per_stream == 1 else [
+                size / count for size, count in stream_bytes(coder, latent, images_per_stream) for _ in range(count)]
     n = len(images)
     return {
         "images": n,
@@ -93,14 +118,14 @@ def evaluate(pipeline: TrainedPipeline, data: LabelledImages, jpeg_quality: int,
 
 def format_table(results: dict) -> str:
     acc, size, std = results["accuracy"], results["bytes_mean"], results["bytes_std"]
+    settings = {"jpeg_quality": results["jpeg_quality"]}
     rows = [
         ("clean target accuracy", f"{acc['clean']:.2f}%", ""),
         ("perturbed target accuracy", f"{acc['perturbed']:.2f}%", ""),
         ("perturbed aux accuracy", f"{acc['aux_perturbed']:.2f}%", ""),
         ("mean |SSIM(x, x')|", f"{results['mean_abs_ssim']:.4f}", ""),
-        ("edge→cloud PNG", f"{acc['png']:.2f}%", f"{size['png']:.2f} ± {std['png']:.2f} B"),
-        (f"edge→cloud JPEG 4:4:4 q{results['jpeg_quality']}", f"{acc['jpeg']:.2f}%", f"{size['jpeg']:.2f} ± {std['jpeg']:.2f} B"),
-        ("edge→cloud neural", f"{acc['neural']:.2f}%", f"{size['neural']:.2f} ± {std['neural']:.2f} B"),
+        *[(f"edge→cloud {codec.report_label} ({codec.describe(settings)})", f"{acc[name]:.2f}%",
+           f"{size[name]:.2f} ± {std[name]:.2f} B") for name, codec in LINK_CODECS.items()],
     ]
     width = max(len(r[0]) for r in rows)
     lines = [f"{results['images']} evaluation images", f"{'metric':<{width}}  {'value':>8}  bytes/image"]

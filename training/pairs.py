@@ -2,7 +2,8 @@
 
     pair ── target.pt, aux.pt (checkpoints/)
         ├── generator.pt, compressor.pt (checkpoints/ for the default pair, checkpoints/pairs/<name>/ otherwise)
-        ├── other protectors trained for the same target (<pair folder>/protectors/<protector>/generator.pt)
+        ├── the other protectors trained for the same target, where the registry (runtime.protection) puts them:
+        │   <pair folder>/protectors/<protector>/<its spec's checkpoint>
         └── ONNX bundle (onnx_models/ for the default pair, onnx_models/pairs/<name>/ otherwise)
 """
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pmc2.runtime.paths import CHECKPOINTS, ONNX_MODELS
-from pmc2.runtime.protection import DEFAULT_PROTECTOR
+from pmc2.runtime.protection import DEFAULT_PROTECTOR, protector_named
 
 
 @dataclass(frozen=True)
@@ -25,18 +26,35 @@ class ModelPair:
     generator: Path
     compressor: Path
     onnx_models: Path
-    other_protectors: tuple[tuple[str, Path], ...] = ()  # (protector, checkpoint) in the generator's slot
-    facemix: Path | None = None  # FaceMix's split classifier (training/facemix.py), exported beside this pair's models
+    protectors: tuple[tuple[str, Path], ...] = ()  # (protector, checkpoint) of the others trained for this pair
     protector: str = DEFAULT_PROTECTOR  # what ``generator`` is (runtime.protection)
+
+    def _of_kind(self, kind: str) -> tuple[tuple[str, Path], ...]:
+        return tuple((name, checkpoint) for name, checkpoint in self.protectors if protector_named(name).kind == kind)
+
+    @property
+    def other_protectors(self) -> tuple[tuple[str, Path], ...]:
+        """(image protector, checkpoint) of the others, each of which can take the generator's slot."""
+        return self._of_kind("image")
+
+    @property
+    def split_protectors(self) -> tuple[tuple[str, Path], ...]:
+        """(split protector, checkpoint), exported beside this pair's models."""
+        return self._of_kind("split")
+
+    def model_checkpoints(self, kind: str | None = None) -> dict[str, Path]:
+        """Every protector model (of protectors of ``kind``, or of any) of this pair's bundle, by its name in
+        runtime.protection → the checkpoint it is exported from."""
+        return {model.name: checkpoint for name, checkpoint in ((self.protector, self.generator), *self.protectors)
+                if kind in (None, protector_named(name).kind) for model in protector_named(name).models}
 
     def with_protector(self, protector: str) -> "ModelPair":
         """This pair with ``protector``'s model in the generator's slot (same target, aux and compressor)."""
         checkpoint = dict(self.other_protectors)[protector]
-        return replace(self, name=f"{self.name}+{protector}", generator=checkpoint, other_protectors=(),
-                       protector=protector, facemix=None)
+        return replace(self, name=f"{self.name}+{protector}", generator=checkpoint, protectors=(), protector=protector)
 
     def with_every_protector(self) -> list["ModelPair"]:
-        """This pair, then this pair with each of its other protectors in the generator's slot."""
+        """This pair, then this pair with each of its other image protectors in the generator's slot."""
         return [self, *(self.with_protector(name) for name, _ in self.other_protectors)]
 
     @property
@@ -45,19 +63,19 @@ class ModelPair:
         return self.generator.parent / "evaluation.json"
 
 
-def _other_protectors(folder: Path) -> tuple[tuple[str, Path], ...]:
-    """DAPter's converter, trained for the pair whose checkpoints are in ``folder``."""
-    return (("dapter", folder / "protectors" / "dapter" / "generator.pt"),)
+def _trained(folder: Path, *protectors: str) -> tuple[tuple[str, Path], ...]:
+    """The ``protectors`` trained for the pair whose checkpoints are in ``folder``, each with its checkpoint."""
+    return tuple((name, folder / "protectors" / name / protector_named(name).checkpoint) for name in protectors)
 
 
-def _second_pair(target: str, aux: str) -> ModelPair:
+def _second_pair(target: str, aux: str, *protectors: str) -> ModelPair:
     folder = CHECKPOINTS / "pairs" / target
     return ModelPair(target, CHECKPOINTS / f"{target}.pt", CHECKPOINTS / f"{aux}.pt", folder / "generator.pt",
-                     folder / "compressor.pt", ONNX_MODELS / "pairs" / target, _other_protectors(folder))
+                     folder / "compressor.pt", ONNX_MODELS / "pairs" / target, _trained(folder, *protectors))
 
 
 DEFAULT_PAIR = ModelPair("fastnet", CHECKPOINTS / "fastnet.pt", CHECKPOINTS / "compact_resnet.pt",
                          CHECKPOINTS / "generator.pt", CHECKPOINTS / "compressor.pt", ONNX_MODELS,
-                         _other_protectors(CHECKPOINTS),
-                         facemix=CHECKPOINTS / "protectors" / "facemix" / "facemix_fastnet.pt")
-PAIRS: dict[str, ModelPair] = {pair.name: pair for pair in (DEFAULT_PAIR, _second_pair("compact_resnet", "fastnet"))}
+                         _trained(CHECKPOINTS, "dapter", "facemix"))
+PAIRS: dict[str, ModelPair] = {pair.name: pair for pair in (
+    DEFAULT_PAIR, _second_pair("compact_resnet", "fastnet", "dapter"))}
