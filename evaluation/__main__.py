@@ -17,6 +17,7 @@ from pmc2.machine import cpu_model
 from pmc2.evaluation import plots
 from pmc2.evaluation.edge_cost import edge_ms_per_image
 from pmc2.evaluation.facemix import measure_facemix, write_facemix
+from pmc2.evaluation.flops import pair_gflops
 from pmc2.evaluation.markdown import render, render_before_after
 from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
 from pmc2.evaluation.measurements import (
@@ -66,6 +67,7 @@ def measure_pair(pair: ModelPair, data: LabelledImages, phone_quality: int, full
                    for codec in LINK_CODECS.values()}
     results["edge_ms_per_image"] = edge_ms_per_image(pair.onnx_models, pair.protector, measured_at,
                                                      data.images[:EDGE_COST_IMAGES])
+    results["gflops_per_image"] = pair_gflops(pair)
     return results
 
 
@@ -117,10 +119,10 @@ def measure(args: argparse.Namespace) -> dict:
     }
 
 
-def recorded_before(folder: Path) -> tuple[dict | None, dict | None]:
-    """An earlier models' recorded ``results.json`` (and ``privacy.json``, if there) to show beside this report."""
-    files = [folder / name for name in ("results.json", "privacy.json")]
-    return tuple(json.loads(path.read_text()) if path.exists() else None for path in files)
+def recorded_before(folder: Path) -> dict | None:
+    """An earlier models' recorded ``results.json``, if there, to show beside this report."""
+    path = folder / "results.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def write_report(results: dict, out: Path, before: Path | None = None) -> None:
@@ -140,9 +142,9 @@ def write_report(results: dict, out: Path, before: Path | None = None) -> None:
         write_facemix(results["facemix"], out)
     serialisable = json.loads(json.dumps(results, default=dataclasses.asdict))
     report = render(results)
-    before_results, before_privacy = recorded_before(before) if before else (None, None)
+    before_results = recorded_before(before) if before else None
     if before_results:
-        report += "\n" + render_before_after(before_results, before_privacy, serialisable) + "\n"
+        report += "\n" + render_before_after(before_results, serialisable) + "\n"
     (out / "report.md").write_text(report)
     (out / "results.json").write_text(json.dumps(serialisable, indent=2) + "\n")
 
@@ -160,7 +162,7 @@ def main() -> None:
     parser.add_argument("--retrain-attacks", action="store_true", help="train the inverse networks again")
     parser.add_argument("--out", type=Path, default=REPORTS / "evaluation")
     parser.add_argument("--before", type=Path, default=REPORTS / "evaluation" / "before",
-                        help="an earlier models' recorded results.json / privacy.json to show beside this report")
+                        help="the folder of an earlier models' recorded results.json to show beside this report")
     args = parser.parse_args()
     results = measure(args)
     write_report(results, args.out, args.before)

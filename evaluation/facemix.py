@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from pmc2.machine import cpu_model
 from pmc2.evaluation import plots
 from pmc2.evaluation.edge_cost import median_ms_per_image
+from pmc2.evaluation.flops import gflops
 from pmc2.evaluation.image_similarity import similarity_summary
 from pmc2.evaluation.inverse_attack import FeatureInverse, InverseAttackConfig, reconstruct, train_inverse
 from pmc2.evaluation.judges import accuracy, load_judges
@@ -108,14 +108,6 @@ def edge_ms_per_image(link: FaceMixLink, images_uint8: np.ndarray, repeats: int 
         return 1e3 * (before_cloud + time.perf_counter() - begin)
 
     return median_ms_per_image(batch_ms, images_uint8, repeats, BATCH)
-
-
-def gflops(module: torch.nn.Module, example: torch.Tensor) -> float:
-    """Floating-point operations of one forward pass (torch's counter: 2 per multiply-add), in GFLOPs."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        module(example)
-    return counter.get_total_flops() / 1e9
 
 
 def edge_gflops(pair: ModelPair) -> dict[str, float]:

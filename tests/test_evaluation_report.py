@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pmc2.evaluation.__main__ import measure_pair
-from pmc2.evaluation.markdown import PRIVACY_HEADING, PRIVACY_SKIPPED, render
+from pmc2.evaluation.markdown import PRIVACY_HEADING, PRIVACY_SKIPPED, bandwidth_table, goal_sentence, render
 from pmc2.evaluation.measurements import (
     CodecResult, EdgeImages, compressor_with_config, link_result, lowest_matching_quality,
 )
@@ -173,3 +173,16 @@ def test_a_codec_without_a_report_label_is_refused() -> None:
     with pytest.raises(ValueError, match="report_label"):
         register(UnlabelledLink)
     assert "unlabelled" not in LINK_CODECS
+
+
+def test_table_3_follows_a_target_the_paper_evaluated_with_the_papers_row() -> None:
+    target = measure_pair(DEFAULT_PAIR, load_evaluation(None).subset(slice(0, 12)), phone_quality=90, full=False)
+    as_resnet18 = {**target, "target": "resnet18"}  # the same numbers under the name of a target the paper evaluated
+    ours, renamed, paper = bandwidth_table([target, as_resnet18]).splitlines()[2:]
+    assert renamed.startswith("| resnet18 (compact_resnet) |")
+    assert paper.startswith("| paper: resnet18 (vgg13_bn) | 1509.06 / 1509.06 / 1509.06 (png / jpeg / neural) |")
+    assert {"2544.70", "90.22%", "1861.48", "90.24%", "8.12", "90.20%"} <= {cell.strip() for cell in paper.split("|")}
+    costs = target["gflops_per_image"]
+    assert costs["edge"] > costs["target"] > 0  # the generator + g_a cost the edge more than FastNet costs the cloud
+    assert f"| {target['privacy']['target_clean']:.2f}% | {costs['edge']:.3f} | {costs['target']:.3f} |" in ours
+    assert "≥ 90.20%" in goal_sentence(as_resnet18) and "≥ 90.00%" in goal_sentence(target)
