@@ -1,6 +1,7 @@
 """The untrusted cloud server: decode the edge's batch, classify it, return labels.
 
-    POST /v1/classify  (application/x-pmc2: a batch in any link codec of runtime.link_codecs)
+    POST /v1/classify  (application/x-pmc2: a batch in any link codec of runtime.link_codecs; 429 with Retry-After
+                        beyond the optional per-client rate limit)
       → {"labels": [...], "classes": [...], "batch_size", "timings_ms": {"decompression", "recognition", "other_cloud"}, "bytes_received"}
     POST /v1/split/<protector>  (application/x-npy: float16 [N, …] of what a split protector's edge part sends;
                                  404 when the bundle lacks that protector's cloud model)
@@ -30,6 +31,7 @@ from pmc2.runtime.split_protection import SPLIT_ROUTE, SplitProtector
 from pmc2.runtime.tensor_payload import CONTENT_TYPE as NPY, from_npy, to_npy
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
 from pmc2.serving.http_common import METRICS, RequestRejected, read_body, server_timing, service_app
+from pmc2.serving.rate_limit import RateLimiter, client_identity
 
 @dataclass
 class Classified:
@@ -39,8 +41,8 @@ class Classified:
 
 
 class CloudState:
-    """Models, the worker thread, and the micro-batchers in front of the target and of each split protector's
-    cloud part (requests share their calls)."""
+    """Models, the worker thread, the micro-batchers in front of the target and of each split protector's
+    cloud part (requests share their calls), and the per-client rate limit of /v1/classify (None: off)."""
 
     def __init__(self, config: CloudConfig) -> None:
         bundle = ModelBundle.open(config.models)
@@ -53,6 +55,8 @@ class CloudState:
         self.split_batchers = {name: MicroBatcher(functools.partial(self._run_split, split), config.max_batch_size,
                                                   config.max_wait_ms, config.max_queued_images)
                                for name, split in self.split.items()}
+        self.limiter = (RateLimiter(config.client_images_per_s, config.client_burst_images)
+                        if config.client_images_per_s is not None else None)
 
     def split_named(self, name: str) -> SplitProtector:
         """Split protector ``name``'s cloud part; 400 for a name that is no split protector, 404 when this
@@ -86,6 +90,8 @@ async def classify_handler(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = await read_body(request, (CONTENT_TYPE,))
     batch = EncodedBatch.from_bytes(body, max_images=request.app[CONFIG].max_batch_images)
+    if state.limiter is not None:
+        state.limiter.take(client_identity(request), batch.images)
     images = await asyncio.get_running_loop().run_in_executor(state.executor, state.recognizer.decode, batch)
     decoded = time.perf_counter()
     results, queue_ms = await state.batcher.submit(images)

@@ -15,6 +15,7 @@ from pmc2.runtime.link_codecs import CorruptBitstream, UnknownCodec
 from pmc2.runtime.protection import UnknownProtector
 from pmc2.runtime.tensor_payload import TensorPayloadError
 from pmc2.runtime.wire_format import WireFormatError
+from pmc2.serving.rate_limit import OverBurst, RateLimited
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -73,6 +74,8 @@ ERROR_STATUS: dict[type[Exception], int] = {
     TensorPayloadError: 400,
     ImageError: 422,
     CorruptBitstream: 422,
+    OverBurst: 413,
+    RateLimited: 429,  # with Retry-After
 }
 
 
