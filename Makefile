@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test browser
+.PHONY: setup demo test browser container-tools images image-edge-encrypted demo-containers
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,5 +27,98 @@ browser: setup
 	@$(BIN)/python -c "import playwright.sync_api" 2>/dev/null || { echo "make browser: Playwright is missing from" \
 		"$(VENV); install it with: $(BIN)/pip install -e '.[test]'" >&2; exit 1; }
 
-test: setup browser
+test: setup browser container-tools
 	$(BIN)/python -m pytest
+
+# ---- Container images (deploy/Dockerfile) with podman --------------------------------------------------------------
+# `make images` builds the edge and cloud images; `make image-edge-encrypted` the edge with encrypted models (from the
+# staging copy of deploy/stage_edge_models.py, key in build/containers/model.key); `make demo-containers` runs the
+# phone simulator through the containers (python -m pmc2.bench.containers demo $(ARGS)). Each image's ID is kept in
+# build/containers/<image>.iid, which pmc2.bench.containers reads; an image is rebuilt when the Dockerfile, the
+# requirements, a source file of the package, its models or its base change (podman's layer cache keeps the rest).
+# The base: BASE=<image> if given; otherwise the public python:3.11-slim when its registry answers, else one made
+# from the Debian archive (deploy/debian-base.sh → build/containers/base.tar, imported as localhost/pmc2-base).
+# podman reads deploy/containers.conf (runc, lowered limits) in these targets.
+IMAGES := build/containers
+STAGING := build/staging/edge-encrypted
+IMAGE_VERSION := $(shell sed -n 's/^version = //p' setup.cfg)
+PUBLIC_BASE := docker.io/library/python:3.11-slim
+LOCAL_BASE := localhost/pmc2-base:bookworm
+BASE ?=
+PIP_CA ?= $(firstword $(wildcard $(PIP_CERT) /etc/ssl/certs/ca-certificates.crt))
+comma := ,
+PACKAGE_DIRS := $(shell sed -n 's/^ *pmc2[a-z_.]* = \([a-z_0-9]*\)$$/\1/p' setup.cfg)
+IMAGE_SOURCES := deploy/Dockerfile deploy/requirements-edge.txt .dockerignore setup.cfg pyproject.toml README.md \
+	$(shell find $(PACKAGE_DIRS) -name '*.py' -o -name '*.html' 2>/dev/null)
+BUNDLE_FILES := $(wildcard onnx_models/*.*)
+images image-edge-encrypted demo-containers: export CONTAINERS_CONF := $(CURDIR)/deploy/containers.conf
+
+# podman, runc, skopeo and mmdebstrap are installed from the Debian archive when missing and apt can (root); when
+# they cannot be, the targets that need them stop, naming what to install.
+container-tools:
+	@missing=; for tool in podman runc skopeo mmdebstrap; do \
+		command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		missing=; for tool in podman runc skopeo mmdebstrap; do \
+			command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || missing="$$missing $$tool"; done; fi; \
+	[ -z "$$missing" ] || { echo "make container-tools: missing:$$missing; install them as root" \
+		"(Debian: apt-get install -y$$missing) and run make again" >&2; exit 1; }
+
+# An image whose ID podman no longer has (storage reset, image removed) is built again.
+ifneq ($(filter images image-edge-encrypted demo-containers,$(MAKECMDGOALS)),)
+$(foreach stamp,$(wildcard $(IMAGES)/*.iid),$(shell CONTAINERS_CONF=$(CURDIR)/deploy/containers.conf \
+	podman image exists "$$(cat $(stamp))" 2>/dev/null || rm -f $(stamp)))
+endif
+
+$(IMAGES)/base.tar: deploy/debian-base.sh | container-tools
+	@mkdir -p $(@D)
+	@echo "make images: making the base from the Debian archive (mmdebstrap, about half a minute)"
+	deploy/debian-base.sh $@
+
+$(IMAGES)/base.iid: $(IMAGES)/base.tar
+	@podman import --quiet $< $(LOCAL_BASE) >$@
+
+# "<base image> <its ID or digest>": rewritten only when that changes, so that a new base rebuilds the images
+$(IMAGES)/base.ref: FORCE | container-tools
+	@mkdir -p $(@D)
+	@if [ -n "$(BASE)" ]; then ref="$(BASE) $(BASE)"; \
+	elif digest=$$(timeout 30 skopeo inspect --retry-times 1 --format '{{.Digest}}' docker://$(PUBLIC_BASE) 2>/dev/null); then \
+		ref="$(PUBLIC_BASE) $$digest"; \
+	else echo "make images: no registry answers for $(PUBLIC_BASE); the base is made from the Debian archive"; \
+		$(MAKE) --no-print-directory $(IMAGES)/base.iid && ref="$(LOCAL_BASE) $$(cat $(IMAGES)/base.iid)"; fi; \
+	echo "make images: base $${ref%% *}"; \
+	echo "$$ref" | cmp -s - $@ || echo "$$ref" >$@
+
+# podman build of target $(1) tagged $(2), extra arguments $(3); the CA bundle pip trusts on this machine goes to the
+# build stage as a secret (deploy/Dockerfile)
+build_image = podman build --quiet --layers -f deploy/Dockerfile --target $(1) \
+	--build-arg BASE=$$(cut -d' ' -f1 $(IMAGES)/base.ref) $(if $(PIP_CA),--secret id=pip-ca$(comma)src=$(PIP_CA)) $(3) \
+	--iidfile $@.tmp -t $(2) . >/dev/null && mv $@.tmp $@ \
+	&& echo "make images: $(2) $$(cut -c8-19 $@)"
+
+$(IMAGES)/edge.iid: $(IMAGES)/base.ref $(IMAGE_SOURCES) $(BUNDLE_FILES)
+	@$(call build_image,edge,localhost/pmc2-edge:$(IMAGE_VERSION))
+
+$(IMAGES)/cloud.iid: $(IMAGES)/base.ref $(IMAGE_SOURCES) $(BUNDLE_FILES)
+	@$(call build_image,cloud,localhost/pmc2-cloud:$(IMAGE_VERSION))
+
+$(IMAGES)/model.key:
+	@mkdir -p $(@D)
+	umask 077 && head -c 32 /dev/urandom >$@.tmp && mv $@.tmp $@
+
+$(STAGING)/manifest.json: deploy/stage_edge_models.py $(BUNDLE_FILES) $(IMAGES)/model.key
+	@[ -x $(BIN)/python ] || $(MAKE) --no-print-directory setup
+	$(BIN)/python deploy/stage_edge_models.py --models onnx_models --out $(STAGING) --key-file $(IMAGES)/model.key
+
+$(IMAGES)/edge-encrypted.iid: $(IMAGES)/base.ref $(IMAGE_SOURCES) $(STAGING)/manifest.json
+	@$(call build_image,edge,localhost/pmc2-edge-encrypted:$(IMAGE_VERSION),--build-arg MODELS=$(STAGING))
+
+images: $(IMAGES)/edge.iid $(IMAGES)/cloud.iid
+
+image-edge-encrypted: $(IMAGES)/edge-encrypted.iid
+
+demo-containers: setup images
+	$(BIN)/python -m pmc2.bench.containers demo $(ARGS)
+
+FORCE:
