@@ -226,9 +226,16 @@ def npy_arrays(item_shape: tuple[int, ...]) -> st.SearchStrategy[bytes]:
     return array()
 
 
+def accepted_arrays(item_shape: tuple[int, ...]) -> st.SearchStrategy[bytes]:
+    """.npy files a split route takes: 1–4 finite float16 items of ``item_shape``, in C order."""
+    return st.tuples(st.integers(1, 4), st.integers(0, 2**16)).map(
+        lambda drawn: to_npy(np.random.default_rng(drawn[1]).standard_normal((drawn[0], *item_shape))))
+
+
 def split_requests(item_shape: tuple[int, ...]) -> st.SearchStrategy[tuple[str, str, bytes]]:
     """(content type, query string, body) of a request to a split protector's route."""
-    bodies = st.one_of(npy_arrays(item_shape), mutated(npy_arrays(item_shape)), st.binary(max_size=256))
+    bodies = st.one_of(accepted_arrays(item_shape), npy_arrays(item_shape), mutated(npy_arrays(item_shape)),
+                       st.binary(max_size=256))
     return st.tuples(st.sampled_from((NPY, NPY, NPY, CONTENT_TYPE, "text/plain")), st.just(""), bodies)
 
 
