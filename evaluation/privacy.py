@@ -81,7 +81,7 @@ def attack_view(view: torch.Tensor, public_view: torch.Tensor, context: dict) ->
                                      public_view, context["public_originals"], context["config"].inverse,
                                      context["config"].retrain, f"inverse attack on {context['view']}")
     reconstructed = reconstruct(network, view)
-    cloud_labels = predictions(context["target"], view)
+    cloud_labels = context["cloud_labels"](view)
     label_only, baseline = label_only_baseline(context["class_means"], cloud_labels, originals, labels,
                                                context["judges"])
     partners = same_class_partners(cloud_labels, torch.Generator().manual_seed(context["config"].seed))
@@ -140,7 +140,7 @@ def attack_pair(pair: ModelPair, evaluation: LabelledImages, public: LabelledIma
     context = {
         "originals": originals, "labels": labels, "public_originals": public_originals, "public_labels": public_labels,
         "judges": judges, "aux": pipeline.aux, "config": config, "cache": config.cache / pair.name,
-        "target": pipeline.target, "class_means": class_means,
+        "cloud_labels": lambda view: predictions(pipeline.target, view), "class_means": class_means,
         "key": {"pair": pair.name, "generator_sha256": sha256_file(pair.generator),
                 "compressor_sha256": sha256_file(pair.compressor), "public_images_sha256": public.sha256(),
                 "phone_quality": config.phone_quality},

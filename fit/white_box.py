@@ -9,6 +9,7 @@ from torch import nn
 from pmc2.fit.access import WHITE_BOX, TargetAccess, require_uint8_images
 from pmc2.fit.input_spaces import InputSpace
 from pmc2.runtime.normalization import to_unit_nchw
+from pmc2.training.data import denormalize
 
 
 class FromUnitImages(nn.Module):
@@ -22,6 +23,17 @@ class FromUnitImages(nn.Module):
         return self.model(self.space.from_unit_torch(images_unit))
 
 
+class FromNormalizedImages(nn.Module):
+    """A module of [0, 1] images fed CIFAR-10-normalised ones, as the trainers feed every target they train against."""
+
+    def __init__(self, unit_model: nn.Module) -> None:
+        super().__init__()
+        self.unit_model = unit_model
+
+    def forward(self, images_normalized: torch.Tensor) -> torch.Tensor:
+        return self.unit_model(denormalize(images_normalized))
+
+
 class WhiteBoxTarget(TargetAccess):
     """``module``: [0, 1] NCHW float → logits, in eval mode with frozen weights."""
 
@@ -31,6 +43,11 @@ class WhiteBoxTarget(TargetAccess):
         super().__init__(via)
         self.module = FromUnitImages(model.eval().requires_grad_(False), space)
         self.batch_images = batch_images
+
+    @property
+    def trainable(self) -> nn.Module:
+        """The target as the trainers take it: normalised images → logits, gradients reaching the input."""
+        return FromNormalizedImages(self.module)
 
     @torch.no_grad()
     def labels(self, images_uint8: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from pmc2.runtime.protection import PROTECTORS
 SERVER_SOURCES = ("edge_server", "cloud_server", "serving")
 # Lowest first; packages in one layer import neither each other nor anything above.
 LAYERS = (("pmc2",), ("runtime",), ("serving",), ("edge_server", "cloud_server"), ("mobile_client",), ("training",),
-          ("export",), ("evaluation", "bench", "demo", "fit"))
+          ("export",), ("evaluation", "bench", "demo"), ("fit",))
 LAYER_OF = {package: level for level, layer in enumerate(LAYERS) for package in layer}
 
 

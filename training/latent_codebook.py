@@ -42,7 +42,7 @@ from pmc2.training.data import denormalize, normalize, to_unit
 from pmc2.training.generator import load_generator
 from pmc2.training.pairs import PAIRS
 from pmc2.training.records import git_commit, sha256_file, shipping_weights
-from pmc2.runtime.cifar10 import load_split
+from pmc2.runtime.cifar10 import LabelledImages, load_split
 from pmc2.runtime.image_codecs import through_phone_jpeg
 from pmc2.runtime.normalization import to_unit_nchw
 from pmc2.runtime.paths import SHARED_DATA
@@ -163,6 +163,42 @@ def shape_decoded_entries(compressor: FactorizedPrior, target: nn.Module, aux: n
                                          for name in ("abs_ssim", "target_reads", "aux_reads")}}
 
 
+def fit_codebook(generator: nn.Module, compressor: FactorizedPrior, target: nn.Module, aux: nn.Module,
+                 training: LabelledImages) -> tuple[dict, dict]:
+    """The codebook of ``training``'s images (entries, chooser rule) and what its record keeps; g_s is shaped in
+    place (``shape_decoded_entries``) against ``target`` and ``aux`` (normalised images → logits)."""
+    latents = edge_latents(generator, compressor, training.images)
+    labels = torch.from_numpy(training.labels).long()
+    symbols = torch.round(latents - compressor.entropy_bottleneck._get_medians().detach()).to(torch.int16)
+    codes, shares = class_codes(symbols, labels)
+    weight, bias, fitting = fit_chooser(latents, labels)
+    shaping = shape_decoded_entries(compressor, target, aux, codes,
+                                    to_unit(torch.from_numpy(training.images).permute(0, 3, 1, 2)), labels)
+    return ({"symbols": codes, "weight": weight, "bias": bias},
+            {"share_of_class_images_with_that_code": shares, **fitting, "shaping": shaping})
+
+
+@torch.inference_mode()
+def decoded_entries(compressor: FactorizedPrior, symbols: torch.Tensor) -> np.ndarray:
+    """The image the cloud decodes for each entry, as uint8 HWC (what a PNG link would carry)."""
+    decoded = compressor.g_s(symbols.float() + compressor.entropy_bottleneck._get_medians()).clamp(0, 1)
+    return (decoded.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def store_codebook(compressor_path: Path, compressor: FactorizedPrior, codebook: dict, provenance: dict) -> None:
+    """Write the codebook and the shaped g_s into the checkpoint, and ``provenance`` into its record."""
+    checkpoint = torch.load(compressor_path, map_location="cpu", weights_only=False)
+    checkpoint["state_dict"] |= {f"g_s.{name}": value for name, value in shipping_weights(compressor.g_s.state_dict()).items()}
+    checkpoint[CODEBOOK_KEY] = codebook
+    torch.save(checkpoint, compressor_path)
+    record_path = compressor_path.with_suffix(".record.json")
+    record = json.loads(record_path.read_text())
+    before = record.get(CODEBOOK_KEY, {}).get("checkpoint_sha256_before", record["checkpoint_sha256"])
+    record[CODEBOOK_KEY] = {**provenance, "checkpoint_sha256_before": before}
+    record["checkpoint_sha256"] = sha256_file(compressor_path)
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pair", choices=PAIRS, default=next(iter(PAIRS)))
@@ -171,35 +207,19 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a codebook the checkpoint already holds")
     args = parser.parse_args()
     pair = PAIRS[args.pair]
-    checkpoint = torch.load(pair.compressor, map_location="cpu", weights_only=False)
-    if CODEBOOK_KEY in checkpoint and not args.overwrite:
+    if CODEBOOK_KEY in torch.load(pair.compressor, map_location="cpu", weights_only=False) and not args.overwrite:
         raise SystemExit(f"{pair.compressor} already holds a latent codebook (--overwrite to replace it)")
     training = load_split(args.data, "train").subset(slice(0, args.images))
     compressor = load_compressor(pair.compressor, with_codebook=False)
-    latents = edge_latents(load_generator(pair.generator), compressor, training.images)
-    labels = torch.from_numpy(training.labels).long()
-    symbols = torch.round(latents - compressor.entropy_bottleneck._get_medians().detach()).to(torch.int16)
-    codes, shares = class_codes(symbols, labels)
-    weight, bias, fitting = fit_chooser(latents, labels)
-    shaping = shape_decoded_entries(compressor, load_classifier(pair.target), load_classifier(pair.aux), codes,
-                                    to_unit(torch.from_numpy(training.images).permute(0, 3, 1, 2)), labels)
-    checkpoint["state_dict"] |= {f"g_s.{name}": value for name, value in shipping_weights(compressor.g_s.state_dict()).items()}
-    checkpoint[CODEBOOK_KEY] = {"symbols": codes, "weight": weight, "bias": bias}
-    torch.save(checkpoint, pair.compressor)
-    record_path = pair.compressor.with_suffix(".record.json")
-    record = json.loads(record_path.read_text())
-    before = record.get(CODEBOOK_KEY, {}).get("checkpoint_sha256_before", record["checkpoint_sha256"])
-    record[CODEBOOK_KEY] = {
+    codebook, found = fit_codebook(load_generator(pair.generator), compressor, load_classifier(pair.target),
+                                   load_classifier(pair.aux), training)
+    store_codebook(pair.compressor, compressor, codebook, {
         "command": f"python -m pmc2.training.latent_codebook --pair {args.pair} --images {args.images}",
-        "git_commit": git_commit(), "images": len(training), "data_sha256": training.sha256(),
-        "share_of_class_images_with_that_code": shares, **fitting, "shaping": shaping,
-        "checkpoint_sha256_before": before,
-    }
-    record["checkpoint_sha256"] = sha256_file(pair.compressor)
-    record_path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"codebook of {len(codes)} latents written to {pair.compressor}; rule's held-out accuracy by L2 weight: "
-          f"{fitting['held_out_accuracy_by_weight_decay']}; entries' decoded images, mean |SSIM| to their class: "
-          f"{np.mean(shaping['abs_ssim']['before']):.3f} → {np.mean(shaping['abs_ssim']['after']):.3f}")
+        "git_commit": git_commit(), "images": len(training), "data_sha256": training.sha256(), **found})
+    shaping = found["shaping"]
+    print(f"codebook of {len(codebook['symbols'])} latents written to {pair.compressor}; rule's held-out accuracy by "
+          f"L2 weight: {found['held_out_accuracy_by_weight_decay']}; entries' decoded images, mean |SSIM| to their "
+          f"class: {np.mean(shaping['abs_ssim']['before']):.3f} → {np.mean(shaping['abs_ssim']['after']):.3f}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pmc2.training.fast_classifiers import FastNet
 from pmc2.training.loop import fit
 from pmc2.training.records import RunLog, load_initial_weights, shipping_weights
 from pmc2.training.training_cli import parse_training_args, training_parser
+from pmc2.runtime.cifar10 import LabelledImages
 
 
 @dataclass
@@ -68,7 +69,13 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 
 def train(config: ClassifierConfig, data: Path, out: Path, resume: bool, init: Path | None = None) -> dict:
-    train_set, validation = seeded_training_data(data, config.seed, config.limit)
+    """Train on ``data``'s training split with its labels, validated on its validation images."""
+    return train_on(config, *seeded_training_data(data, config.seed, config.limit), out, resume, init)
+
+
+def train_on(config: ClassifierConfig, train_set: LabelledImages, validation: LabelledImages, out: Path, resume: bool,
+             init: Path | None = None) -> dict:
+    """Train on ``train_set`` (any labels: the public ones, or a target's answers), validated on ``validation``."""
     train_images, train_labels = as_tensors(train_set)
     val_images, val_labels = as_tensors(validation)
 

@@ -120,10 +120,20 @@ def build_models(config: EndToEndConfig, generator_init: Path | None,
 def train(config: EndToEndConfig, data: Path, target_path: Path, aux_path: Path, out: Path, resume: bool,
           generator_init: Path | None = None, encoder_init: Path | None = None,
           compressor_init: Path | None = None) -> dict:
+    """Train against the target and aux checkpoints, on ``data``'s training split."""
     train_set, validation = seeded_training_data(data, config.seed, config.limit)
+    target, aux = load_target_and_aux(target_path, aux_path)
+    return train_on(config, train_set, validation, target, aux, {"target": str(target_path), "aux": str(aux_path)},
+                    out, resume, generator_init, encoder_init, compressor_init)
+
+
+def train_on(config: EndToEndConfig, train_set: LabelledImages, validation: LabelledImages, target: torch.nn.Module,
+             aux: torch.nn.Module, sources: dict[str, str], out: Path, resume: bool, generator_init: Path | None = None,
+             encoder_init: Path | None = None, compressor_init: Path | None = None) -> dict:
+    """Train against ``target`` and ``aux`` (frozen modules, normalised images → logits; ``sources`` says in the
+    record and the checkpoints what they are), on ``train_set``'s images and labels."""
     train_images, train_labels = edge_inputs(train_set)
     val_images, val_labels = edge_inputs(validation)
-    target, aux = load_target_and_aux(target_path, aux_path)
     generator, compressor, origins = build_models(config, generator_init, encoder_init, compressor_init)
     generator = generator.to(memory_format=torch.channels_last)
     inverse = InverseNetwork()
@@ -144,7 +154,7 @@ def train(config: EndToEndConfig, data: Path, target_path: Path, aux_path: Path,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, LR_WARMUP_STEPS))
     rng = torch.Generator().manual_seed(config.seed)
     log = RunLog(out, "end_to_end", train_set.sha256(),
-                 {**asdict(config), "target": str(target_path), "aux": str(aux_path), "init": origins})
+                 {**asdict(config), **sources, "init": origins})
     if resume:  # the training state's tables (if any) replace those of the initial weights
         clear_entropy_tables(compressor)
     rate_warmup_steps = max(1, int(config.rate_warmup_epochs * steps_per_epoch))
@@ -179,19 +189,18 @@ def train(config: EndToEndConfig, data: Path, target_path: Path, aux_path: Path,
               "scheduler": scheduler, "rng": rng},
         resume, epochs=config.epochs, steps_per_epoch=steps_per_epoch, epoch_batches=edge_batches, step=step,
         validate=lambda: validate(objective, val_images, val_labels),
-        save=lambda best: save_checkpoints(config, generator, compressor, out, best, target_path, aux_path),
+        save=lambda best: save_checkpoints(config, generator, compressor, out, best, sources),
         keep_best_by="validation_loss",
     )
 
 
-def save_checkpoints(config: EndToEndConfig, generator, compressor, out: Path, best: dict, target_path: Path,
-                     aux_path: Path) -> list[Path]:
+def save_checkpoints(config: EndToEndConfig, generator, compressor, out: Path, best: dict,
+                     sources: dict[str, str]) -> list[Path]:
     """The best epoch's generator and compressor (entropy tables computed here, once)."""
     generator_path = out / "generator.pt"
     torch.save({"architecture": config.architecture, "base_width": config.base_width,
                 "link_image": LINK_IMAGE[config.loss.tie],
-                "state_dict": shipping_weights(generator.state_dict()), "target": str(target_path),
-                "aux": str(aux_path), "epoch": best["epoch"]}, generator_path)
+                "state_dict": shipping_weights(generator.state_dict()), **sources, "epoch": best["epoch"]}, generator_path)
     compressor_path = out / "compressor.pt"
     save_compressor(copy.deepcopy(compressor), compressor_path, {"loss": "end_to_end", "generator": str(generator_path),
                                                                  "epoch": best["epoch"]})

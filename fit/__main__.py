@@ -1,0 +1,122 @@
+"""Fit a protector (generator + compressor + codebook) to a target you bring, and measure it.
+
+    python -m pmc2.fit --target fastnet | model.pt | model.onnx | https://host/v1/classify \\
+                       [--access white-box|black-box] --out runs/fit_fastnet [--resume]
+
+Writes ``<out>/bundle/`` (the edge's models: generator, g_a, g_s, entropy tables), ``<out>/fit.json`` (the command,
+settings, every stage's summary, the target queries, the CPU and its time) and ``<out>/fit.md`` (Table 3's row
+and the attack summary); prints the latter. ``--resume`` skips the stages done and continues a training stage
+from its last epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from pmc2.evaluation.fitted import render_fit
+from pmc2.fit.access import BLACK_BOX, WHITE_BOX
+from pmc2.fit.stages import STAGES, FitRun, FitSettings, run_stage
+from pmc2.fit.targets import TargetError, TargetOptions, resolve_target
+from pmc2.machine import cpu_model
+from pmc2.runtime.paths import CHECKPOINTS, SHARED_DATA
+from pmc2.training.records import git_commit
+from pmc2.training.train_classifier import ClassifierConfig
+from pmc2.training.train_end_to_end import EndToEndConfig
+from pmc2.value_ranges import non_negative_int, positive_int
+
+RECORD = "fit.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    classifier, end_to_end = ClassifierConfig(), EndToEndConfig()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", required=True,
+                        help="a classifier name or checkpoint (.pt), an ONNX file, or a cloud's https://…/v1/classify")
+    parser.add_argument("--access", choices=(WHITE_BOX, BLACK_BOX), default=None,
+                        help="default: the best the target offers (white-box where the model itself is at hand)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--resume", action="store_true", help="continue the run recorded in <out>/fit.json")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="CIFAR-10 folder: the public images")
+    parser.add_argument("--aux", type=Path, default=CHECKPOINTS / "compact_resnet.pt",
+                        help="a public classifier that must learn nothing from what the cloud decodes")
+    parser.add_argument("--limit", type=positive_int, default=None, help="public images used (smoke runs)")
+    parser.add_argument("--edge-classifier-epochs", type=positive_int, default=classifier.epochs)
+    parser.add_argument("--epochs", type=positive_int, default=end_to_end.epochs, help="end-to-end epochs")
+    parser.add_argument("--batch-size", type=positive_int, default=end_to_end.batch_size, help="end-to-end batch")
+    parser.add_argument("--codebook-images", type=positive_int, default=FitSettings.codebook_images)
+    parser.add_argument("--shaping-rounds", type=non_negative_int, default=FitSettings.shaping_rounds,
+                        help="rounds of shaping g_s again while the target misreads a code image")
+    parser.add_argument("--evaluation-limit", type=positive_int, default=None, help="evaluation images (all 5,000)")
+    parser.add_argument("--attacker-images", type=positive_int, default=FitSettings.attacker_images)
+    parser.add_argument("--attack-epochs", type=positive_int, default=FitSettings.attack_epochs)
+    parser.add_argument("--input-space", default=TargetOptions.input_space, help="what an ONNX target takes")
+    parser.add_argument("--ca", type=Path, default=None, help="the CA a cloud's certificate is checked against")
+    parser.add_argument("--client-cert", type=Path, default=None, help="PEM (with key) for a cloud's mutual TLS")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> FitSettings:
+    return FitSettings(
+        data=args.data, aux=args.aux, limit=args.limit, codebook_images=args.codebook_images,
+        shaping_rounds=args.shaping_rounds,
+        evaluation_limit=args.evaluation_limit, attacker_images=args.attacker_images,
+        attack_epochs=args.attack_epochs, seed=args.seed,
+        edge_classifier=ClassifierConfig(model="fastnet", epochs=args.edge_classifier_epochs, seed=args.seed),
+        end_to_end=EndToEndConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed),
+    )
+
+
+def open_record(args: argparse.Namespace, command: str, settings: FitSettings, described: str, kind: str) -> dict:
+    """The run's record: a new one, or (``--resume``) the one in ``<out>``, which must be of the same run."""
+    path = args.out / RECORD
+    settings_json = json.loads(json.dumps(asdict(settings), default=str))
+    if path.exists():
+        if not args.resume:
+            raise SystemExit(f"{path} exists: give --resume to continue that run, or another --out")
+        record = json.loads(path.read_text())
+        if (record["target"], record["access"], record["settings"]) != (args.target, kind, settings_json):
+            raise SystemExit(f"{path} records another run (target, access or settings differ); use another --out")
+        record.setdefault("resumed_by", []).append(command)
+        return record
+    return {"command": command, "git_commit": git_commit(),
+            "target": args.target, "access": kind, "reached_as": described, "settings": settings_json,
+            "cpu": cpu_model(), "threads": torch.get_num_threads(), "stages": {}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = TargetOptions(input_space=args.input_space, ca=args.ca, client_cert=args.client_cert)
+    try:
+        access = resolve_target(args.target, args.access, options)
+    except TargetError as error:
+        raise SystemExit(f"--target: {error}") from None
+    settings = settings_from(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["python -m pmc2.fit", *(sys.argv[1:] if argv is None else argv)])
+    record = open_record(args, command, settings, access.description, access.kind)
+    run = FitRun(args.out, settings, access)
+    for stage in STAGES:
+        if stage.name in record["stages"]:
+            continue
+        logging.info("fit: %s", stage.name)
+        record["stages"][stage.name] = run_stage(run, stage)
+        (args.out / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    summary = render_fit(record)
+    (args.out / "fit.md").write_text(summary + "\n")
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()

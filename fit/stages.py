@@ -1,0 +1,199 @@
+"""The stages of a fitting run, in order, each resumable and each summarised in the run's record.
+
+    answers ───────── the target's labels of the public images (black-box: every image a counted query)
+    edge_classifier ─ FastNet trained from scratch on those answers: the generator's starting features
+    end_to_end ────── generator + compressor trained against the target (white-box) or that classifier (black-box)
+    codebook ──────── one latent per class; g_s shaped until the target itself reads every code image
+    bundle ────────── ONNX export of generator, g_a, g_s and the entropy tables, checked against torch
+    evaluation ────── Table 3's row, the target answering for every image the cloud would decode
+    attacks ───────── the report's privacy attacks on what the cloud receives, beside the label-only baseline
+
+Nothing a black-box run ships starts from the target's weights: the edge classifier is trained here, from a
+random initialisation, on the target's answers; the compressor starts from a random initialisation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pmc2.evaluation.inverse_attack import InverseAttackConfig
+from pmc2.export.onnx_parity import check_parity
+from pmc2.export.to_onnx import export_all
+from pmc2.fit.access import WHITE_BOX, QueryCount, TargetAccess
+from pmc2.fit.fitted_bundle import bundle_attacks, bundle_row
+from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
+from pmc2.runtime.paths import CHECKPOINTS
+from pmc2.training.classifiers import load_classifier
+from pmc2.training.compressor import load_compressor
+from pmc2.training.data import seeded_training_data
+from pmc2.training.generator import load_generator
+from pmc2.training.latent_codebook import CodeShaping, decoded_entries, fit_codebook, shape_decoded_entries, store_codebook
+from pmc2.training.pairs import ModelPair
+from pmc2.training.train_classifier import ClassifierConfig, train_on as train_classifier_on
+from pmc2.training.train_end_to_end import EndToEndConfig, train_on as train_end_to_end_on
+
+EXPORTED = ("generator", "g_a", "g_s")  # the edge's models; the cloud adds its own target
+
+
+@dataclass
+class FitSettings:
+    data: Path
+    aux: Path = CHECKPOINTS / "compact_resnet.pt"  # a public classifier the decoded images must not inform
+    edge_classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    end_to_end: EndToEndConfig = field(default_factory=EndToEndConfig)
+    limit: int | None = None  # public images (training and validation each); None: all
+    codebook_images: int = 20_000
+    shaping_rounds: int = 4  # g_s is shaped for another round while the target misreads a code image
+    evaluation_limit: int | None = None  # evaluation images; None: all 5,000
+    attacker_images: int = 20_000
+    attack_epochs: int = InverseAttackConfig.epochs
+    phone_quality: int = 90
+    seed: int = 0
+
+
+class FitRun:
+    """One fitting run's folder, settings and access to its target; the stages read and write through it."""
+
+    def __init__(self, out: Path, settings: FitSettings, access: TargetAccess) -> None:
+        self.out, self.settings, self.access = out, settings, access
+
+    @cached_property
+    def public(self) -> tuple[LabelledImages, LabelledImages]:
+        """The public training images and validation images (their public labels)."""
+        return seeded_training_data(self.settings.data, self.settings.seed, self.settings.limit)
+
+    @cached_property
+    def evaluation(self) -> LabelledImages:
+        data = load_evaluation(self.settings.data)
+        return data.subset(slice(0, self.settings.evaluation_limit)) if self.settings.evaluation_limit else data
+
+    @property
+    def answers_file(self) -> Path:
+        return self.out / "answers.npz"
+
+    @property
+    def edge_classifier(self) -> Path:
+        return self.out / "edge_classifier" / f"{self.settings.edge_classifier.model}.pt"
+
+    @property
+    def generator(self) -> Path:
+        return self.out / "end_to_end" / "generator.pt"
+
+    @property
+    def compressor(self) -> Path:
+        return self.out / "end_to_end" / "compressor.pt"
+
+    @property
+    def bundle(self) -> Path:
+        return self.out / "bundle"
+
+    def teacher(self) -> tuple[nn.Module, str]:
+        """What the end-to-end training and the code shaping differentiate through, and what it is."""
+        if self.access.kind == WHITE_BOX:
+            return self.access.trainable, self.access.description
+        return (load_classifier(self.edge_classifier),
+                f"the edge classifier {self.edge_classifier}, fitted to the answers of {self.access.description}")
+
+    def pair(self) -> ModelPair:
+        """The fitted models as a pair (its target: the teacher's checkpoint, for the parity check's sake only)."""
+        return ModelPair("fitted", self.edge_classifier, self.settings.aux, self.generator, self.compressor, self.bundle)
+
+
+def answers(run: FitRun) -> dict:
+    train_set, validation = run.public
+    train, held_out = run.access.labels(train_set.images), run.access.labels(validation.images)
+    np.savez_compressed(run.answers_file, train=train, validation=held_out)
+    return {"images": len(train) + len(held_out),
+            "agreement_with_public_labels": 100.0 * float(np.mean(np.concatenate([train == train_set.labels,
+                                                                                   held_out == validation.labels])))}
+
+
+def edge_classifier(run: FitRun) -> dict:
+    train_set, validation = run.public
+    stored = np.load(run.answers_file)
+    config = run.settings.edge_classifier
+    metrics = train_classifier_on(config, LabelledImages(train_set.images, stored["train"]),
+                                  LabelledImages(validation.images, stored["validation"]), run.edge_classifier.parent,
+                                  resume=True)
+    return {"agreement_with_target_on_validation": metrics["validation_accuracy"], "epochs": metrics["epoch"]}
+
+
+def end_to_end(run: FitRun) -> dict:
+    train_set, validation = run.public
+    teacher, described = run.teacher()
+    metrics = train_end_to_end_on(run.settings.end_to_end, train_set, validation, teacher,
+                                  load_classifier(run.settings.aux), {"target": described, "aux": str(run.settings.aux)},
+                                  run.generator.parent, resume=True, encoder_init=run.edge_classifier)
+    return {"teacher": described, "epoch_kept": metrics["epoch"],
+            "validation_target_accuracy": metrics["validation_target_accuracy"],
+            "validation_bytes_ideal": metrics["validation_bytes_ideal"]}
+
+
+def _reads(run: FitRun, compressor, symbols: torch.Tensor) -> list[bool]:
+    """Whether the target itself (through its access) answers each entry's class for the entry's decoded image."""
+    return (run.access.labels(decoded_entries(compressor, symbols)) == np.arange(len(symbols))).tolist()
+
+
+def codebook(run: FitRun) -> dict:
+    train_set, _ = run.public
+    images = train_set.subset(slice(0, run.settings.codebook_images))
+    teacher, _ = run.teacher()
+    aux = load_classifier(run.settings.aux)
+    compressor = load_compressor(run.compressor, with_codebook=False)
+    chosen, found = fit_codebook(load_generator(run.generator), compressor, teacher, aux, images)
+    reads = [_reads(run, compressor, chosen["symbols"])]
+    labels = torch.from_numpy(images.labels).long()
+    unit = torch.from_numpy(images.images).permute(0, 3, 1, 2).float() / 255
+    for extra in range(1, run.settings.shaping_rounds + 1):
+        if all(reads[-1]):
+            break
+        shape_decoded_entries(compressor, teacher, aux, chosen["symbols"], unit, labels, CodeShaping(seed=extra))
+        reads.append(_reads(run, compressor, chosen["symbols"]))
+    store_codebook(run.compressor, compressor, chosen, {"images": len(images), "data_sha256": images.sha256(),
+                                                        **found, "read_by_the_target_per_round": reads})
+    return {"entries": len(reads[-1]), "read_by_the_target": sum(reads[-1]), "shaping_rounds": len(reads),
+            "held_out_rule_accuracy": max(found["held_out_accuracy_by_weight_decay"].values())}
+
+
+def bundle(run: FitRun) -> dict:
+    pair = run.pair()
+    manifest = export_all(pair, run.bundle, EXPORTED)
+    report = check_parity(pair, run.bundle, EXPORTED, run.evaluation)
+    if not report.ok:
+        raise RuntimeError(f"the exported bundle does not match torch:\n{report}")
+    return {"models": sorted(manifest["models"]), "parity": str(report)}
+
+
+def evaluation(run: FitRun) -> dict:
+    return bundle_row(run.bundle, run.access, run.evaluation, run.settings.phone_quality)
+
+
+def attacks(run: FitRun) -> dict:
+    return bundle_attacks(run.bundle, run.access, run.evaluation, run.settings, run.out / "attacks")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[FitRun], dict]
+
+
+STAGES = tuple(Stage(function.__name__, function) for function in (
+    answers, edge_classifier, end_to_end, codebook, bundle, evaluation, attacks))
+
+
+def run_stage(run: FitRun, stage: Stage) -> dict:
+    """``stage``'s summary, with its wall time and the target queries it made."""
+    before, start = QueryCount(**asdict(getattr(run.access, "count", QueryCount()))), time.perf_counter()
+    summary = stage.run(run)
+    after = getattr(run.access, "count", QueryCount())
+    spent = {key: getattr(after, key) - value for key, value in asdict(before).items()}
+    return {**summary, "seconds": round(time.perf_counter() - start, 1), "queries": spent}

@@ -1,0 +1,158 @@
+"""``python -m pmc2.fit`` on a tiny budget: black-box through a real cloud on loopback (mutual TLS), white-box from
+an ONNX file; what each run asked the target, what its bundle holds, and that the bundle serves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from pmc2.cloud_server.app import create_app as create_cloud_app
+from pmc2.edge_server.app import create_app as create_edge_app
+from pmc2.cloud_server.config import CloudConfig
+from pmc2.fit.__main__ import main as fit_main
+from pmc2.fit.access import BLACK_BOX, WHITE_BOX
+from pmc2.fit.cloud_models import cloud_models
+from pmc2.fit.fitted_bundle import as_uint8, edge_of, through_link
+from pmc2.fit.input_spaces import INPUT_SPACES
+from pmc2.fit.onnx_labeler import OnnxLabeler
+from pmc2.runtime.image_decoding import decode_image
+from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.paths import ONNX_MODELS
+from pmc2.runtime.sessions import SessionSettings
+from pmc2.serving.dev_certs import create_dev_certificates
+from pmc2.serving.tls import client_context
+from tests.servers import serve_tls
+from tests.test_fit_cloud_access import served
+from tests.test_servers import SAMPLE, edge_config, jpeg, post_edge
+
+SESSIONS = SessionSettings(intra_op_threads=1)
+TARGET_ONNX = ONNX_MODELS / "target.onnx"
+PUBLIC, EVALUATED = 48, 24
+TINY = ["--limit", str(PUBLIC), "--edge-classifier-epochs", "1", "--epochs", "1", "--batch-size", "16",
+        "--codebook-images", str(PUBLIC), "--shaping-rounds", "1", "--evaluation-limit", str(EVALUATED),
+        "--attacker-images", "32", "--attack-epochs", "1", "--threads", "1"]
+
+
+def tensors_of(models: list[Path]) -> list[np.ndarray]:
+    """Every initializer (as float32) of ``models`` with at least 16 values not all equal: weights, not shapes,
+    scalars or constants (a frozen BatchNorm scale of ones is in every network of that shape)."""
+    arrays = [numpy_helper.to_array(tensor).astype(np.float32) for path in models
+              for tensor in onnx.load(path).graph.initializer]
+    return [array for array in arrays if array.size >= 16 and np.ptp(array) > 0]
+
+
+def shared_tensors(target: Path, folder: Path) -> int:
+    """How many of ``target``'s tensors appear, value for value, among the initializers of the bundle in ``folder``."""
+    ours = {(array.shape, array.tobytes()) for array in tensors_of(sorted(folder.glob("*.onnx")))}
+    return sum((array.shape, array.tobytes()) in ours for array in tensors_of([target]))
+
+
+def test_the_weight_check_finds_a_target_a_bundle_does_hold() -> None:
+    assert shared_tensors(TARGET_ONNX, ONNX_MODELS) == len(tensors_of([TARGET_ONNX])) > 10
+
+
+def run_record(out: Path) -> dict:
+    return json.loads((out / "fit.json").read_text())
+
+
+def assert_serves_and_describes(out: Path, record: dict) -> None:
+    bundle = ModelBundle.open(out / "bundle")
+    bundle.verify_all()
+    assert set(bundle.manifest["models"]) == {"generator", "g_a", "g_s"} and bundle.link_image == "decoded"
+    assert list(record["stages"]) == ["answers", "edge_classifier", "end_to_end", "codebook", "bundle", "evaluation",
+                                      "attacks"]
+    row = record["stages"]["evaluation"]
+    assert row["images"] == EVALUATED and 0 < row["neural"]["bytes_mean"] <= row["png"]["bytes_mean"]
+    assert row["neural"]["distinct_decoded_images"] <= 10  # the codebook: one decoded image per class at most
+    assert "| target | access |" in (out / "fit.md").read_text()
+    # nothing starts from the target: the edge classifier from scratch, the generator from it, the compressor afresh
+    edge_classifier = json.loads((out / "edge_classifier" / "fastnet.record.json").read_text())
+    assert edge_classifier["config"]["init"] is None
+    generator = json.loads((out / "end_to_end" / "generator.record.json").read_text())
+    assert generator["config"]["init"] == {"encoder": str(out / "edge_classifier" / "fastnet.pt")}
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory):
+    return create_dev_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def black_box_fit(certificates, tiny_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """A tiny black-box fit through a real cloud on loopback: its folder, and how many images the cloud classified."""
+    out = tmp_path_factory.mktemp("black_box") / "fit"
+
+    async def fit_through_the_cloud() -> float:
+        app = create_cloud_app(CloudConfig(sessions=SESSIONS))
+        async with serve_tls(app, certificates.cloud, client_ca=certificates.ca) as cloud:
+            await asyncio.to_thread(fit_main, [
+                "--target", f"{cloud.url}/v1/classify", "--access", BLACK_BOX, "--out", str(out), "--data",
+                str(tiny_cifar), "--ca", str(certificates.ca), "--client-cert", str(certificates.edge_client), *TINY])
+        return served(app, "images")
+
+    return out, asyncio.run(fit_through_the_cloud())
+
+
+def test_a_black_box_fit_through_the_real_cloud_counts_every_query_and_ships_none_of_the_target(
+        black_box_fit: tuple[Path, float]) -> None:
+    out, classified = black_box_fit
+    record = run_record(out)
+    assert record["access"] == BLACK_BOX and record["reached_as"].startswith("black-box through the cloud at")
+    stages = record["stages"]
+    asked = {name: stage["queries"]["images_queried"] for name, stage in stages.items()}
+    assert sum(asked.values()) == classified  # the cloud classified exactly what the run counted
+    answers = stages["answers"]["queries"]
+    assert answers["images_queried"] + answers["images_from_cache"] == 2 * PUBLIC  # training and validation images
+    assert 0 < asked["codebook"] <= 10 * 2  # ten code images, one round of shaping at most
+    assert asked["evaluation"] <= EVALUATED + 10  # the phone's JPEGs, then the few images the cloud decodes
+    assert asked["attacks"] == 0  # the attacker's cloud labels: images already answered
+    assert asked["edge_classifier"] == asked["end_to_end"] == asked["bundle"] == 0
+    assert shared_tensors(TARGET_ONNX, out / "bundle") == 0
+    assert_serves_and_describes(out, record)
+
+
+async def test_the_fitted_bundle_serves_through_real_servers_with_the_clouds_own_target(
+        certificates, black_box_fit: tuple[Path, float], tmp_path: Path) -> None:
+    """The edge serves the fitted bundle; the cloud, its g_s beside its target (python -m pmc2.fit.cloud_models):
+    each answer is the target's label of what the edge's own decode shows."""
+    bundle = black_box_fit[0] / "bundle"
+    cloud_models(bundle, TARGET_ONNX, tmp_path / "cloud")
+    pixels = SAMPLE.images[:6]
+    received = np.stack([decode_image(jpeg(image)) for image in pixels])
+    decoded, _ = through_link(edge_of(bundle), received, "neural")
+    expected = OnnxLabeler(TARGET_ONNX, INPUT_SPACES["normalized"], SESSIONS).labels(as_uint8(decoded))
+    async with serve_tls(create_cloud_app(CloudConfig(models=tmp_path / "cloud", sessions=SESSIONS)), certificates.cloud,
+                         client_ca=certificates.ca) as cloud:
+        async with serve_tls(create_edge_app(edge_config(certificates, cloud.url, models=bundle)), certificates.edge) as edge:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(certificates.ca))) as client:
+                for image, label in zip(pixels, expected):
+                    status, reply, _ = await post_edge(client, edge, jpeg(image), codec="neural")
+                    assert status == 200, reply
+                    assert reply["labels"] == [int(label)]
+
+
+def test_a_white_box_fit_from_an_onnx_file_asks_nothing(tiny_cifar: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fit"
+    fit_main(["--target", str(TARGET_ONNX), "--access", WHITE_BOX, "--out", str(out), "--data", str(tiny_cifar), *TINY])
+    record = run_record(out)
+    assert record["access"] == WHITE_BOX and "onnx2torch" in record["stages"]["end_to_end"]["teacher"]
+    assert all(stage["queries"]["images_queried"] == 0 for stage in record["stages"].values())
+    assert_serves_and_describes(out, record)
+
+
+def test_a_fit_refuses_to_overwrite_or_to_resume_another_run(tiny_cifar: Path, tmp_path: Path) -> None:
+    (tmp_path / "fit.json").write_text(json.dumps({"target": "other", "access": WHITE_BOX, "settings": {}}))
+    arguments = ["--target", "fastnet", "--out", str(tmp_path), "--data", str(tiny_cifar), *TINY]
+    with pytest.raises(SystemExit, match="give --resume"):
+        fit_main(arguments)
+    with pytest.raises(SystemExit, match="records another run"):
+        fit_main([*arguments, "--resume"])
+    with pytest.raises(SystemExit, match="--target: .*is none of"):
+        fit_main(["--target", "no-such-model", "--out", str(tmp_path / "new"), *TINY])
