@@ -109,7 +109,8 @@ def main() -> None:
     calibration_clean = preprocess(load_validation(args.data).images[: args.calibration_images])
     images, labels = preprocess(evaluation.images), evaluation.labels.astype(np.int64)
     fp32 = {name: create_session(DEFAULT_MODELS / f"{name}.onnx", settings) for name in ("generator", "target")}
-    protector = Protector(ModelBundle.open(DEFAULT_MODELS))
+    protector_bundle = ModelBundle.open(DEFAULT_MODELS)
+    protector = Protector(protector_bundle)
     with tempfile.TemporaryDirectory() as scratch:
         # The generator is calibrated on clean images, the target on the perturbed images it will see.
         calibration = {"generator": calibration_clean, "target": perturbed(fp32["generator"], protector, calibration_clean)}
@@ -136,7 +137,8 @@ def main() -> None:
                and reference - accuracies[key] <= MAX_ACCURACY_DROP)
         for name, key in (("generator", "generator int8 / target fp32"), ("target", "generator fp32 / target int8"))
     }
-    result = {"cpu": cpu_model(), "threads": args.threads or "all", "images": len(labels), "calibration_images": args.calibration_images,
+    result = {"bundle_sha256": protector_bundle.sha256, "cpu": cpu_model(), "threads": args.threads or "all",
+              "images": len(labels), "calibration_images": args.calibration_images,
               "perturbed_accuracy": accuracies, "latency": latency, "int8_worth_shipping": verdict,
               "profile_ms_per_image_by_operator": profile, "operators_after_ort_optimisation": operators}
     args.out.parent.mkdir(parents=True, exist_ok=True)

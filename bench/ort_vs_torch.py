@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from pmc2.machine import cpu_model  # noqa: E402
+from pmc2.runtime.model_bundle import ModelBundle  # noqa: E402
 from pmc2.bench.torch_worker import WIDE_BASE_WIDTH, wide_generator  # noqa: E402
 from pmc2.training.generator import PixelOutput, load_generator  # noqa: E402
 from pmc2.export.to_onnx import to_onnx_bytes  # noqa: E402
@@ -76,7 +77,8 @@ def onnx_path(models: Path, checkpoints: Path, scratch: Path, name: str) -> Path
 
 
 def benchmark(models: Path, checkpoints: Path, repeats: int, threads: int | None) -> dict:
-    results: dict = {"cpu": cpu_model(), "repeats": repeats, "threads": threads or "all", "models": {}, "codec": {},
+    results: dict = {"bundle_sha256": ModelBundle.open(models).sha256, "cpu": cpu_model(), "repeats": repeats,
+                     "threads": threads or "all", "models": {}, "codec": {},
                      "generator_architecture": load_generator(checkpoints / "generator.pt").architecture}
     thread_args = ["--threads", str(threads)] if threads else []
     blas_threads = {name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")} if threads else {}

@@ -166,7 +166,8 @@ def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_q
     lone = link.mixtures(received[:1])[2]  # one image alone: its group is filled up with decoys
     results = {
         "pair": pair.name, "target": pair.target.stem,  # the table FaceMix (its own split FastNet) is compared in
-        "evaluation_images": len(evaluation), "cpu": cpu_model(), "phone_quality": phone_quality,
+        "evaluation_images": len(evaluation), "attacker_images": attacker_images, "cpu": cpu_model(),
+        "phone_quality": phone_quality,
         "accuracy": 100.0 * float((returned == evaluation.labels).mean()),
         "bytes_per_image": {"batch of 256": sent / len(evaluation), "one image": float(lone)},
         "edge_ms_per_image": edge_ms_per_image(link, received[: 4 * BATCH]),

@@ -1,23 +1,15 @@
-"""Fitted protectors (``python -m pmc2.fit``) as Markdown: one row per fitting run's record, nothing typed in.
-
-The report shows the committed records under ``reports/fit/``; a fitting run prints its own row.
-"""
+"""Fitted protectors (``python -m pmc2.fit``) as Markdown: one row per fitting run's record, nothing typed in."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from pmc2.runtime.paths import REPORTS
-
-FITTED = REPORTS / "fit"
 HEADER = ["target", "access", "target queries (images)", "S1 acc.", "PNG bytes / acc.", "neural bytes / acc.",
           "256 per stream bytes", "inverse SSIM / PSNR dB (label-only)", "two-choice", "goals", "CPU-hours"]
 
 
 def queries(record: dict) -> int:
-    """Images the target answered over the whole run (0 for white-box access: nothing is asked)."""
-    return sum(stage["queries"]["images_queried"] for stage in record["stages"].values())
+    """Images the target answered over the whole run, interrupted attempts included (0 for white-box access:
+    nothing is asked)."""
+    return record["queries_total"]["images_queried"]
 
 
 def cpu_hours(record: dict) -> float:
@@ -58,6 +50,3 @@ def render_fit(record: dict) -> str:
         "accuracies are the target's own answers for what the cloud decodes (uint8 images, as a PNG link carries).",
     ])
 
-
-def committed_records(folder: Path = FITTED) -> list[dict]:
-    return [json.loads(path.read_text()) for path in sorted(folder.glob("*/fit.json"))]

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from pmc2.evaluation.fitted import render_fit
-from pmc2.fit.access import BLACK_BOX, WHITE_BOX
+from pmc2.fit.access import BLACK_BOX, WHITE_BOX, QueryCount
 from pmc2.fit.stages import STAGES, FitRun, FitSettings, run_stage
+from pmc2.fit.input_spaces import INPUT_SPACES
 from pmc2.fit.targets import TargetError, TargetOptions, resolve_target
 from pmc2.machine import cpu_model
 from pmc2.runtime.paths import CHECKPOINTS, SHARED_DATA
@@ -56,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--evaluation-limit", type=positive_int, default=None, help="evaluation images (all 5,000)")
     parser.add_argument("--attacker-images", type=positive_int, default=FitSettings.attacker_images)
     parser.add_argument("--attack-epochs", type=positive_int, default=FitSettings.attack_epochs)
-    parser.add_argument("--input-space", default=TargetOptions.input_space, help="what an ONNX target takes")
+    parser.add_argument("--input-space", choices=INPUT_SPACES, default=TargetOptions.input_space,
+                        help="what an ONNX target takes")
     parser.add_argument("--ca", type=Path, default=None, help="the CA a cloud's certificate is checked against")
     parser.add_argument("--client-cert", type=Path, default=None, help="PEM (with key) for a cloud's mutual TLS")
     parser.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)")
@@ -103,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     except TargetError as error:
         raise SystemExit(f"--target: {error}") from None
     settings = settings_from(args)
+    if Path(args.target).resolve() == args.aux.resolve() or CHECKPOINTS / f"{args.target}.pt" == args.aux:
+        raise SystemExit(f"--aux {args.aux} is the target itself: give another public classifier as --aux")
     args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python -m pmc2.fit", *(sys.argv[1:] if argv is None else argv)])
     record = open_record(args, command, settings, access.description, access.kind)
@@ -111,8 +115,11 @@ def main(argv: list[str] | None = None) -> None:
         if stage.name in record["stages"]:
             continue
         logging.info("fit: %s", stage.name)
-        record["stages"][stage.name] = run_stage(run, stage)
-        (args.out / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        try:
+            record["stages"][stage.name] = run_stage(run, stage)
+        finally:  # an interrupted stage's queries are paid for too: the total counts them
+            record["queries_total"] = asdict(getattr(access, "count", QueryCount()))
+            (args.out / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     summary = render_fit(record)
     (args.out / "fit.md").write_text(summary + "\n")
     print(summary)

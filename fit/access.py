@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 WHITE_BOX, BLACK_BOX = "white-box", "black-box"
+DIGEST_BYTES = hashlib.sha256().digest_size  # an image's key in the answer cache
 
 
 class AccessUnavailable(RuntimeError):
@@ -87,6 +89,18 @@ class BlackBoxLabeler(TargetAccess):
             self.count.images_queried += len(chunk)
         self.count.images_from_cache += len(keys) - len(new)
         return np.asarray([self._answers[key] for key in keys], dtype=np.int64)
+
+    def save_answers(self, path: Path) -> None:
+        """Every answer so far (by image digest) and the counts, so that a resumed run pays for no image again."""
+        keys = np.frombuffer(b"".join(self._answers), dtype=np.uint8).reshape(len(self._answers), DIGEST_BYTES)
+        np.savez(path, keys=keys, labels=np.asarray(list(self._answers.values()), dtype=np.int64),
+                 count=np.asarray(astuple(self.count), dtype=np.int64))
+
+    def load_answers(self, path: Path) -> None:
+        """The answers and counts ``save_answers`` kept (the counts: what the run has paid for so far)."""
+        stored = np.load(path)
+        self._answers = {key.tobytes(): int(label) for key, label in zip(stored["keys"], stored["labels"])}
+        self.count = QueryCount(*stored["count"].tolist())
 
     @abstractmethod
     def _query(self, images_uint8: np.ndarray) -> np.ndarray:

@@ -27,20 +27,23 @@ from torch import nn
 from pmc2.evaluation.inverse_attack import InverseAttackConfig
 from pmc2.export.onnx_parity import check_parity
 from pmc2.export.to_onnx import export_all
-from pmc2.fit.access import WHITE_BOX, QueryCount, TargetAccess
+from pmc2.fit.access import WHITE_BOX, BlackBoxLabeler, QueryCount, TargetAccess
 from pmc2.fit.fitted_bundle import bundle_attacks, bundle_row
-from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
+from pmc2.runtime.cifar10 import CLASSES as CIFAR10_CLASSES, LabelledImages, load_evaluation
 from pmc2.runtime.paths import CHECKPOINTS
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.compressor import load_compressor
 from pmc2.training.data import seeded_training_data
 from pmc2.training.generator import load_generator
-from pmc2.training.latent_codebook import CodeShaping, decoded_entries, fit_codebook, shape_decoded_entries, store_codebook
+from pmc2.training.latent_codebook import (CodeShaping, choose_codebook, decoded_entries, shape_decoded_entries,
+                                          store_codebook, unit_images)
 from pmc2.training.pairs import ModelPair
 from pmc2.training.train_classifier import ClassifierConfig, train_on as train_classifier_on
 from pmc2.training.train_end_to_end import EndToEndConfig, train_on as train_end_to_end_on
 
 EXPORTED = ("generator", "g_a", "g_s")  # the edge's models; the cloud adds its own target
+ANSWER_CHUNK = 5_000  # images a black-box target answers between two saves of its answers
+CLASSES = len(CIFAR10_CLASSES)
 
 
 @dataclass
@@ -64,6 +67,28 @@ class FitRun:
 
     def __init__(self, out: Path, settings: FitSettings, access: TargetAccess) -> None:
         self.out, self.settings, self.access = out, settings, access
+        if isinstance(access, BlackBoxLabeler) and self.answer_cache.exists():
+            access.load_answers(self.answer_cache)
+
+    @property
+    def answer_cache(self) -> Path:
+        """Every answer a black-box target gave this run, and its counts: a resumed run pays for nothing twice."""
+        return self.out / "target_answers.npz"
+
+    def keep_answers(self) -> None:
+        if isinstance(self.access, BlackBoxLabeler):
+            self.access.save_answers(self.answer_cache)
+
+    def labels_kept(self, images_uint8: np.ndarray) -> np.ndarray:
+        """The target's labels (uint8, checked to be classes), in chunks, the answers kept after each."""
+        chunks = []
+        for start in range(0, len(images_uint8), ANSWER_CHUNK):
+            chunks.append(self.access.labels(images_uint8[start : start + ANSWER_CHUNK]))
+            self.keep_answers()
+        labels = np.concatenate(chunks)
+        if not (0 <= labels.min() and labels.max() < CLASSES):
+            raise RuntimeError(f"{self.access.description} answered labels outside 0…{CLASSES - 1}")
+        return labels.astype(np.uint8)
 
     @cached_property
     def public(self) -> tuple[LabelledImages, LabelledImages]:
@@ -103,13 +128,14 @@ class FitRun:
                 f"the edge classifier {self.edge_classifier}, fitted to the answers of {self.access.description}")
 
     def pair(self) -> ModelPair:
-        """The fitted models as a pair (its target: the teacher's checkpoint, for the parity check's sake only)."""
+        """The fitted models as a pair, for the export and its parity check (its target slot holds the edge
+        classifier, which neither exports: the bundle carries the edge's models only)."""
         return ModelPair("fitted", self.edge_classifier, self.settings.aux, self.generator, self.compressor, self.bundle)
 
 
 def answers(run: FitRun) -> dict:
     train_set, validation = run.public
-    train, held_out = run.access.labels(train_set.images), run.access.labels(validation.images)
+    train, held_out = run.labels_kept(train_set.images), run.labels_kept(validation.images)
     np.savez_compressed(run.answers_file, train=train, validation=held_out)
     return {"images": len(train) + len(held_out),
             "agreement_with_public_labels": 100.0 * float(np.mean(np.concatenate([train == train_set.labels,
@@ -145,20 +171,20 @@ def _reads(run: FitRun, compressor, symbols: torch.Tensor) -> list[bool]:
 def codebook(run: FitRun) -> dict:
     train_set, _ = run.public
     images = train_set.subset(slice(0, run.settings.codebook_images))
-    teacher, _ = run.teacher()
-    aux = load_classifier(run.settings.aux)
     compressor = load_compressor(run.compressor, with_codebook=False)
-    chosen, found = fit_codebook(load_generator(run.generator), compressor, teacher, aux, images)
-    reads = [_reads(run, compressor, chosen["symbols"])]
-    labels = torch.from_numpy(images.labels).long()
-    unit = torch.from_numpy(images.images).permute(0, 3, 1, 2).float() / 255
-    for extra in range(1, run.settings.shaping_rounds + 1):
+    chosen, found = choose_codebook(load_generator(run.generator), compressor, images)
+    teacher, _ = run.teacher()
+    aux, (unit, labels) = load_classifier(run.settings.aux), unit_images(images)
+    shapings, reads = [], []
+    for shaping_round in range(1 + run.settings.shaping_rounds):
+        shapings.append(shape_decoded_entries(compressor, teacher, aux, chosen["symbols"], unit, labels,
+                                              CodeShaping(seed=shaping_round)))
+        reads.append(_reads(run, compressor, chosen["symbols"]))
+        run.keep_answers()
         if all(reads[-1]):
             break
-        shape_decoded_entries(compressor, teacher, aux, chosen["symbols"], unit, labels, CodeShaping(seed=extra))
-        reads.append(_reads(run, compressor, chosen["symbols"]))
-    store_codebook(run.compressor, compressor, chosen, {"images": len(images), "data_sha256": images.sha256(),
-                                                        **found, "read_by_the_target_per_round": reads})
+    store_codebook(run.compressor, compressor, chosen, {"images": len(images), "data_sha256": images.sha256(), **found,
+                                                        "shaping": shapings, "read_by_the_target_per_round": reads})
     return {"entries": len(reads[-1]), "read_by_the_target": sum(reads[-1]), "shaping_rounds": len(reads),
             "held_out_rule_accuracy": max(found["held_out_accuracy_by_weight_decay"].values())}
 
@@ -191,9 +217,14 @@ STAGES = tuple(Stage(function.__name__, function) for function in (
 
 
 def run_stage(run: FitRun, stage: Stage) -> dict:
-    """``stage``'s summary, with its wall time and the target queries it made."""
+    """``stage``'s summary, with its wall time and the target queries it made. Each stage starts from the run's
+    seed, so a resumed run trains what an uninterrupted one would."""
+    torch.manual_seed(run.settings.seed)
     before, start = QueryCount(**asdict(getattr(run.access, "count", QueryCount()))), time.perf_counter()
-    summary = stage.run(run)
+    try:
+        summary = stage.run(run)
+    finally:
+        run.keep_answers()
     after = getattr(run.access, "count", QueryCount())
     spent = {key: getattr(after, key) - value for key, value in asdict(before).items()}
     return {**summary, "seconds": round(time.perf_counter() - start, 1), "queries": spent}

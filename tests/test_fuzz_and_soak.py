@@ -14,8 +14,9 @@ from pmc2.runtime.paths import REPORTS
 
 FUZZED_ROUTES = ("edge /v1/recognize", "edge /v1/inspect", "cloud /v1/classify", "cloud /v1/split/facemix")
 # committed benchmark results and the command that regenerates each
-SERVED_BENCHMARKS = {"fuzz.json": "pmc2.bench.fuzz_servers", "soak.json": "pmc2.bench.soak",
-                     "serving.json": "pmc2.bench.serving"}
+BENCHMARKS_OF_THE_BUNDLE = {"fuzz.json": "pmc2.bench.fuzz_servers", "soak.json": "pmc2.bench.soak",
+                     "serving.json": "pmc2.bench.serving", "int8.json": "pmc2.bench.int8_quantization",
+                     "ort_vs_torch.json": "pmc2.bench.ort_vs_torch"}
 # Served throughput may exceed the compute bound by this factor only: the bound times each batch as the fastest
 # of ten runs, which repeated measurements reproduce within ~2% even beside a busy core.
 BOUND_NOISE = 1.05
@@ -49,11 +50,11 @@ def test_fuzzed_queries_reach_every_parameter_the_edge_reads() -> None:
     assert any(query.count("&") >= 2 for query in seen) and "" in seen
 
 
-@pytest.mark.parametrize("name", sorted(SERVED_BENCHMARKS))
+@pytest.mark.parametrize("name", sorted(BENCHMARKS_OF_THE_BUNDLE))
 def test_committed_benchmark_measured_the_shipped_bundle(name: str) -> None:
     recorded = json.loads((REPORTS / "bench" / name).read_text())
     assert recorded.get("bundle_sha256") == ModelBundle.open().sha256, (
-        f"reports/bench/{name} measured another bundle; rerun `python -m {SERVED_BENCHMARKS[name]}`")
+        f"reports/bench/{name} measured another bundle; rerun `python -m {BENCHMARKS_OF_THE_BUNDLE[name]}`")
 
 
 def test_soak_counts_errors_and_measures_memory(tmp_path: Path) -> None:

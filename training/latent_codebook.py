@@ -44,7 +44,7 @@ from pmc2.training.pairs import PAIRS
 from pmc2.training.records import git_commit, sha256_file, shipping_weights
 from pmc2.runtime.cifar10 import LabelledImages, load_split
 from pmc2.runtime.image_codecs import through_phone_jpeg
-from pmc2.runtime.normalization import to_unit_nchw
+from pmc2.runtime.normalization import to_uint8_nhwc, to_unit_nchw
 from pmc2.runtime.paths import SHARED_DATA
 from pmc2.value_ranges import positive_int
 
@@ -163,26 +163,25 @@ def shape_decoded_entries(compressor: FactorizedPrior, target: nn.Module, aux: n
                                          for name in ("abs_ssim", "target_reads", "aux_reads")}}
 
 
-def fit_codebook(generator: nn.Module, compressor: FactorizedPrior, target: nn.Module, aux: nn.Module,
-                 training: LabelledImages) -> tuple[dict, dict]:
-    """The codebook of ``training``'s images (entries, chooser rule) and what its record keeps; g_s is shaped in
-    place (``shape_decoded_entries``) against ``target`` and ``aux`` (normalised images → logits)."""
+def choose_codebook(generator: nn.Module, compressor: FactorizedPrior, training: LabelledImages) -> tuple[dict, dict]:
+    """The codebook of ``training``'s images (entries, chooser rule) and what its record keeps of the choice."""
     latents = edge_latents(generator, compressor, training.images)
     labels = torch.from_numpy(training.labels).long()
     symbols = torch.round(latents - compressor.entropy_bottleneck._get_medians().detach()).to(torch.int16)
     codes, shares = class_codes(symbols, labels)
     weight, bias, fitting = fit_chooser(latents, labels)
-    shaping = shape_decoded_entries(compressor, target, aux, codes,
-                                    to_unit(torch.from_numpy(training.images).permute(0, 3, 1, 2)), labels)
-    return ({"symbols": codes, "weight": weight, "bias": bias},
-            {"share_of_class_images_with_that_code": shares, **fitting, "shaping": shaping})
+    return {"symbols": codes, "weight": weight, "bias": bias}, {"share_of_class_images_with_that_code": shares, **fitting}
+
+
+def unit_images(training: LabelledImages) -> tuple[torch.Tensor, torch.Tensor]:
+    """[0, 1] NCHW images and int64 labels, as ``shape_decoded_entries`` takes them."""
+    return to_unit(torch.from_numpy(training.images).permute(0, 3, 1, 2)), torch.from_numpy(training.labels).long()
 
 
 @torch.inference_mode()
 def decoded_entries(compressor: FactorizedPrior, symbols: torch.Tensor) -> np.ndarray:
     """The image the cloud decodes for each entry, as uint8 HWC (what a PNG link would carry)."""
-    decoded = compressor.g_s(symbols.float() + compressor.entropy_bottleneck._get_medians()).clamp(0, 1)
-    return (decoded.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+    return to_uint8_nhwc(compressor.g_s(symbols.float() + compressor.entropy_bottleneck._get_medians()).numpy())
 
 
 def store_codebook(compressor_path: Path, compressor: FactorizedPrior, codebook: dict, provenance: dict) -> None:
@@ -211,12 +210,13 @@ def main() -> None:
         raise SystemExit(f"{pair.compressor} already holds a latent codebook (--overwrite to replace it)")
     training = load_split(args.data, "train").subset(slice(0, args.images))
     compressor = load_compressor(pair.compressor, with_codebook=False)
-    codebook, found = fit_codebook(load_generator(pair.generator), compressor, load_classifier(pair.target),
-                                   load_classifier(pair.aux), training)
+    codebook, found = choose_codebook(load_generator(pair.generator), compressor, training)
+    shaping = shape_decoded_entries(compressor, load_classifier(pair.target), load_classifier(pair.aux),
+                                    codebook["symbols"], *unit_images(training))
     store_codebook(pair.compressor, compressor, codebook, {
         "command": f"python -m pmc2.training.latent_codebook --pair {args.pair} --images {args.images}",
-        "git_commit": git_commit(), "images": len(training), "data_sha256": training.sha256(), **found})
-    shaping = found["shaping"]
+        "git_commit": git_commit(), "images": len(training), "data_sha256": training.sha256(), **found,
+        "shaping": shaping})
     print(f"codebook of {len(codebook['symbols'])} latents written to {pair.compressor}; rule's held-out accuracy by "
           f"L2 weight: {found['held_out_accuracy_by_weight_decay']}; entries' decoded images, mean |SSIM| to their "
           f"class: {np.mean(shaping['abs_ssim']['before']):.3f} → {np.mean(shaping['abs_ssim']['after']):.3f}")

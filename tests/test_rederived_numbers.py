@@ -1,0 +1,91 @@
+"""The committed report's headline numbers recomputed now from the shipped models: every pair and protector's
+Table 3 row, FaceMix's accuracy and bytes, and the privacy attacks on a small budget against the numbers committed
+from that same budget.
+
+Tolerances: accuracies within 0.3 points (float differences between CPUs move a few borderline images); bytes
+within 0.5 % (PNG and the rANS streams are CPU-independent); an attack's SSIM within 0.015 and PSNR within 0.3 dB,
+linkability and judges within 3 points (bf16 training of the inverse network differs a little between CPUs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pmc2.evaluation.facemix import measure_facemix
+from pmc2.evaluation.measurements import EdgeImages, compressor_with_config
+from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy
+from pmc2.runtime.cifar10 import load_evaluation
+from pmc2.runtime.paths import REPORTS
+from pmc2.runtime.protection import DEFAULT_PROTECTOR
+from pmc2.training.evaluate import TrainedPipeline
+from pmc2.training.pairs import PAIRS, ModelPair
+
+VARIANTS = {variant.name: variant for pair in PAIRS.values() for variant in pair.with_every_protector()}
+SAMPLE = REPORTS / "evaluation" / "sample"  # the attacks at a small budget, committed by the commands it records
+SAMPLE_IMAGES, SAMPLE_ATTACKER_IMAGES = 500, 2_000
+
+
+RESULTS = REPORTS / "evaluation" / "results.json"
+
+
+def committed() -> dict:
+    return json.loads(RESULTS.read_text())
+
+
+@pytest.mark.parametrize("variant", VARIANTS.values(), ids=VARIANTS.keys())
+def test_each_committed_table_3_row_is_re_derived(variant: ModelPair, shared_cifar: Path) -> None:
+    """S1 (once per target), the PNG link and the shipped compressor on all 5,000 evaluation images."""
+    results = committed()
+    row = next(target for target in results["targets"] if target["pair"] == variant.name)
+    assert results["images"] == 5_000 and row["protector"] == variant.protector
+    edge = EdgeImages(TrainedPipeline.load(variant), load_evaluation(shared_cifar), row["s1"]["settings"]["quality"])
+    model, _ = compressor_with_config(variant.compressor)
+    fresh = {"png": edge.link("png"), "neural": edge.neural(model, "shipped", ())}
+    recorded = {"png": row["png"], "neural": row["neural"][0]}
+    if variant.protector == DEFAULT_PROTECTOR:
+        fresh["s1"], recorded["s1"] = edge.s1(), row["s1"]
+    for name, result in fresh.items():
+        assert result.accuracy == pytest.approx(recorded[name]["accuracy"], abs=0.3), name
+        assert result.bytes_mean == pytest.approx(recorded[name]["bytes_mean"], rel=0.005), name
+    assert fresh["neural"].ideal_bytes_mean == pytest.approx(recorded["neural"]["ideal_bytes_mean"], rel=0.005)
+
+
+def test_facemix_accuracy_and_bytes_are_re_derived(shared_cifar: Path) -> None:
+    recorded = committed()["facemix"]
+    fresh = measure_facemix(shared_cifar, None, 0, recorded["phone_quality"])
+    assert fresh["evaluation_images"] == recorded["evaluation_images"] == 5_000
+    assert fresh["accuracy"] == pytest.approx(recorded["accuracy"], abs=0.3)
+    for name, size in recorded["bytes_per_image"].items():
+        assert fresh["bytes_per_image"][name] == pytest.approx(size, rel=0.005), name
+
+
+def _close_attacks(fresh: dict, recorded: dict, where: str) -> None:
+    assert fresh["inverse_attack"]["ssim"] == pytest.approx(recorded["inverse_attack"]["ssim"], abs=0.015), where
+    assert fresh["inverse_attack"]["psnr_db"] == pytest.approx(recorded["inverse_attack"]["psnr_db"], abs=0.3), where
+    assert fresh["label_only"]["ssim"] == pytest.approx(recorded["label_only"]["ssim"], abs=0.005), where
+    assert fresh["label_only"]["psnr_db"] == pytest.approx(recorded["label_only"]["psnr_db"], abs=0.1), where
+    for judge, value in recorded["judges_on_reconstruction"].items():
+        assert fresh["judges_on_reconstruction"][judge] == pytest.approx(value, abs=3.0), f"{where}: {judge}"
+
+
+def test_privacy_attacks_on_a_small_budget_match_the_committed_sample(shared_cifar: Path, tmp_path: Path) -> None:
+    recorded = json.loads((SAMPLE / "privacy.json").read_text())
+    assert recorded["evaluation_images"] == SAMPLE_IMAGES and recorded["config"]["attacker_images"] == SAMPLE_ATTACKER_IMAGES
+    fresh = measure_privacy(shared_cifar, SAMPLE_IMAGES, PrivacyConfig(attacker_images=SAMPLE_ATTACKER_IMAGES,
+                                                                       cache=tmp_path))
+    assert [pair["pair"] for pair in fresh["pairs"]] == [pair["pair"] for pair in recorded["pairs"]]
+    for new, old in zip(fresh["pairs"], recorded["pairs"]):
+        for view, result in old["views"].items():
+            _close_attacks(new["views"][view], result, f"{old['pair']} {view}")
+            assert new["views"][view]["two_choice"]["inverse"] == pytest.approx(result["two_choice"]["inverse"], abs=3.0)
+
+
+def test_facemix_attacks_on_a_small_budget_match_the_committed_sample(shared_cifar: Path) -> None:
+    recorded = json.loads((SAMPLE / "facemix.json").read_text())
+    assert (recorded["evaluation_images"], recorded["attacker_images"]) == (SAMPLE_IMAGES, SAMPLE_ATTACKER_IMAGES)
+    fresh = measure_facemix(shared_cifar, SAMPLE_IMAGES, SAMPLE_ATTACKER_IMAGES, recorded["phone_quality"])
+    _close_attacks(fresh["attacks"], recorded["attacks"], "facemix")
+    assert fresh["attacks"]["two_choice_inverse"] == pytest.approx(recorded["attacks"]["two_choice_inverse"], abs=3.0)
