@@ -37,7 +37,7 @@ TARGET_ONNX = ONNX_MODELS / "target.onnx"
 PUBLIC, EVALUATED = 48, 24
 TINY = ["--limit", str(PUBLIC), "--edge-classifier-epochs", "1", "--epochs", "1", "--batch-size", "16",
         "--codebook-images", str(PUBLIC), "--shaping-rounds", "1", "--evaluation-limit", str(EVALUATED),
-        "--attacker-images", "32", "--attack-epochs", "1", "--threads", "1"]
+        "--attacker-images", "32", "--attack-epochs", "1"]  # no --threads: it would set torch's for the whole session
 
 
 def tensors_of(models: list[Path]) -> list[np.ndarray]:
