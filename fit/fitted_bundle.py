@@ -25,6 +25,7 @@ from pmc2.runtime.edge_protection import EdgeProtector
 from pmc2.runtime.image_codecs import jpeg_bytes, through_phone_jpeg
 from pmc2.runtime.link_codecs import NeuralBatchLink
 from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.normalization import to_uint8_nhwc
 from pmc2.runtime.protection import DEFAULT_PROTECTOR
 from pmc2.runtime.sessions import SessionSettings
 from pmc2.training.classifiers import load_classifier
@@ -33,12 +34,6 @@ from pmc2.training.data import as_tensors, class_mean_images, to_unit
 CHUNK = NeuralBatchLink.evaluated_images_per_stream  # the edge's largest micro-batch
 LINKS = ("png", "neural", "neural-batch")
 VIEW = "neural"
-
-
-def as_uint8(images_unit: torch.Tensor | np.ndarray) -> np.ndarray:
-    """[0, 1] NCHW → uint8 NHWC, rounded as a PNG of them would be."""
-    images = torch.as_tensor(images_unit)
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def edge_of(folder: Path) -> EdgeProtector:
@@ -70,7 +65,7 @@ def bundle_row(folder: Path, access: TargetAccess, evaluation: LabelledImages, p
                   "accuracy": _accuracy(access, received, evaluation.labels)}}
     for link in LINKS:
         decoded, sizes = through_link(edge, received, link)
-        seen = as_uint8(decoded)
+        seen = to_uint8_nhwc(decoded.numpy())
         row[link] = {"bytes_mean": sum(sizes) / len(evaluation), "accuracy": _accuracy(access, seen, evaluation.labels),
                      "distinct_decoded_images": len(np.unique(seen.reshape(len(seen), -1), axis=0))}
     return row
@@ -93,7 +88,7 @@ def bundle_attacks(folder: Path, access: TargetAccess, evaluation: LabelledImage
         "originals": to_unit(images), "labels": labels, "public_originals": to_unit(public_images),
         "public_labels": public_labels, "judges": load_judges(JUDGES), "aux": load_classifier(settings.aux),
         "config": config, "cache": cache, "class_means": class_mean_images(*as_tensors(public_all)),
-        "cloud_labels": lambda view: torch.from_numpy(access.labels(as_uint8(view))),
+        "cloud_labels": lambda view: torch.from_numpy(access.labels(to_uint8_nhwc(view.numpy()))),
         "key": {"bundle_sha256": ModelBundle.open(folder).sha256, "public_images_sha256": public.sha256(),
                 "phone_quality": settings.phone_quality},
         "view": VIEW,
@@ -102,6 +97,6 @@ def bundle_attacks(folder: Path, access: TargetAccess, evaluation: LabelledImage
     rows = {"original": context["originals"][:GRID_IMAGES], "what the cloud decodes": views["evaluation"][:GRID_IMAGES],
             "inverse attack": result.pop("_reconstructed"), "label-only baseline": result.pop("_label_only")}
     cache.mkdir(parents=True, exist_ok=True)
-    plots.image_grid({title: as_uint8(images) for title, images in rows.items()}, cache / "attack_grid.png")
+    plots.image_grid({title: to_uint8_nhwc(images.numpy()) for title, images in rows.items()}, cache / "attack_grid.png")
     result["goals_met"] = verdicts(result, Goals())
     return result

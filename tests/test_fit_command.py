@@ -19,11 +19,12 @@ from pmc2.cloud_server.config import CloudConfig
 from pmc2.fit.__main__ import main as fit_main
 from pmc2.fit.access import BLACK_BOX, WHITE_BOX
 from pmc2.fit.cloud_models import cloud_models
-from pmc2.fit.fitted_bundle import as_uint8, edge_of, through_link
+from pmc2.fit.fitted_bundle import edge_of, through_link
 from pmc2.fit.input_spaces import INPUT_SPACES
 from pmc2.fit.onnx_labeler import OnnxLabeler
 from pmc2.runtime.image_decoding import decode_image
 from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.normalization import to_uint8_nhwc
 from pmc2.runtime.paths import ONNX_MODELS
 from pmc2.runtime.sessions import SessionSettings
 from pmc2.serving.dev_certs import create_dev_certificates
@@ -127,7 +128,7 @@ async def test_the_fitted_bundle_serves_through_real_servers_with_the_clouds_own
     pixels = SAMPLE.images[:6]
     received = np.stack([decode_image(jpeg(image)) for image in pixels])
     decoded, _ = through_link(edge_of(bundle), received, "neural")
-    expected = OnnxLabeler(TARGET_ONNX, INPUT_SPACES["normalized"], SESSIONS).labels(as_uint8(decoded))
+    expected = OnnxLabeler(TARGET_ONNX, INPUT_SPACES["normalized"], SESSIONS).labels(to_uint8_nhwc(decoded.numpy()))
     async with serve_tls(create_cloud_app(CloudConfig(models=tmp_path / "cloud", sessions=SESSIONS)), certificates.cloud,
                          client_ca=certificates.ca) as cloud:
         async with serve_tls(create_edge_app(edge_config(certificates, cloud.url, models=bundle)), certificates.edge) as edge:
