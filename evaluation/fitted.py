@@ -1,6 +1,22 @@
-"""Fitted protectors (``python -m pmc2.fit``) as Markdown: one row per fitting run's record, nothing typed in."""
+"""Fitted protectors (``python -m pmc2.fit``) as Markdown: one row per fitting run's record, nothing typed in.
+
+The report's "Fitted protectors" section lists the records committed under ``reports/fit/<run>/fit.json``; after
+committing a new one, ``python -m pmc2.evaluation.fitted --write-report`` rewrites that section of
+``reports/evaluation/report.md`` in place (the rest of the report needs no new measurement).
+"""
 
 from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from pmc2.runtime.paths import REPORTS
+
+FIT_RECORDS = REPORTS / "fit"
+REPORT = REPORTS / "evaluation" / "report.md"
+HEADING = "## Fitted protectors (python -m pmc2.fit)"
 
 HEADER = ["target", "access", "target queries (images)", "S1 acc.", "PNG bytes / acc.", "neural bytes / acc.",
           "256 per stream bytes", "inverse SSIM / PSNR dB (label-only)", "two-choice", "goals", "CPU-hours"]
@@ -50,3 +66,46 @@ def render_fit(record: dict) -> str:
         "accuracies are the target's own answers for what the cloud decodes (uint8 images, as a PNG link carries).",
     ])
 
+
+
+def committed_fit_records(folder: Path = FIT_RECORDS) -> list[dict]:
+    """Every ``<run>/fit.json`` under ``folder``, in the order of the runs' names."""
+    return [json.loads(path.read_text()) for path in sorted(folder.glob("*/fit.json"))]
+
+
+def fitted_section(records: list[dict]) -> str:
+    """The report's section: the table of every committed fitting run, or a sentence when there is none."""
+    if not records:
+        return f"{HEADING}\n\nNo fitting run is committed under `reports/fit/` yet."
+    return "\n\n".join([
+        HEADING,
+        "Each row is one run of `python -m pmc2.fit` (its record: `reports/fit/<run>/fit.json`, its command and "
+        "machine: `fit.md` beside it), measured on the evaluation images with the phone's JPEG in front. Queries "
+        "count the images the target answered over the whole run (0 for white-box access); inverse SSIM / PSNR "
+        "are the learned inverse attack on the neural view beside the label-only baseline of the target's answers; "
+        "CPU-hours are wall time × threads over every stage.",
+        fitted_table(records),
+    ])
+
+
+def report_section(report: str) -> str:
+    """The fitted-protectors section of ``report``: from its heading up to the next section or the end."""
+    match = re.search(re.escape(HEADING) + r".*?(?=\n## |\Z)", report, flags=re.DOTALL)
+    if match is None:
+        raise ValueError(f"the report has no section headed {HEADING!r}")
+    return match.group(0).rstrip("\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Print the report's fitted-protectors section from the committed records")
+    parser.add_argument("--write-report", action="store_true", help=f"replace the section in {REPORT.relative_to(REPORTS.parent)}")
+    args = parser.parse_args()
+    section = fitted_section(committed_fit_records())
+    if args.write_report:
+        report = REPORT.read_text()
+        REPORT.write_text(report.replace(report_section(report), section))
+    print(section)
+
+
+if __name__ == "__main__":
+    main()

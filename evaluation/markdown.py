@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pmc2.evaluation.facemix import render_facemix
+from pmc2.evaluation.fitted import committed_fit_records, fitted_section
 from pmc2.evaluation.measurements import CodecResult, link_bytes_per_image, link_result, links_in_measuring_order
 from pmc2.evaluation.paper_results import PAPER_TARGETS, PaperLink, PaperTarget
 from pmc2.runtime.link_codecs import LINK_CODECS, LinkCodec, codec_named
@@ -176,6 +177,7 @@ def render(results: dict) -> str:
     sections.append(render_protectors(results))
     if results.get("facemix"):
         sections.append(render_facemix(results["facemix"]))
+    sections.append(fitted_section(committed_fit_records()))
     if results.get("latency"):
         latency = results["latency"]
         stages = list(dict.fromkeys(stage for summary in latency.values() for stage in summary["stage_medians_ms"]))

@@ -50,7 +50,7 @@ def png_link_labels() -> np.ndarray:
 
 
 def labeler_for(cloud, certificates) -> CloudLabeler:
-    options = TargetOptions(ca=certificates.ca, client_cert=certificates.edge_client, sessions=SESSIONS)
+    options = TargetOptions(ca=certificates.ca, client_cert=certificates.fitter, sessions=SESSIONS)
     labeler = resolve_target(f"{cloud.url}/v1/classify", options=options)
     assert isinstance(labeler, CloudLabeler) and labeler.kind == BLACK_BOX
     labeler.batch_images = 16

@@ -16,6 +16,7 @@ from onnx import numpy_helper
 from pmc2.cloud_server.app import create_app as create_cloud_app
 from pmc2.edge_server.app import create_app as create_edge_app
 from pmc2.cloud_server.config import CloudConfig
+from pmc2.evaluation.fitted import committed_fit_records, fitted_row, fitted_section
 from pmc2.fit.__main__ import main as fit_main
 from pmc2.fit.access import BLACK_BOX, WHITE_BOX
 from pmc2.fit.cloud_models import cloud_models
@@ -73,6 +74,7 @@ def assert_serves_and_describes(out: Path, record: dict) -> None:
     assert row["images"] == EVALUATED and 0 < row["neural"]["bytes_mean"] <= row["png"]["bytes_mean"]
     assert row["neural"]["distinct_decoded_images"] <= 10  # the codebook: one decoded image per class at most
     assert "| target | access |" in (out / "fit.md").read_text()
+    assert "| " + " | ".join(fitted_row(record)) + " |" in fitted_section(committed_fit_records(out.parent))
     # nothing starts from the target: the edge classifier from scratch, the generator from it, the compressor afresh
     edge_classifier = json.loads((out / "edge_classifier" / "fastnet.record.json").read_text())
     assert edge_classifier["config"]["init"] is None
@@ -95,7 +97,7 @@ def black_box_fit(certificates, tiny_cifar: Path, tmp_path_factory: pytest.TempP
         async with serve_tls(app, certificates.cloud, client_ca=certificates.ca) as cloud:
             await asyncio.to_thread(fit_main, [
                 "--target", f"{cloud.url}/v1/classify", "--access", BLACK_BOX, "--out", str(out), "--data",
-                str(tiny_cifar), "--ca", str(certificates.ca), "--client-cert", str(certificates.edge_client), *TINY])
+                str(tiny_cifar), "--ca", str(certificates.ca), "--client-cert", str(certificates.fitter), *TINY])
         return served(app, "images")
 
     return out, asyncio.run(fit_through_the_cloud())

@@ -135,6 +135,11 @@ def test_dapter_converter_trains_with_its_own_loss(classifiers: Path, tiny_cifar
     # the loss trained on is DAPter's (linear in its terms, so their running means add up the same way)
     assert best["train_loss"] == pytest.approx(0.9 * best["train_grey_l1"] + 0.1 * best["train_target_ce"], rel=1e-4)
     assert converter(torch.zeros(2, 3, 32, 32)).shape == (2, 3, 32, 32)
+    config.phone_jpeg = 90  # the same run on the images as the edge receives them
+    after_jpeg = train_generator(config, tiny_cifar, classifiers / "fastnet.pt", classifiers / "compact_resnet.pt",
+                                 tmp_path / "phone_jpeg", False)
+    assert json.loads((tmp_path / "phone_jpeg" / "generator.record.json").read_text())["config"]["phone_jpeg"] == 90
+    assert after_jpeg["validation_loss"] != best["validation_loss"]
 
 
 @pytest.mark.parametrize(("loss", "straight_through"), [("rd", False), ("task", False), ("task", True)])

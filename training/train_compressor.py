@@ -7,6 +7,7 @@ from the noisy one) and the target sees the clamped x̂, both with straight-thro
 g_s sees the latent plus uniform noise as in CompressAI.
 Adam (lr 1e-4 main, 1e-3 for the entropy bottleneck's quantiles), ReduceLROnPlateau on the
 validation loss, gradient-norm clip 1.0. The best epoch goes to ``--out/compressor.pt``.
+``--phone-jpeg Q`` perturbs the images as the edge receives them (after the phone's JPEG at quality Q).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from tqdm import tqdm
 
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.compressor import CPU_M, CPU_N, build_compressor, clear_entropy_tables, save_compressor
-from pmc2.training.data import as_tensors, batches, denormalize, normalize, seeded_training_data
+from pmc2.training.data import as_received_tensors, batches, denormalize, normalize, seeded_training_data
 from pmc2.training.generator import PixelCube, load_generator
 from pmc2.training.loop import fit, shuffled
 from pmc2.training.records import RunLog, load_initial_weights
 from pmc2.training.training_cli import parse_training_args, training_parser
+from pmc2.value_ranges import jpeg_quality
 
 
 @dataclass
@@ -45,6 +47,7 @@ class CompressorConfig:
     clip: float = 1.0
     seed: int = 0
     limit: int | None = None
+    phone_jpeg: int | None = None
 
 
 @torch.inference_mode()
@@ -114,8 +117,8 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
           init: Path | None = None) -> dict:
     train_set, validation = seeded_training_data(data, config.seed, config.limit)
     generator, target = load_generator(generator_path), load_classifier(target_path)
-    train_images, train_labels = as_tensors(train_set)
-    val_images, val_labels = as_tensors(validation)
+    train_images, train_labels = as_received_tensors(train_set, config.phone_jpeg)
+    val_images, val_labels = as_received_tensors(validation, config.phone_jpeg)
     train_perturbed = perturb_all(generator, train_images, train_labels)
     val_perturbed = perturb_all(generator, val_images, val_labels)
 
@@ -177,11 +180,13 @@ def main() -> None:
     parser.add_argument("--task-weight", type=float, default=defaults.task_weight)
     parser.add_argument("--straight-through", action="store_true",
                         help="train g_s on the rounded latent and the target on the clamped x̂ (straight-through gradients)")
+    parser.add_argument("--phone-jpeg", type=jpeg_quality, default=None, metavar="Q",
+                        help="perturb the images after the phone's JPEG at quality Q (default: as stored)")
     args = parse_training_args(parser)
     config = CompressorConfig(
         n=args.n, m=args.m, loss=args.loss, lmbda=args.lmbda, task_weight=args.task_weight,
         straight_through=args.straight_through, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        seed=args.seed, limit=args.limit,
+        seed=args.seed, limit=args.limit, phone_jpeg=args.phone_jpeg,
     )
     train(config, args.data, args.generator, args.target, args.out, args.resume, args.init)
 

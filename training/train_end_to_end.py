@@ -20,7 +20,7 @@ import torch
 
 from pmc2.training.classifiers import load_classifier, load_target_and_aux
 from pmc2.training.compressor import CPU_M, CPU_N, build_compressor, clear_entropy_tables, save_compressor
-from pmc2.training.data import (as_tensors, class_mean_images, denormalize, flip_and_translate, normalize,
+from pmc2.training.data import (as_received_tensors, class_mean_images, denormalize, flip_and_translate, normalize,
                               seeded_training_data, to_unit)
 from pmc2.training.end_to_end_objective import (EndToEndLossConfig, EndToEndObjective, InverseNetwork, per_image_mse,
                                               shift_and_erase)
@@ -31,9 +31,7 @@ from pmc2.training.records import RunLog, load_initial_weights, shipping_weights
 from pmc2.training.train_generator import warmup_cosine
 from pmc2.training.training_cli import parse_training_args, training_parser
 from pmc2.runtime.cifar10 import LabelledImages
-from pmc2.runtime.image_codecs import through_phone_jpeg
 
-PHONE_JPEG_QUALITY = 90
 LINK_IMAGE = {"decoded": "decoded", "distortion": "perturbed"}  # tie → the image the PNG/JPEG links carry
 LR_WARMUP_STEPS = 200
 
@@ -57,12 +55,6 @@ class EndToEndConfig:
     seed: int = 0
     limit: int | None = None
     loss: EndToEndLossConfig = field(default_factory=EndToEndLossConfig)
-
-
-def edge_inputs(data: LabelledImages) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 NCHW images after the phone's JPEG, and their labels."""
-    received = LabelledImages(through_phone_jpeg(data.images, PHONE_JPEG_QUALITY), data.labels)
-    return as_tensors(received)
 
 
 @torch.inference_mode()
@@ -132,8 +124,8 @@ def train_on(config: EndToEndConfig, train_set: LabelledImages, validation: Labe
              encoder_init: Path | None = None, compressor_init: Path | None = None) -> dict:
     """Train against ``target`` and ``aux`` (frozen modules, normalised images → logits; ``sources`` says in the
     record and the checkpoints what they are), on ``train_set``'s images and labels."""
-    train_images, train_labels = edge_inputs(train_set)
-    val_images, val_labels = edge_inputs(validation)
+    train_images, train_labels = as_received_tensors(train_set)
+    val_images, val_labels = as_received_tensors(validation)
     generator, compressor, origins = build_models(config, generator_init, encoder_init, compressor_init)
     generator = generator.to(memory_format=torch.channels_last)
     inverse = InverseNetwork()

@@ -4,7 +4,8 @@ The MMSys'22 generator by default; ``--architecture dapter --objective dapter`` 
 with its own loss instead (the related system, compared under the same attacks).
 
 AdamW (lr 5e-3, wd 5e-4), linear warm-up then cosine decay per step, flip + translate augmentation,
-bf16 autocast; after every epoch the loss on the 5,000 validation images decides the best epoch,
+bf16 autocast; ``--phone-jpeg Q`` trains and validates on the images as the edge receives them (after the
+phone's JPEG at quality Q, as the end-to-end recipe does) instead of the stored ones; after every epoch the loss on the 5,000 validation images decides the best epoch,
 whose weights are written to ``--out/generator.pt`` with a record (as MMSys'22).
 """
 
@@ -17,13 +18,14 @@ from pathlib import Path
 import torch
 
 from pmc2.training.classifiers import load_target_and_aux
-from pmc2.training.data import as_tensors, batches, seeded_training_data
+from pmc2.training.data import as_received_tensors, batches, seeded_training_data
 from pmc2.training.generator import GENERATORS, PerturbationGenerator, UNetTrainingConfig, build_generator
 from pmc2.training.loop import fit
 from pmc2.training.perturbation_loss import (OBJECTIVES, PerturbationLossConfig, ProtectorOutputs, per_image_ssim,
                                            perturbation_loss)
 from pmc2.training.records import RunLog, load_initial_weights, shipping_weights
 from pmc2.training.training_cli import parse_training_args, training_parser
+from pmc2.value_ranges import jpeg_quality
 
 
 @dataclass
@@ -34,6 +36,7 @@ class GeneratorConfig(UNetTrainingConfig):
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     limit: int | None = None
+    phone_jpeg: int | None = None
     loss: PerturbationLossConfig = field(default_factory=PerturbationLossConfig)
 
 
@@ -88,8 +91,8 @@ def validate(step: PerturbationStep, images: torch.Tensor, labels: torch.Tensor)
 def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path, out: Path, resume: bool,
           init: Path | None = None) -> dict:
     train_set, validation = seeded_training_data(data, config.seed, config.limit)
-    train_images, train_labels = as_tensors(train_set)
-    val_images, val_labels = as_tensors(validation)
+    train_images, train_labels = as_received_tensors(train_set, config.phone_jpeg)
+    val_images, val_labels = as_received_tensors(validation, config.phone_jpeg)
     target, aux = load_target_and_aux(target_path, aux_path)
     generator = build_generator(config.architecture, config.base_width)
     origin = load_initial_weights(generator, init) if init else None
@@ -144,6 +147,10 @@ def main() -> None:
     parser.add_argument("--aux-term", choices=("neg-ce", "hinge"), default=loss_defaults.aux_term)
     parser.add_argument("--aux-margin", type=float, default=loss_defaults.aux_margin)
     parser.add_argument("--similarity", choices=("signed", "abs"), default=loss_defaults.similarity)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs)
+    parser.add_argument("--phone-jpeg", type=jpeg_quality, default=None, metavar="Q",
+                        help="train on the images after the phone's JPEG at quality Q (default: as stored)")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false")
     args = parse_training_args(parser)
     loss = PerturbationLossConfig(
@@ -152,7 +159,8 @@ def main() -> None:
     )
     config = GeneratorConfig(
         architecture=args.architecture, base_width=args.base_width, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        bf16=args.bf16, seed=args.seed, limit=args.limit, loss=loss,
+        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, bf16=args.bf16, seed=args.seed,
+        limit=args.limit, phone_jpeg=args.phone_jpeg, loss=loss,
     )
     train(config, args.data, args.target, args.aux, args.out, args.resume, args.init)
 
