@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
+from pmc2.evaluation.text_parts import part_from, rewrite_part
 from pmc2.runtime.paths import REPORTS
 
 FIT_RECORDS = REPORTS / "fit"
 REPORT = REPORTS / "evaluation" / "report.md"
 HEADING = "## Fitted protectors (python -m pmc2.fit)"
+SECTION_END = r"\n+## |\n*\Z"
 
 HEADER = ["target", "access", "target queries (images)", "S1 acc.", "PNG bytes / acc.", "neural bytes / acc.",
           "256 per stream bytes", "inverse SSIM / PSNR dB (label-only)", "two-choice", "goals", "CPU-hours"]
@@ -90,10 +91,7 @@ def fitted_section(records: list[dict]) -> str:
 
 def report_section(report: str) -> str:
     """The fitted-protectors section of ``report``: from its heading up to the next section or the end."""
-    match = re.search(re.escape(HEADING) + r".*?(?=\n## |\Z)", report, flags=re.DOTALL)
-    if match is None:
-        raise ValueError(f"the report has no section headed {HEADING!r}")
-    return match.group(0).rstrip("\n")
+    return part_from(report, HEADING, SECTION_END)
 
 
 def main() -> None:
@@ -102,8 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     section = fitted_section(committed_fit_records())
     if args.write_report:
-        report = REPORT.read_text()
-        REPORT.write_text(report.replace(report_section(report), section))
+        rewrite_part(REPORT, HEADING, SECTION_END, section)
     print(section)
 
 
