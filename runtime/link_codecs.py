@@ -21,6 +21,7 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
+from pmc2.runtime.compressors import WIRE_IDS
 from pmc2.runtime.image_decoding import MAX_IMAGE_PIXELS, decode_images
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.neural_codec import NeuralCodec
@@ -107,6 +108,8 @@ def register(codec: type[LinkCodec]) -> type[LinkCodec]:
     clash = [other.name for other in LINK_CODECS.values() if other.wire_id == codec.wire_id]
     if codec.name in LINK_CODECS or clash:
         raise ValueError(f"link codec {codec.name!r} (wire id {codec.wire_id}) clashes with {clash or codec.name}")
+    if codec.wire_id not in WIRE_IDS:
+        raise ValueError(f"link codec {codec.name!r}: wire id {codec.wire_id} does not fit the header's 4 bits")
     if not getattr(codec, "report_label", None):
         raise ValueError(f"link codec {codec.name!r} has no report_label: the evaluation report lists every codec")
     LINK_CODECS[codec.name] = codec
