@@ -29,7 +29,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from urllib.parse import quote
 
@@ -280,8 +280,9 @@ def endpoints(bundle: ModelBundle, count: int = 16) -> list[Endpoint]:
     """Every POST route of the edge and the cloud, with good requests whose labels come from the runtime."""
     pixels = load_evaluation(None).images[:count]
     jpegs = [jpeg_bytes(p, 90) for p in pixels]
-    g_a, g_s = bundle.session("g_a"), bundle.session("g_s")
-    protector = Protector(bundle, g_a=g_a, g_s=g_s)
+    session = cache(bundle.session)
+    g_a, g_s = session("g_a"), session("g_s")
+    protector = Protector(bundle, session=session)
     perturbed = protector.perturb(np.stack([decode_image(b) for b in jpegs]))
     context = CodecContext(bundle, g_a=g_a, g_s=g_s)
     png, neural = (codec_named(name).build(context) for name in ("png", "neural"))

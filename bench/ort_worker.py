@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pmc2.bench.timing import median_seconds
+from pmc2.runtime.compressors import COMPRESSORS, DEFAULT_COMPRESSOR
 from pmc2.runtime.model_bundle import ModelBundle, run_single_output
 from pmc2.runtime.neural_codec import NeuralCodec
 from pmc2.runtime.sessions import SessionSettings, create_session
@@ -28,8 +29,9 @@ def time_model(path: Path, batch: int, repeats: int, settings: SessionSettings) 
 
 def time_codec(folder: Path, batch: int, repeats: int, settings: SessionSettings) -> dict[str, float]:
     bundle = ModelBundle.open(folder)
-    codec = NeuralCodec(bundle.entropy_tables(), bundle.latent_size,
-                        g_a=bundle.session("g_a", settings), g_s=bundle.session("g_s", settings))
+    g_a, g_s = COMPRESSORS[DEFAULT_COMPRESSOR].models
+    codec = NeuralCodec.of(bundle, DEFAULT_COMPRESSOR, g_a=bundle.session(g_a, settings),
+                           g_s=bundle.session(g_s, settings))
     images = np.random.default_rng(0).random((batch, 3, 32, 32), dtype=np.float32)
     streams = codec.encode(images)
     return {

@@ -78,7 +78,7 @@ class ServedWork:
     def edge_batch(self, jpegs: list[bytes]) -> EncodedBatch:
         images = np.concatenate([decode_images([jpeg], EdgeConfig.max_image_pixels, MODEL_SIZE, EdgeConfig.resize_policy)
                                  for jpeg in jpegs])
-        return EncodedBatch(LINK, self.edge.protect(images, LINK, PROTECTOR).payloads, len(images))
+        return self.edge.protect(images, LINK, PROTECTOR).batch
 
     def cloud_batch(self, batch: EncodedBatch) -> list[int]:
         return self.cloud.classify(self.cloud.decode(batch))

@@ -2,7 +2,8 @@
 
     POST /v1/classify  (application/x-pmc2: a batch in any link codec of runtime.link_codecs; 429 with Retry-After
                         beyond the optional per-client rate limit)
-      → {"labels": [...], "classes": [...], "batch_size", "timings_ms": {"decompression", "recognition", "other_cloud"}, "bytes_received"}
+      → {"labels": [...], "classes": [...], "codec", "compressor", "batch_size", "timings_ms": {"decompression",
+         "recognition", "other_cloud"}, "bytes_received"}; 400 for a compressor the cloud's bundle lacks
     POST /v1/split/<protector>  (application/x-npy: float16 [N, …] of what a split protector's edge part sends;
                                  404 when the bundle lacks that protector's cloud model)
       → application/x-npy float16 [N, …], its cloud part's outputs; stage timings in Server-Timing
@@ -102,6 +103,7 @@ async def classify_handler(request: web.Request) -> web.Response:
         "labels": [r.label for r in results],
         "classes": [state.recognizer.class_names[r.label] for r in results],
         "codec": batch.codec,
+        "compressor": batch.compressor,
         "bytes_received": len(body),
         "batch_size": results[0].batch_size,
         "timings_ms": {

@@ -1,10 +1,11 @@
-"""The cloud's blocking work: decode a batch with its link codec; classify images with the target."""
+"""The cloud's blocking work: decode a batch with its link codec and compressor; classify images with the target."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, LinkCodec
+from pmc2.runtime.compressors import UnknownCompressor, compressor_named
+from pmc2.runtime.link_codecs import CodecContext, LinkCodec, build_codecs
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.pipeline import classify
 from pmc2.runtime.sessions import SessionSettings
@@ -12,17 +13,25 @@ from pmc2.runtime.wire_format import EncodedBatch
 
 
 class CloudRecognizer:
-    """The target and every link codec's decoder, built once from the model bundle."""
+    """The target and every link codec's decoder for each compressor the bundle holds, built once from the model
+    bundle and keyed as batches name them: (codec, compressor)."""
 
     def __init__(self, bundle: ModelBundle, settings: SessionSettings, max_image_pixels: int) -> None:
         self.target = bundle.session("target", settings)
-        self.class_names = bundle.class_names
-        context = CodecContext(bundle, g_s=bundle.session("g_s", settings), max_image_pixels=max_image_pixels)
-        self.codecs: dict[str, LinkCodec] = {name: codec.build(context) for name, codec in LINK_CODECS.items()}
+        self.class_names, self.compressors = bundle.class_names, bundle.compressors
+        self.codecs: dict[tuple[str, str], LinkCodec] = {}
+        for compressor in self.compressors:
+            g_s = bundle.session(compressor_named(compressor).g_s, settings)
+            context = CodecContext(bundle, compressor, g_s=g_s, max_image_pixels=max_image_pixels)
+            self.codecs.update({(codec.name, codec.compressor): codec for codec in build_codecs(context).values()})
 
     def decode(self, batch: EncodedBatch) -> np.ndarray:
-        """[0, 1] NCHW images of one received batch."""
-        return self.codecs[batch.codec].decode(batch.payloads, batch.images)
+        """[0, 1] NCHW images of one received batch; UnknownCompressor (answered 400) for a compressor this
+        cloud's bundle does not hold."""
+        if (batch.codec, batch.compressor) not in self.codecs:
+            raise UnknownCompressor(f"this cloud's model bundle holds no compressor {batch.compressor!r} for "
+                                    f"{batch.codec} batches; it holds {', '.join(self.compressors)}")
+        return self.codecs[batch.codec, batch.compressor].decode(batch.payloads, batch.images)
 
     def classify(self, images: np.ndarray) -> list[int]:
         return classify(self.target, images).tolist()

@@ -4,9 +4,9 @@
 
     onnx_models/ ──copy──▶ OUT/ ──AES-256-GCM──▶ OUT/<model>.onnx.enc (+ manifest entry), OUT/<model>.onnx removed
 
-Encrypted: g_a and the edge-side models of every protector the bundle holds (the generator, DAPter's converter,
-FaceMix's edge part and head) — what the edge alone runs. g_s, the entropy tables and the public decoys stay
-plain: the cloud holds g_s and the tables too. The source folder is never written (encrypting in place would
+Encrypted: every compressor's g_a and the edge-side models of every protector the bundle holds (the generator,
+DAPter's converter, FaceMix's edge part and head) — what the edge alone runs. g_s, the entropy tables and the public
+decoys stay plain: the cloud holds g_s and the tables too. The source folder is never written (encrypting in place would
 rewrite the committed manifest), and OUT holds no plaintext of an encrypted model. The key file is created
 (32 random bytes, mode 0600) if missing; keep it outside the build context, and give it to the edge through
 the KBS (`default/pmc2/model-key`).
@@ -20,16 +20,17 @@ import shutil
 import sys
 from pathlib import Path
 
+from pmc2.runtime.compressors import compressor_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.model_encryption import encrypt_bundle
 from pmc2.runtime.protection import bundle_protectors, protector_named
 
-EDGE_ONLY = ("g_a",)  # besides the protectors' edge models; runtime.protection lists those
-
 
 def encrypted_models(bundle: ModelBundle) -> list[str]:
-    """The models only the edge runs: g_a and every protector's edge-side models, in manifest order."""
-    edge_only = {*EDGE_ONLY, *(model for name in bundle_protectors(bundle) for model in protector_named(name).edge_models)}
+    """The models only the edge runs: every compressor's g_a and every protector's edge-side models, in manifest
+    order."""
+    edge_only = {*(compressor_named(name).g_a for name in bundle.compressors),
+                 *(model for name in bundle_protectors(bundle) for model in protector_named(name).edge_models)}
     return [name for name in bundle.manifest["models"] if name in edge_only]
 
 

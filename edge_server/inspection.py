@@ -27,7 +27,6 @@ from pmc2.runtime.cifar10 import CLASSES, SAMPLE_FILE, load_npz
 from pmc2.runtime.image_decoding import decode_images
 from pmc2.runtime.link_codecs import LINK_CODECS, codec_named
 from pmc2.runtime.normalization import to_uint8_nhwc
-from pmc2.runtime.wire_format import EncodedBatch
 from pmc2.serving.http_common import RequestRejected, read_body
 
 SAMPLES = 8
@@ -78,10 +77,10 @@ def add_inspection_routes(app: web.Application) -> None:
                                               MODEL_SIZE, config.resize_policy)
         decoded_at = time.perf_counter()
         protected = await loop.run_in_executor(state.executor, state.protection.protect, received, codec, protector)
-        reply = await state.cloud.classify(EncodedBatch(codec, protected.payloads, 1))
-        link = state.protection.codecs[codec]
-        cloud_view = await loop.run_in_executor(state.executor, link.decode, protected.payloads, 1)
-        s2_bytes = sum(map(len, protected.payloads))
+        reply = await state.cloud.classify(protected.batch)
+        link = state.protection.link(codec, protector)
+        cloud_view = await loop.run_in_executor(state.executor, link.decode, protected.batch.payloads, 1)
+        s2_bytes = sum(map(len, protected.batch.payloads))
         timings = {"decode": 1e3 * (decoded_at - start),
                    **stage_timings(protected.generation_ms, protected.compression_ms, reply)}
         timings["other_edge"] = max(0.0, 1e3 * (time.perf_counter() - start) - sum(timings.values()))

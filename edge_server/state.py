@@ -14,19 +14,18 @@ from aiohttp import web
 from pmc2.serving.batching import MicroBatcher
 from pmc2.edge_server.cloud_link import CloudLink, CloudReply
 from pmc2.edge_server.config import EdgeConfig
+from pmc2.runtime.compressors import compressor_named
 from pmc2.runtime.edge_protection import EdgeProtector
-from pmc2.runtime.link_codecs import LinkCodec, UnknownCodec, codec_named
+from pmc2.runtime.link_codecs import LINK_CODECS, UnknownCodec, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.protection import UnknownProtector, bundle_protectors, protector_named, split_protector
 from pmc2.runtime.secrets import fetch_secret
 from pmc2.runtime.split_protection import SplitProtector
 from pmc2.runtime.tensor_payload import to_npy
-from pmc2.runtime.wire_format import EncodedBatch
 from pmc2.serving.http_common import RequestRejected
 
 IMAGE_TYPES = ("image/jpeg", "image/png")
 MODEL_SIZE = (32, 32)
-EDGE_MODELS = ("g_a", "g_s")  # and the model of every protector the bundle holds (runtime.protection)
 
 
 @dataclass
@@ -51,8 +50,8 @@ class EdgeState:
                                config.cloud_timeout_s, config.cloud_connect_retries)
         self.split: dict[str, SplitProtector] = {name: split_protector(name, bundle, "edge", config.sessions)
                                                  for name in bundle_protectors(bundle, "split")}
-        processors = {(protector, name): self._processor(protector, codec)
-                      for protector in self.protection.protectors for name, codec in self.protection.codecs.items()}
+        processors = {(protector, codec): self._processor(protector, codec)
+                      for protector in self.protection.protectors for codec in LINK_CODECS}
         processors.update({(name, split.link): self._split_processor(name, split) for name, split in self.split.items()})
         self.batchers = {key: MicroBatcher(process, config.max_batch_size, config.max_wait_ms, config.max_queued_images)
                          for key, process in processors.items()}
@@ -80,14 +79,14 @@ class EdgeState:
             raise UnknownCodec(f"protector {protector!r} sends {', '.join(links)}, not {codec!r}")
         return protector, codec
 
-    def _processor(self, protector: str, codec: LinkCodec):
+    def _processor(self, protector: str, codec: str):
         async def process(images) -> list[ImageResult]:
             loop = asyncio.get_running_loop()
-            protected = await loop.run_in_executor(self.executor, self.protection.protect, images, codec.name, protector)
-            reply = await self.cloud.classify(EncodedBatch(codec.name, protected.payloads, len(images)))
+            protected = await loop.run_in_executor(self.executor, self.protection.protect, images, codec, protector)
+            reply = await self.cloud.classify(protected.batch)
             timings = stage_timings(protected.generation_ms, protected.compression_ms, reply)
-            sizes = [len(payload) for payload in protected.payloads]
-            if codec.one_stream:  # the batch's stream is shared equally by its images
+            sizes = [len(payload) for payload in protected.batch.payloads]
+            if protected.batch.one_stream:  # the batch's stream is shared equally by its images
                 sizes = [sizes[0] / len(images)] * len(images)
             return [ImageResult(label, size, len(images), timings) for label, size in zip(reply.labels, sizes, strict=True)]
 
@@ -126,18 +125,25 @@ class EdgeState:
 
 
 def open_edge_bundle(config: EdgeConfig) -> ModelBundle:
-    """The edge's models, decrypted with the data hub's key when configured; every file the edge
-    uses is checked against the manifest's sha256 (ModelIntegrityError otherwise), and the configured
-    protector must be among the bundle's (UnknownProtector otherwise)."""
+    """The edge's models, decrypted with the data hub's key when configured; every file the edge uses
+    (``edge_models`` and each compressor's tables) is checked against the manifest's sha256 (ModelIntegrityError
+    otherwise), and the configured protector must be among the bundle's (UnknownProtector otherwise)."""
     key = fetch_secret(config.model_key_uri) if config.model_key_uri else None
     bundle = ModelBundle.open(config.models, model_key=key)
     if config.protector not in bundle_protectors(bundle):
         raise UnknownProtector(f"the edge's protector {config.protector!r} has no model in {config.models}; "
                                f"it holds {', '.join(bundle_protectors(bundle))}")
-    for name in (*EDGE_MODELS, *(model for p in bundle_protectors(bundle) for model in protector_named(p).edge_models)):
+    for name in edge_models(bundle):
         bundle.model_bytes(name)
-    bundle.entropy_tables()
+    for compressor in bundle.compressors:
+        bundle.entropy_tables(compressor)
     return bundle
+
+
+def edge_models(bundle: ModelBundle) -> tuple[str, ...]:
+    """The models an edge runs: each compressor's g_a and g_s, and each protector's edge models."""
+    return (*(name for compressor in bundle.compressors for name in compressor_named(compressor).models),
+            *(model for protector in bundle_protectors(bundle) for model in protector_named(protector).edge_models))
 
 
 def stage_timings(generation_ms: float, compression_ms: float, reply: CloudReply,

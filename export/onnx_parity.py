@@ -4,11 +4,12 @@
          ORT ≈ torch              ORT latent = torch latent            runtime bytes = CompressAI bytes
 
 Checks, in chunks of CHUNK images: max |ORT − torch| ≤ 1e-4 for every protector (generator, DAPter converter),
-classifier, part of FaceMix's split model (with the same keys), g_a and g_s (each fed torch's input), and
-identical argmax for the classifiers. Per image, the stream the edge writes (ORT g_a + the runtime's rANS) is
-byte-identical to CompressAI's compress() of torch's g_a output, the runtime coder alone writes CompressAI's
-bytes for torch's latent (so a difference is pinned on g_a or on the entropy tables), and each side decodes
-the other's stream to the same ŷ. g_a ends by choosing a codebook entry, so its outputs are equal, not close.
+classifier, part of FaceMix's split model (with the same keys), every compressor's g_a and g_s (each fed torch's
+input; every compressor codes the generator's output), and identical argmax for the classifiers. Per image,
+the stream the edge writes (ORT g_a + the runtime's rANS) is byte-identical to CompressAI's compress() of torch's
+g_a output, the runtime coder alone writes CompressAI's bytes for torch's latent (so a difference is pinned on g_a
+or on the entropy tables), and each side decodes the other's stream to the same ŷ. The shipped g_a ends by
+choosing a codebook entry, so its outputs are equal, not close.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pmc2.training.compressor import load_compressor
 from pmc2.training.generator import PixelOutput, load_generator
 from pmc2.training.pairs import ModelPair
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
+from pmc2.runtime.compressors import CompressorSpec, compressor_named
 from pmc2.runtime.facemix import FEATURES, HEAD, MIDDLE, demix, group_keys, mix
 from pmc2.runtime.model_bundle import ModelBundle, run_single_output
 from pmc2.runtime.normalization import CIFAR10_STD, denormalize, normalize
@@ -45,7 +47,7 @@ class ParityReport:
     max_abs_difference: dict[str, float] = field(default_factory=dict)
     argmax_mismatches: dict[str, int] = field(default_factory=dict)
     informational: dict[str, float] = field(default_factory=dict)
-    coded_images: int = 0  # images whose bitstreams were compared (0: g_a and g_s were not selected)
+    coded_images: int = 0  # images whose bitstreams were compared, summed over compressors (0: none selected)
     stream_mismatches: int = 0  # ORT g_a + runtime rANS ≠ CompressAI's compress() of torch's g_a output
     coder_mismatches: int = 0  # runtime rANS ≠ CompressAI on the same (torch) latent: the entropy tables differ
     cross_decode_mismatches: int = 0  # either side decodes the other's stream to another ŷ
@@ -108,12 +110,13 @@ def _differing(ours: list[bytes], reference: list[bytes]) -> int:
 
 
 @torch.inference_mode()
-def _compare_codec(codec: NeuralCodec, compressor, images_unit: np.ndarray, report: ParityReport) -> None:
-    """g_a, the rANS coder and g_s of the runtime against torch and CompressAI, image by image."""
+def _compare_codec(spec: CompressorSpec, codec: NeuralCodec, compressor, images_unit: np.ndarray,
+                   report: ParityReport) -> None:
+    """One compressor's g_a, rANS coder and g_s in the runtime against torch and CompressAI, image by image."""
     bottleneck, size = compressor.entropy_bottleneck, codec.latent_size
     latent_torch = compressor.g_a(torch.from_numpy(images_unit))
     latent_ort = codec.analyse(images_unit)
-    report.record("g_a", latent_ort, latent_torch.numpy())
+    report.record(spec.g_a, latent_ort, latent_torch.numpy())
     reference = list(bottleneck.compress(latent_torch))
     ours = codec.coder.encode(latent_ort)
     report.coded_images += len(images_unit)
@@ -123,7 +126,7 @@ def _compare_codec(codec: NeuralCodec, compressor, images_unit: np.ndarray, repo
     cross = ((bottleneck.decompress(ours, size).numpy() != codec.coder.decode(ours, size))
              | (codec.coder.decode(reference, size) != y_hat.numpy()))
     report.cross_decode_mismatches += int(cross.reshape(len(cross), -1).any(1).sum())
-    report.record("g_s", codec.synthesise(y_hat.numpy()), compressor.g_s(y_hat).clamp(0, 1).numpy())
+    report.record(spec.g_s, codec.synthesise(y_hat.numpy()), compressor.g_s(y_hat).clamp(0, 1).numpy())
 
 
 @torch.inference_mode()
@@ -156,9 +159,10 @@ def check_parity(pair: ModelPair, folder: Path, selected: tuple[str, ...],
     torch_models = {name: load() for name, load in loaders.items() if name in selected}
     facemix_checkpoint = dict(pair.split_protectors).get("facemix")
     facemix = load_classifier(facemix_checkpoint) if facemix_checkpoint and FEATURES.name in selected else None
-    compressor = load_compressor(pair.compressor) if {"g_a", "g_s"} <= set(selected) else None
-    codec = (NeuralCodec(bundle.entropy_tables(), bundle.latent_size, g_a=session("g_a"), g_s=session("g_s"))
-             if compressor else None)
+    trained = pair.compressors()
+    coders = {spec: (NeuralCodec.of(bundle, spec.name, g_a=session(spec.g_a), g_s=session(spec.g_s)),
+                     load_compressor(trained[spec.name]))
+              for spec in map(compressor_named, trained) if set(spec.models) <= set(selected)}
     report = ParityReport(len(data))
     images = preprocess(data.images)
     for start in range(0, len(images), CHUNK):
@@ -166,6 +170,6 @@ def check_parity(pair: ModelPair, folder: Path, selected: tuple[str, ...],
         perturbed_unit = _compare_networks(session, torch_models, chunk, report)
         if facemix is not None:
             _compare_facemix(session, facemix, chunk, report)
-        if compressor is not None:
-            _compare_codec(codec, compressor, perturbed_unit, report)
+        for spec, (codec, compressor) in coders.items():
+            _compare_codec(spec, codec, compressor, perturbed_unit, report)
     return report

@@ -1,15 +1,21 @@
 """Export each pair's generator, g_a, g_s, target and auxiliary classifier (and the other protectors
-trained for its target: DAPter's converter, FaceMix's split model) to ONNX.
+trained for its target: DAPter's converter, FaceMix's split model; and the compressors trained for them) to ONNX.
 
     checkpoints ──torch.onnx.export (opset 17, dynamic batch)──▶ <bundle>/<name>.onnx
-                ──EntropyBottleneck tables──────────────────────▶ <bundle>/entropy_bottleneck.npz
+                ──EntropyBottleneck tables──────────────────────▶ <bundle>/entropy_bottleneck.npz (other compressors':
+                                                                  <bundle>/<its prefix>entropy_bottleneck.npz)
                 ──files, sha256, I/O, normalisation, provenance──▶ <bundle>/manifest.json
 
 What each protector model takes and gives, and whether its entry records the link image, come from its
-spec (``runtime.protection``). Weights are stored as float16 wherever that is exact (the checkpoints hold
-float16 values), with a Cast that onnxruntime folds away when it loads the model: half the file size, the
-same numbers. A second pair's bundle refers to the default bundle's classifier files instead of copying them.
-Every file is checked (onnx.checker, shape inference) and compared with torch on the bundled images.
+spec (``runtime.protection``). Each compressor the pair has trained (``ModelPair.compressors``) is exported
+under its spec's names (``runtime.compressors``); a protector model's entry names the compressor its links go
+through (``"compressor"``) only when that is not the bundle's own, which happens only when the pair has that
+compressor trained and so exported with it. A bundle with the bundle's own compressor alone thus has the
+manifest it had before compressors had names (the shipped ones), and its DAPter goes through that compressor.
+Weights are stored as float16 wherever that is exact (the checkpoints hold float16 values), with a Cast that
+onnxruntime folds away when it loads the model: half the file size, the same numbers. A second pair's bundle
+refers to the default bundle's classifier files instead of copying them. Every file is checked (onnx.checker,
+shape inference) and compared with torch on the bundled images.
 Run from the repository root: ``python export/to_onnx.py``.
 """
 
@@ -30,6 +36,7 @@ import numpy as np
 import onnx
 import torch
 from compressai.layers import GDN
+from compressai.models import FactorizedPrior
 from onnx import numpy_helper
 from torch import nn
 
@@ -41,6 +48,7 @@ from pmc2.export.onnx_parity import check_parity
 from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.training.records import sha256_file
 from pmc2.runtime.cifar10 import CLASSES, load_split
+from pmc2.runtime.compressors import COMPRESSORS, DEFAULT_COMPRESSOR, compressor_named
 from pmc2.runtime.facemix import FEATURES, HEAD, MIDDLE, FaceMix
 from pmc2.runtime.paths import REPO_ROOT, SHARED_DATA
 from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
@@ -49,8 +57,11 @@ from pmc2.runtime.protection import PROTECTOR_MODELS, protector_named
 OPSET = 17
 DECOYS = 128  # public images the FaceMix edge mixes into a batch's last group
 MODELS = ("generator", "g_a", "g_s", "target", "aux")
-SPACES = {"g_a": ("unit", "latent"), "g_s": ("latent", "unit"), "target": ("normalized", "logits"),
-          "aux": ("normalized", "logits")}  # (input, output) of the models that are no protector's
+SPACES = {  # (input, output) of the models that are no protector's
+    "target": ("normalized", "logits"), "aux": ("normalized", "logits"),
+    **{spec.g_a: ("unit", "latent") for spec in COMPRESSORS.values()},
+    **{spec.g_s: ("latent", "unit") for spec in COMPRESSORS.values()},
+}
 MANIFEST_VERSION = 1
 
 ExportedModule = tuple[nn.Module, str, str, torch.Tensor]  # module, input name, output name, example input
@@ -201,6 +212,34 @@ def _protector_modules(pair: ModelPair) -> dict[str, Callable[[], ExportedModule
     return modules
 
 
+def _analysis(compressor: FactorizedPrior) -> ExportedModule:
+    return exportable_transform(compressor.g_a), "images", "latent", torch.zeros(1, 3, 32, 32)
+
+
+def _synthesis(compressor: FactorizedPrior) -> ExportedModule:
+    channels = compressor.entropy_bottleneck.channels
+    return Synthesis(compressor.g_s), "latent", "images", torch.zeros(1, channels, 2, 2)
+
+
+def _compressor_modules(compressors: dict[str, FactorizedPrior]) -> dict[str, Callable[[], ExportedModule]]:
+    """How each compressor's g_a and g_s are built, under its spec's model names."""
+    return {model: functools.partial(build, compressor) for name, compressor in compressors.items()
+            for model, build in zip(compressor_named(name).models, (_analysis, _synthesis), strict=True)}
+
+
+def _tables_entry(compressor: FactorizedPrior, checkpoint: Path, file: Path) -> dict:
+    """Write ``compressor``'s entropy tables to ``file``; return their manifest entry."""
+    tables = entropy_tables(compressor)
+    tables.save(file)
+    return {
+        "file": file.name, "sha256": sha256_file(file),
+        "arrays": {"quantized_cdf": "int32 [C, L]", "cdf_length": "int32 [C]", "offset": "int32 [C]",
+                   "medians": "float32 [C]"},
+        "channels": tables.channels, "latent_size": [2, 2], "precision_bits": 16,
+        "checkpoint": checkpoint_provenance(checkpoint),
+    }
+
+
 def _link_image(checkpoint: Path) -> str:
     """What the pixel links carry behind the protector in ``checkpoint`` (runtime.protection)."""
     return torch.load(checkpoint, weights_only=False).get("link_image", "perturbed")
@@ -216,8 +255,9 @@ def _shared_classifier_entry(bundle: Path, checkpoint: Path, out: Path) -> dict:
 
 
 def pair_models(pair: ModelPair) -> tuple[str, ...]:
-    """Every model of ``pair``'s bundle: the five of every pair and its other protectors' models."""
-    return (*MODELS, *(name for name in pair.model_checkpoints() if name not in MODELS))
+    """Every model of ``pair``'s bundle: the five of every pair, its other protectors' and its other compressors'."""
+    compressor_models = (model for name in pair.compressors() for model in compressor_named(name).models)
+    return (*MODELS, *(name for name in (*pair.model_checkpoints(), *compressor_models) if name not in MODELS))
 
 
 def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ...] | None = None,
@@ -228,14 +268,14 @@ def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ..
     the same checkpoints instead of being exported again."""
     out, selected = out or pair.onnx_models, selected or pair_models(pair)
     out.mkdir(parents=True, exist_ok=True)
-    sources = {**pair.model_checkpoints(), "g_a": pair.compressor, "g_s": pair.compressor, "target": pair.target,
-               "aux": pair.aux}
-    compressor = load_compressor(pair.compressor) if {"g_a", "g_s"} & set(selected) else None
-    latent_channels = compressor.entropy_bottleneck.channels if compressor else None
+    trained, model_compressors = pair.compressors(), pair.model_compressors()
+    sources = {**pair.model_checkpoints(), "target": pair.target, "aux": pair.aux,
+               **{model: checkpoint for name, checkpoint in trained.items() for model in compressor_named(name).models}}
+    compressors = {name: load_compressor(checkpoint) for name, checkpoint in trained.items()
+                   if set(compressor_named(name).models) & set(selected)}
     modules = {
         **_protector_modules(pair),
-        "g_a": lambda: (exportable_transform(compressor.g_a), "images", "latent", torch.zeros(1, 3, 32, 32)),
-        "g_s": lambda: (Synthesis(compressor.g_s), "latent", "images", torch.zeros(1, latent_channels, 2, 2)),
+        **_compressor_modules(compressors),
         "target": lambda: (load_classifier(pair.target), "images", "logits", torch.zeros(1, 3, 32, 32)),
         "aux": lambda: (load_classifier(pair.aux), "images", "logits", torch.zeros(1, 3, 32, 32)),
     }
@@ -249,6 +289,10 @@ def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ..
         "normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD), "layout": "NCHW",
                           "dtype": "float32", "applies_to": "pixels scaled to [0, 1]"},
     })
+    held = {DEFAULT_COMPRESSOR, *compressors, *(name for name, spec in COMPRESSORS.items() if spec.tables in manifest)}
+    lacking = sorted({own for model, own in model_compressors.items() if model in selected and own not in held})
+    if lacking:  # a protector's entry names its own compressor only beside that compressor's files
+        raise ValueError(f"export compressor {', '.join(lacking)}'s models with the protector that goes through it")
     models = manifest.setdefault("models", {})
     for name in selected:
         if classifiers_from is not None and name in ("target", "aux"):
@@ -268,18 +312,13 @@ def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ..
         }
         if spec and spec.link_image:
             models[name]["link_image"] = _link_image(sources[name])
+        if model_compressors.get(name, DEFAULT_COMPRESSOR) != DEFAULT_COMPRESSOR:
+            models[name]["compressor"] = model_compressors[name]
         if name in ("target", "aux"):
             models[name]["architecture"] = torch.load(sources[name], weights_only=False)["name"]
-    if compressor is not None:
-        tables = entropy_tables(compressor)
-        tables.save(out / "entropy_bottleneck.npz")
-        manifest["entropy_tables"] = {
-            "file": "entropy_bottleneck.npz", "sha256": sha256_file(out / "entropy_bottleneck.npz"),
-            "arrays": {"quantized_cdf": "int32 [C, L]", "cdf_length": "int32 [C]", "offset": "int32 [C]",
-                       "medians": "float32 [C]"},
-            "channels": tables.channels, "latent_size": [2, 2], "precision_bits": 16,
-            "checkpoint": checkpoint_provenance(pair.compressor),
-        }
+    for name, compressor in compressors.items():
+        spec = compressor_named(name)
+        manifest[spec.tables] = _tables_entry(compressor, trained[name], out / spec.tables_file)
     for name, _ in pair.split_protectors:
         if {model.name for model in protector_named(name).models} & set(selected):
             manifest.update(SPLIT_EXPORTS[name].files(out))
@@ -294,7 +333,8 @@ def main() -> None:
     parser.add_argument("--pair", choices=("all", *PAIRS), default="all",
                         help="which pair's bundle to export (default: every pair, the default one first)")
     parser.add_argument("--models", default=None,
-                        help=f"comma-separated subset of {','.join(MODELS)} and the pair's other protectors (default: all)")
+                        help=f"comma-separated subset of {','.join(MODELS)} and the pair's other protectors' and "
+                             "compressors' models (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="bundle folder (only with a single --pair)")
     parser.add_argument("--skip-parity", action="store_true", help="do not compare ORT with torch afterwards")
     args = parser.parse_args()

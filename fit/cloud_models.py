@@ -1,4 +1,4 @@
-"""The cloud's models folder for a fitted bundle: the bundle's g_s and entropy tables beside the cloud's own target.
+"""The cloud's models folder for a fitted bundle: its compressors' g_s and entropy tables beside the cloud's own target.
 
     python -m pmc2.fit.cloud_models --bundle runs/fit/bundle --target path/to/target.onnx --out cloud_models/
     python -m pmc2.cloud_server --models cloud_models/ …
@@ -19,23 +19,23 @@ from pathlib import Path
 import onnx
 
 from pmc2.export.to_onnx import io_description
-
-CLOUD_FILES = ("g_s",)  # the bundle's models the cloud runs (besides its own target)
+from pmc2.runtime.compressors import compressor_named
+from pmc2.runtime.model_bundle import ModelBundle
 
 
 def cloud_models(bundle: Path, target: Path, out: Path) -> dict:
-    """Write ``out`` (g_s, entropy tables, target, manifest) and return its manifest."""
+    """Write ``out`` (each compressor's g_s and entropy tables, target, manifest) and return its manifest."""
     manifest = json.loads((bundle / "manifest.json").read_text())
     target_bytes = target.read_bytes()
     onnx.checker.check_model(onnx.load_from_string(target_bytes))
     out.mkdir(parents=True, exist_ok=True)
     models = {}
-    for name in CLOUD_FILES:
-        entry = manifest["models"][name]
+    for compressor in ModelBundle.open(bundle).compressors:  # what the cloud runs besides its own target
+        spec = compressor_named(compressor)
+        entry, tables = manifest["models"][spec.g_s], manifest[spec.tables]
         shutil.copyfile(bundle / entry["file"], out / Path(entry["file"]).name)
-        models[name] = {**entry, "file": Path(entry["file"]).name}
-    tables = manifest["entropy_tables"]
-    shutil.copyfile(bundle / tables["file"], out / tables["file"])
+        models[spec.g_s] = {**entry, "file": Path(entry["file"]).name}
+        shutil.copyfile(bundle / tables["file"], out / tables["file"])
     (out / "target.onnx").write_bytes(target_bytes)
     models["target"] = {"file": "target.onnx", "sha256": hashlib.sha256(target_bytes).hexdigest(),
                         **io_description(target_bytes), "input_space": "normalized", "output_space": "logits",

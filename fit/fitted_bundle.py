@@ -46,9 +46,9 @@ def through_link(edge: EdgeProtector, received: np.ndarray, link: str) -> tuple[
     decoded, sizes = [], []
     for start in range(0, len(received), CHUNK):
         chunk = received[start : start + CHUNK]
-        payloads = edge.protect(chunk, link, DEFAULT_PROTECTOR).payloads
+        payloads = edge.protect(chunk, link, DEFAULT_PROTECTOR).batch.payloads
         sizes += [len(payload) for payload in payloads]
-        decoded.append(torch.from_numpy(edge.codecs[link].decode(payloads, len(chunk))))
+        decoded.append(torch.from_numpy(edge.link(link, DEFAULT_PROTECTOR).decode(payloads, len(chunk))))
     return torch.cat(decoded), sizes
 
 

@@ -6,8 +6,9 @@ Each codec class carries its name, its wire id (``runtime.wire_format``), whethe
 stream, how a batch becomes payloads and back, and what the evaluation report needs of it: its label, how it
 describes its settings, a setting the evaluation tunes per model pair (``Tuning``: JPEG's quality) and the
 images per stream its bytes are counted at. Servers, client, demo and evaluation look codecs up here and never
-branch on a name. To add a codec: write one class with ``@register`` below, and its tests; the report then
-measures and lists it with the others.
+branch on a name. A neural codec is built for one compressor (``runtime.compressors``: the context's), whose
+name its batches carry; a pixel codec's batches name the default one. To add a codec: write one class with
+``@register`` below, and its tests; the report then measures and lists it with the others.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
+from pmc2.runtime.compressors import DEFAULT_COMPRESSOR, WIRE_IDS
 from pmc2.runtime.image_decoding import MAX_IMAGE_PIXELS, decode_images
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.neural_codec import NeuralCodec
@@ -38,9 +40,11 @@ class CorruptBitstream(ValueError):
 
 @dataclass(frozen=True)
 class CodecContext:
-    """What building a codec may take: the bundle's entropy tables and sessions, and the codecs' settings."""
+    """What building a codec may take: the bundle's entropy tables and one compressor's sessions, and the codecs'
+    settings."""
 
     bundle: ModelBundle | None = None
+    compressor: str = DEFAULT_COMPRESSOR  # whose tables a neural codec codes with, and whose g_a and g_s these are
     g_a: object = None  # ORT session of the analysis transform (edge)
     g_s: object = None  # ORT session of the synthesis transform (cloud)
     jpeg_quality: int = 95
@@ -72,6 +76,7 @@ class LinkCodec(ABC):
     wire_id: ClassVar[int]
     one_stream: ClassVar[bool] = False  # a batch travels as one payload holding every image
     carries_pixels: ClassVar[bool] = True  # encodes the image it is given (False: codes a latent of it)
+    compressor: str = DEFAULT_COMPRESSOR  # the compressor its batches name (a neural codec's: the one it was built for)
     # what the evaluation report needs (pmc2.evaluation, pmc2.training.evaluate)
     report_label: ClassVar[str]
     report_label_in_full: ClassVar[str | None] = None  # the label and its mode, where the label alone is ambiguous
@@ -107,6 +112,8 @@ def register(codec: type[LinkCodec]) -> type[LinkCodec]:
     clash = [other.name for other in LINK_CODECS.values() if other.wire_id == codec.wire_id]
     if codec.name in LINK_CODECS or clash:
         raise ValueError(f"link codec {codec.name!r} (wire id {codec.wire_id}) clashes with {clash or codec.name}")
+    if codec.wire_id not in WIRE_IDS:
+        raise ValueError(f"link codec {codec.name!r}: wire id {codec.wire_id} does not fit the header's 4 bits")
     if not getattr(codec, "report_label", None):
         raise ValueError(f"link codec {codec.name!r} has no report_label: the evaluation report lists every codec")
     LINK_CODECS[codec.name] = codec
@@ -124,6 +131,11 @@ def codec_with_wire_id(wire_id: int) -> type[LinkCodec]:
         if codec.wire_id == wire_id:
             return codec
     raise UnknownCodec(f"unknown codec id {wire_id}")
+
+
+def build_codecs(context: CodecContext) -> dict[str, LinkCodec]:
+    """Every link codec built from ``context`` (its neural codecs for the context's compressor), by name."""
+    return {name: codec.build(context) for name, codec in LINK_CODECS.items()}
 
 
 class PillowLink(LinkCodec):
@@ -205,7 +217,7 @@ class WebpLink(PillowLink):
 
 @register
 class NeuralLink(LinkCodec):
-    """g_a + rANS (edge) / rANS⁻¹ + g_s (cloud): one stream per image."""
+    """One compressor's g_a + rANS (edge) / rANS⁻¹ + g_s (cloud): one stream per image."""
 
     name, wire_id, carries_pixels = "neural", 1, False
     report_label = "neural"
@@ -216,15 +228,15 @@ class NeuralLink(LinkCodec):
         images = cls.evaluated_images_per_stream
         return f"{images} image{'s' if images > 1 else ''}/stream"
 
-    def __init__(self, codec: NeuralCodec) -> None:
-        self.codec = codec
+    def __init__(self, codec: NeuralCodec, compressor: str) -> None:
+        self.codec, self.compressor = codec, compressor
 
     @classmethod
     def build(cls, context: CodecContext) -> "NeuralLink":
         if context.bundle is None:
             raise ValueError(f"the {cls.name} codec needs a model bundle (entropy tables)")
-        return cls(NeuralCodec(context.bundle.entropy_tables(), context.bundle.latent_size, g_a=context.g_a,
-                               g_s=context.g_s))
+        codec = NeuralCodec.of(context.bundle, context.compressor, g_a=context.g_a, g_s=context.g_s)
+        return cls(codec, context.compressor)
 
     def _check(self, payloads: list[bytes]) -> None:
         for index, payload in enumerate(payloads):

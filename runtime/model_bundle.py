@@ -1,6 +1,13 @@
 """The folder of exported models: manifest, integrity check and onnxruntime sessions.
 
     onnx_models/manifest.json ──sha256 check──▶ model bytes ──▶ onnxruntime.InferenceSession
+                              └─each compressor's entropy tables (runtime.compressors)──▶ EntropyTables
+
+A bundle holds the compressors whose tables its manifest lists: its own ("pmc2": ``g_a``, ``g_s``,
+``entropy_tables``), and any a protector was trained with (e.g. ``dapter_g_a``, ``dapter_g_s``,
+``dapter_entropy_tables``). A protector model's entry names its compressor (``"compressor"``) only when it is not
+the bundle's own; an entry without one goes through the bundle's own, as every protector did before protectors
+had compressors of their own. Manifests without other compressors are thus byte for byte what they were.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pmc2.runtime.compressors import COMPRESSORS, DEFAULT_COMPRESSOR, UnknownCompressor, compressor_named
 from pmc2.runtime.paths import ONNX_MODELS
 from pmc2.runtime.model_encryption import ModelDecryptionError, decrypt_model
 from pmc2.runtime.rans import EntropyTables
@@ -91,10 +99,33 @@ class ModelBundle:
     def session(self, name: str, settings: SessionSettings = SessionSettings()):
         return create_session(self.model_bytes(name), settings, name=name)
 
-    def entropy_tables(self) -> EntropyTables:
-        entry = self.manifest["entropy_tables"]
+    @property
+    def compressors(self) -> tuple[str, ...]:
+        """The compressors whose entropy tables the manifest lists, in the registry's order (runtime.compressors)."""
+        return tuple(name for name, spec in COMPRESSORS.items() if spec.tables in self.manifest)
+
+    def _tables_entry(self, compressor: str) -> dict:
+        if compressor not in self.compressors:
+            compressor_named(compressor)
+            raise UnknownCompressor(f"the model bundle {self.folder} holds no compressor {compressor!r}; "
+                                    f"it holds {', '.join(self.compressors) or 'none'}")
+        return self.manifest[compressor_named(compressor).tables]
+
+    def entropy_tables(self, compressor: str) -> EntropyTables:
+        entry = self._tables_entry(compressor)
         self._verified_bytes(entry)
         return EntropyTables.load(self.folder / entry["file"])
+
+    def latent_size(self, compressor: str) -> tuple[int, int]:
+        height, width = self._tables_entry(compressor)["latent_size"]
+        return height, width
+
+    def compressor_of(self, model: str) -> str:
+        """The compressor that codes what protector model ``model`` outputs: the one its entry names, else the
+        bundle's own; UnknownCompressor if the bundle does not hold it."""
+        name = self.manifest["models"].get(model, {}).get("compressor", DEFAULT_COMPRESSOR)
+        self._tables_entry(name)
+        return name
 
     def stored_array(self, entry: str) -> np.ndarray:
         """The array of the .npy file the manifest lists under ``entry`` (a protector's, e.g. FaceMix's decoys)."""
@@ -114,15 +145,13 @@ class ModelBundle:
         """The target's class names, by label id."""
         return tuple(self.manifest["classes"])
 
-    @property
-    def latent_size(self) -> tuple[int, int]:
-        height, width = self.manifest["entropy_tables"]["latent_size"]
-        return height, width
-
     def verify_all(self) -> None:
-        """Check every file listed in the manifest; raises ModelIntegrityError on the first mismatch."""
-        for name in self.manifest["models"]:
+        """Check every file listed in the manifest (every compressor's models and tables among them), raising
+        ModelIntegrityError on the first mismatch, and that the bundle holds each compressor a model names."""
+        for name, entry in self.manifest["models"].items():
             self.model_bytes(name)
+            if "compressor" in entry:
+                self.compressor_of(name)
         for entry in self.manifest.values():  # the files beside the models: entropy tables, a protector's arrays
             if isinstance(entry, dict) and {"file", "sha256"} <= entry.keys():
                 self._verified_bytes(entry)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pmc2.runtime.model_bundle import run_single_output
+from pmc2.runtime.model_bundle import ModelBundle, run_single_output
 from pmc2.runtime.rans import EntropyTables, RansCoder
 
 
@@ -20,6 +20,12 @@ class NeuralCodec:
     def __init__(self, tables: EntropyTables, latent_size: tuple[int, int], g_a=None, g_s=None) -> None:
         self.coder, self.latent_size = RansCoder(tables), latent_size
         self.g_a, self.g_s = g_a, g_s
+
+    @classmethod
+    def of(cls, bundle: ModelBundle, compressor: str, g_a=None, g_s=None) -> "NeuralCodec":
+        """``compressor``'s codec (runtime.compressors) with ``bundle``'s tables, around the given sessions of its
+        g_a and g_s."""
+        return cls(bundle.entropy_tables(compressor), bundle.latent_size(compressor), g_a=g_a, g_s=g_s)
 
     def analyse(self, images_unit: np.ndarray) -> np.ndarray:
         if self.g_a is None:

@@ -2,6 +2,7 @@
 
     image:  uint8 ──protector's model──▶ x' ─────────────────────────────────────▶ neural links (g_a + rANS of x')
                                          └─("link_image": "decoded")─g_a, round, g_s─▶ x̂ ──▶ pixel links
+            (g_a, g_s: its compressor's, runtime.compressors)
     split:  uint8 ──edge part──▶ float16 payload ──cloud part──▶ outputs ──edge: finish──▶ labels
 
 Protectors are found by name in ``PROTECTORS``, as link codecs are in ``runtime.link_codecs``. Each spec carries
@@ -10,18 +11,22 @@ what the pixel links carry) and its checkpoint's file name (``training.pairs`` f
 ``protectors/<name>/``). Two kinds: "image" protectors map an image to an image that travels over any link
 codec — PMC²'s protective perturbation (the bundle's "generator") and DAPter's converter (its "dapter" model);
 a model trained with the "decoded" tie has every pixel link carry the edge's own decode x̂ of the bitstream, so
-no link carries more than the bitstream does, otherwise pixel links carry x'. "split" protectors run part of a
-classifier on each side and send tensors instead (``runtime.split_protection``; FaceMix, ``runtime.facemix``).
+no link carries more than the bitstream does, otherwise pixel links carry x'. An image protector's spec names the
+compressor trained for its output (``runtime.compressors``); its links use the one the bundle names for its model
+(``ModelBundle.compressor_of``). "split" protectors run part of a classifier on each side and send tensors instead
+(``runtime.split_protection``; FaceMix, ``runtime.facemix``).
 To add a protector: export its models into the bundle and add one ``ProtectorSpec`` below (for a split
 protector, with its ``SplitProtector`` class).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from pmc2.runtime.compressors import DEFAULT_COMPRESSOR, compressor_named
 from pmc2.runtime.facemix import FaceMix
 from pmc2.runtime.model_bundle import BundleModel, ModelBundle
 from pmc2.runtime.neural_codec import NeuralCodec
@@ -43,6 +48,7 @@ class ProtectorSpec:
     models: tuple[BundleModel, ...]  # the bundle's ONNX models it runs
     checkpoint: str = "generator.pt"  # its weights' file name, in a pair's protectors/<name>/ (training.pairs)
     split: type[SplitProtector] | None = None  # a split protector's steps; None for an image protector
+    compressor: str | None = DEFAULT_COMPRESSOR  # the one trained for its output (runtime.compressors); None: split
 
     @property
     def kind(self) -> str:
@@ -57,18 +63,20 @@ class ProtectorSpec:
         return self.models_on("edge")
 
 
-def image_protector(name: str, model: str, summary: str) -> ProtectorSpec:
+def image_protector(name: str, model: str, summary: str, compressor: str = DEFAULT_COMPRESSOR) -> ProtectorSpec:
     """An image protector: one edge model from normalised NCHW to [0, 1] NCHW of the same size, whose manifest
-    entry says what the pixel links carry behind it."""
-    return ProtectorSpec(name, summary, (BundleModel(model, "normalized", "unit", link_image=True),))
+    entry says what the pixel links carry behind it, and the compressor trained for its output."""
+    return ProtectorSpec(name, summary, (BundleModel(model, "normalized", "unit", link_image=True),),
+                         compressor=compressor_named(compressor).name)
 
 
 PROTECTORS: dict[str, ProtectorSpec] = {spec.name: spec for spec in (
     image_protector("perturbation", "generator", "PMC²'s protective perturbation (U-Net generator, MMSys'22 slot)"),
-    image_protector("dapter", "dapter", "DAPter's converter (WWW'21): eight convolutions, L1 to grey vs target CE"),
+    image_protector("dapter", "dapter", "DAPter's converter (WWW'21): eight convolutions, L1 to grey vs target CE",
+                    compressor="dapter"),
     ProtectorSpec("facemix", "FaceMix: the edge mixes groups of four images' features with a fresh orthogonal key, "
                   "the cloud runs the middle of the network, the edge demixes and applies the head",
-                  FaceMix.models, "facemix_fastnet.pt", FaceMix),
+                  FaceMix.models, "facemix_fastnet.pt", FaceMix, compressor=None),
 )}
 DEFAULT_PROTECTOR = "perturbation"
 PROTECTOR_MODELS: dict[str, BundleModel] = {model.name: model for spec in PROTECTORS.values() for model in spec.models}
@@ -103,22 +111,25 @@ def split_protector(name: str, bundle: ModelBundle, side: str, settings: Session
 
 
 class Protector:
-    """One protector's model and, for a "decoded" model, the neural round trip the pixel links carry."""
+    """One image protector's model, the compressor its output goes through and, for a "decoded" model, the neural
+    round trip the pixel links carry. ``session`` opens a bundle model by name (default: a new session each time;
+    pass a cached one to share sessions)."""
 
-    def __init__(self, bundle: ModelBundle, settings: SessionSettings = SessionSettings(), g_a=None, g_s=None,
-                 name: str = DEFAULT_PROTECTOR) -> None:
+    def __init__(self, bundle: ModelBundle, settings: SessionSettings = SessionSettings(),
+                 name: str = DEFAULT_PROTECTOR, session: Callable[[str], object] | None = None) -> None:
         spec = protector_named(name, "image")
         if name not in bundle_protectors(bundle, "image"):
             raise UnknownProtector(f"the model bundle {bundle.folder} has no {spec.models[0].name!r} model for image protector "
                                    f"{name!r}; it has {', '.join(bundle_protectors(bundle, 'image'))}")
-        self.name = name
-        self.generator = bundle.session(spec.models[0].name, settings)
-        self.link_image = bundle.link_image_of(spec.models[0].name)
+        session = session or (lambda model: bundle.session(model, settings))
+        model = spec.models[0].name
+        self.name, self.compressor = name, bundle.compressor_of(model)
+        self.generator = session(model)
+        self.link_image = bundle.link_image_of(model)
         self.round_trip = None
         if self.link_image == "decoded":
-            self.round_trip = NeuralCodec(bundle.entropy_tables(), bundle.latent_size,
-                                          g_a=g_a or bundle.session("g_a", settings),
-                                          g_s=g_s or bundle.session("g_s", settings))
+            g_a, g_s = compressor_named(self.compressor).models
+            self.round_trip = NeuralCodec.of(bundle, self.compressor, g_a=session(g_a), g_s=session(g_s))
 
     def perturb(self, images_uint8: np.ndarray) -> np.ndarray:
         """x' in [0, 1] NCHW."""

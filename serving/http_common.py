@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from pmc2.runtime.compressors import UnknownCompressor
 from pmc2.runtime.image_decoding import ImageError
 from pmc2.runtime.link_codecs import CorruptBitstream, UnknownCodec
 from pmc2.runtime.protection import UnknownProtector
@@ -71,6 +72,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     WireFormatError: 400,
     UnknownCodec: 400,
     UnknownProtector: 400,
+    UnknownCompressor: 400,
     TensorPayloadError: 400,
     ImageError: 422,
     CorruptBitstream: 422,

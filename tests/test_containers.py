@@ -18,10 +18,11 @@ import aiohttp
 import pytest
 
 from pmc2.bench.container_stack import MODEL_KEY, PodmanError, PodSpec, container_stack, image_id, podman, podman_unavailable
-from pmc2.edge_server.state import EDGE_MODELS
+from pmc2.edge_server.state import edge_models
 from pmc2.mobile_client.modes import ImageRecord, Phone
 from pmc2.mobile_client.run import runs
 from pmc2.runtime.cifar10 import load_evaluation
+from pmc2.runtime.compressors import compressor_named
 from pmc2.runtime.image_codecs import jpeg_bytes
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.paths import REPO_ROOT
@@ -43,14 +44,14 @@ def _stage_copies(target: str) -> set[str]:
 def test_each_image_copies_every_model_its_server_loads() -> None:
     bundle = ModelBundle.open()
     files = {name: entry["file"] for name, entry in bundle.manifest["models"].items()}
-    edge_models = {*EDGE_MODELS, *(m for p in bundle_protectors(bundle) for m in PROTECTORS[p].edge_models)}
-    cloud_models = {"g_s", "target",
-                    *(m for p in bundle_protectors(bundle, side="cloud") for m in PROTECTORS[p].models_on("cloud"))}
-    tables = bundle.manifest["entropy_tables"]["file"]
+    edge_runs = set(edge_models(bundle))
+    cloud_runs = {"target", *(compressor_named(c).g_s for c in bundle.compressors),
+                  *(m for p in bundle_protectors(bundle, side="cloud") for m in PROTECTORS[p].models_on("cloud"))}
+    tables = {bundle.manifest[compressor_named(c).tables]["file"] for c in bundle.compressors}
     edge, cloud = _stage_copies("edge"), _stage_copies("cloud")
-    assert {files[m] for m in edge_models} | {"manifest.json", tables, bundle.manifest["facemix_decoys"]["file"]} == edge
-    assert {files[m] for m in cloud_models} | {"manifest.json", tables} == cloud
-    assert not {files[m] for m in edge_models - cloud_models} & cloud, "the cloud image would hold an edge-only model"
+    assert {files[m] for m in edge_runs} | {"manifest.json", *tables, bundle.manifest["facemix_decoys"]["file"]} == edge
+    assert {files[m] for m in cloud_runs} | {"manifest.json", *tables} == cloud
+    assert not {files[m] for m in edge_runs - cloud_runs} & cloud, "the cloud image would hold an edge-only model"
 
 
 def test_staging_encrypts_the_edge_only_models_and_leaves_the_bundle_alone(tmp_path: Path) -> None:

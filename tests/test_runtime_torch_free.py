@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from pmc2.runtime.cifar10 import load_evaluation
+from pmc2.runtime.compressors import DEFAULT_COMPRESSOR
 from pmc2.runtime.cpu_budget import available_cpus, cgroup_cpu_limit
 from pmc2.runtime.edge_protection import EdgeProtector
 from pmc2.runtime.image_decoding import NotAnImage, WrongImageSize, decode_image, decode_images
@@ -132,7 +133,7 @@ def test_decoding_rejects_non_images_with_a_clear_message() -> None:
 
 def test_one_stream_per_batch_round_trips_and_pays_the_flush_once() -> None:
     bundle = ModelBundle.open()
-    codec = NeuralCodec(bundle.entropy_tables(), bundle.latent_size, g_a=bundle.session("g_a"))
+    codec = NeuralCodec.of(bundle, DEFAULT_COMPRESSOR, g_a=bundle.session("g_a"))
     data = load_evaluation(None).subset(slice(0, 64))
     latent = codec.analyse(perturb(bundle.session("generator"), preprocess(data.images)))
     per_image = codec.coder.encode(latent)
@@ -146,7 +147,7 @@ DECODE_GARBAGE = """
 import numpy as np
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.rans import RansCoder
-coder = RansCoder(ModelBundle.open().entropy_tables())
+coder = RansCoder(ModelBundle.open().entropy_tables("pmc2"))
 rng = np.random.default_rng(0)
 streams = [b"", b"\\xff" * 64, bytes(40), rng.bytes(8), rng.bytes(37), b"\\xf0" * 300]
 streams += [rng.bytes(int(n)) for n in rng.integers(0, 300, 2000)]
@@ -182,8 +183,8 @@ def test_a_decoded_bundle_sends_every_link_the_image_the_bitstream_decodes_to(tm
     for name, bundle in bundles.items():
         edge = EdgeProtector(bundle, SessionSettings(), jpeg_quality=95, webp_quality=None)
         png, neural = edge.protect(pixels, "png", "perturbation"), edge.protect(pixels, "neural", "perturbation")
-        carried[name] = edge.codecs["png"].decode(png.payloads, 6)
-        cloud_decodes = edge.codecs["neural"].decode(neural.payloads, 6)
+        carried[name] = edge.link("png", "perturbation").decode(png.batch.payloads, 6)
+        cloud_decodes = edge.link("neural", "perturbation").decode(neural.batch.payloads, 6)
         np.testing.assert_array_equal(png.perturbed, neural.perturbed)  # the same x' either way
         if name == "decoded":
             assert np.abs(carried[name] - cloud_decodes).max() <= 0.5 / 255 + 1e-6  # x̂, to the uint8 step

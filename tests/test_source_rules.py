@@ -1,5 +1,5 @@
-"""Rules about the source itself: servers find codecs and protectors in their registries, and every package
-imports only packages below it in the layer order README.md draws."""
+"""Rules about the source itself: servers find codecs, compressors and protectors in their registries, and every
+package imports only packages below it in the layer order README.md draws."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pmc2.runtime.compressors import COMPRESSORS
 from pmc2.runtime.link_codecs import LINK_CODECS
 from pmc2.runtime.paths import REPO_ROOT
 from pmc2.runtime.protection import PROTECTORS
@@ -46,12 +47,12 @@ def _names(tree: ast.Module):
 
 
 @pytest.mark.parametrize("folder", SERVER_SOURCES)
-def test_servers_never_name_a_codec(folder: str) -> None:
-    """Codecs are looked up in the registry: no string in a server's source is a codec's name."""
+def test_servers_never_name_a_codec_or_a_compressor(folder: str) -> None:
+    """Codecs and compressors are looked up in their registries: no string in a server's source is one's name."""
     named = {}
     for path, tree in _sources(folder):
         for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and node.value in LINK_CODECS:
+            if isinstance(node, ast.Constant) and node.value in {*LINK_CODECS, *COMPRESSORS}:
                 named.setdefault(path.name, []).append(f"line {node.lineno}: {node.value!r}")
     assert not named, named
 

@@ -4,7 +4,11 @@
         ├── generator.pt, compressor.pt (checkpoints/ for the default pair, checkpoints/pairs/<name>/ otherwise)
         ├── the other protectors trained for the same target, where the registry (runtime.protection) puts them:
         │   <pair folder>/protectors/<protector>/<its spec's checkpoint>
+        │   └── its own compressor, where one was trained: <that folder>/<the compressor's spec's checkpoint>
         └── ONNX bundle (onnx_models/ for the default pair, onnx_models/pairs/<name>/ otherwise)
+
+A protector whose spec names a compressor of its own that this pair has not trained goes through the pair's
+``compressor`` (as DAPter does in the shipped pairs: none has protectors/dapter/compressor.pt yet).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pmc2.runtime.compressors import DEFAULT_COMPRESSOR, compressor_named
 from pmc2.runtime.paths import CHECKPOINTS, ONNX_MODELS
 from pmc2.runtime.protection import DEFAULT_PROTECTOR, protector_named
 
@@ -32,6 +37,10 @@ class ModelPair:
     def _of_kind(self, kind: str) -> tuple[tuple[str, Path], ...]:
         return tuple((name, checkpoint) for name, checkpoint in self.protectors if protector_named(name).kind == kind)
 
+    def _every_protector(self) -> tuple[tuple[str, Path], ...]:
+        """(protector, checkpoint): the generator's, then the others'."""
+        return ((self.protector, self.generator), *self.protectors)
+
     @property
     def other_protectors(self) -> tuple[tuple[str, Path], ...]:
         """(image protector, checkpoint) of the others, each of which can take the generator's slot."""
@@ -45,11 +54,33 @@ class ModelPair:
     def model_checkpoints(self, kind: str | None = None) -> dict[str, Path]:
         """Every protector model (of protectors of ``kind``, or of any) of this pair's bundle, by its name in
         runtime.protection → the checkpoint it is exported from."""
-        return {model.name: checkpoint for name, checkpoint in ((self.protector, self.generator), *self.protectors)
+        return {model.name: checkpoint for name, checkpoint in self._every_protector()
                 if kind in (None, protector_named(name).kind) for model in protector_named(name).models}
 
+    def compressors(self) -> dict[str, Path]:
+        """Every compressor trained for this pair, by name (runtime.compressors) → its checkpoint: the bundle's own
+        (``compressor``), and each other image protector's own where its checkpoint exists."""
+        trained = {DEFAULT_COMPRESSOR: self.compressor}
+        for name, checkpoint in self.other_protectors:
+            spec = compressor_named(protector_named(name).compressor)
+            if spec.name not in trained and (checkpoint.parent / spec.checkpoint).is_file():
+                trained[spec.name] = checkpoint.parent / spec.checkpoint
+        return trained
+
+    def compressor_of(self, protector: str) -> str:
+        """The compressor image protector ``protector``'s links go through in this pair's bundle: its spec's where
+        this pair has it trained, else the bundle's own."""
+        own = protector_named(protector, "image").compressor
+        return own if own in self.compressors() else DEFAULT_COMPRESSOR
+
+    def model_compressors(self) -> dict[str, str]:
+        """Every image protector model of this pair's bundle → the compressor its links go through."""
+        return {model.name: self.compressor_of(name) for name, _ in self._every_protector()
+                if protector_named(name).kind == "image" for model in protector_named(name).models}
+
     def with_protector(self, protector: str) -> "ModelPair":
-        """This pair with ``protector``'s model in the generator's slot (same target, aux and compressor)."""
+        """This pair with ``protector``'s model in the generator's slot (same target, aux and compressor, the
+        bundle's own: its links go through that one, whatever the protector's spec names)."""
         checkpoint = dict(self.other_protectors)[protector]
         return replace(self, name=f"{self.name}+{protector}", generator=checkpoint, protectors=(), protector=protector)
 
