@@ -66,6 +66,12 @@ def test_shipped_pairs_have_no_dapter_compressor_so_dapter_goes_through_the_bund
         assert bundle.compressors == (DEFAULT_COMPRESSOR,) and bundle.compressor_of("dapter") == DEFAULT_COMPRESSOR
 
 
+def test_a_protector_in_the_generators_slot_brings_the_compressor_its_links_go_through(pair: ModelPair) -> None:
+    """What the evaluation measures a protector with: its own compressor where the pair has it, else the bundle's."""
+    assert pair.with_protector("dapter").compressor == pair.compressors()[DAPTER] != pair.compressor
+    assert DEFAULT_PAIR.with_protector("dapter").compressor == DEFAULT_PAIR.compressor
+
+
 def test_the_export_adds_the_protectors_compressor_and_names_it_in_the_protectors_entry(pair: ModelPair) -> None:
     bundle, shipped = ModelBundle.open(pair.onnx_models), ModelBundle.open(DEFAULT_MODELS)
     spec = compressor_named(DAPTER)

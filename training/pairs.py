@@ -79,10 +79,12 @@ class ModelPair:
                 if protector_named(name).kind == "image" for model in protector_named(name).models}
 
     def with_protector(self, protector: str) -> "ModelPair":
-        """This pair with ``protector``'s model in the generator's slot (same target, aux and compressor, the
-        bundle's own: its links go through that one, whatever the protector's spec names)."""
+        """This pair with ``protector``'s model in the generator's slot and in the compressor's the one its links go
+        through (``compressor_of``: its own where this pair has it trained, else the bundle's own); same target and
+        aux."""
         checkpoint = dict(self.other_protectors)[protector]
-        return replace(self, name=f"{self.name}+{protector}", generator=checkpoint, protectors=(), protector=protector)
+        return replace(self, name=f"{self.name}+{protector}", generator=checkpoint, protectors=(), protector=protector,
+                       compressor=self.compressors()[self.compressor_of(protector)])
 
     def with_every_protector(self) -> list["ModelPair"]:
         """This pair, then this pair with each of its other image protectors in the generator's slot."""
