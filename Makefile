@@ -31,16 +31,21 @@ test: setup browser container-tools
 	$(BIN)/python -m pytest
 
 # ---- Container images (deploy/Dockerfile) with podman --------------------------------------------------------------
-# `make images` builds the edge and cloud images; `make image-edge-encrypted` the edge with encrypted models (from the
-# staging copy of deploy/stage_edge_models.py, key in build/containers/model.key); `make demo-containers` runs the
-# phone simulator through the containers (python -m pmc2.bench.containers demo $(ARGS)). Each image's ID is kept in
-# build/containers/<image>.iid, which pmc2.bench.containers reads; an image is rebuilt when the Dockerfile, the
-# requirements, a source file of the package, its models or its base change (podman's layer cache keeps the rest).
+# `make images` builds the edge and cloud images; `make image-edge-encrypted` the edge with encrypted models (key in
+# build/containers/model.key); `make demo-containers` runs the phone simulator through the containers
+# (python -m pmc2.bench.containers demo $(ARGS)). Each image copies the staging folder deploy/stage_models.py writes
+# for its side (build/staging/edge, cloud, edge-encrypted) from a bundle: BUNDLE=<folder> (default onnx_models) for
+# the edge, CLOUD_BUNDLE=<folder> (default BUNDLE) for the cloud; a fitted bundle has no target, so its cloud folder
+# is python -m pmc2.fit.cloud_models's. Each image's ID is kept in build/containers/<image>.iid, which
+# pmc2.bench.containers reads; an image is rebuilt when the Dockerfile, the requirements, a source file of the
+# package, its staged models or its base change (podman's layer cache keeps the rest).
 # The base: BASE=<image> if given; otherwise the public python:3.11-slim when its registry answers, else one made
 # from the Debian archive (deploy/debian-base.sh → build/containers/base.tar, imported as localhost/pmc2-base).
 # podman reads deploy/containers.conf (runc, lowered limits) in these targets.
 IMAGES := build/containers
-STAGING := build/staging/edge-encrypted
+STAGING := build/staging
+BUNDLE ?= onnx_models
+CLOUD_BUNDLE ?= $(BUNDLE)
 IMAGE_VERSION := $(shell sed -n 's/^version = //p' setup.cfg)
 PUBLIC_BASE := docker.io/library/python:3.11-slim
 LOCAL_BASE := localhost/pmc2-base:bookworm
@@ -50,7 +55,7 @@ comma := ,
 PACKAGE_DIRS := $(shell sed -n 's/^ *pmc2[a-z_.]* = \([a-z_0-9]*\)$$/\1/p' setup.cfg)
 IMAGE_SOURCES := deploy/Dockerfile deploy/requirements-edge.txt .dockerignore setup.cfg pyproject.toml README.md \
 	$(shell find $(PACKAGE_DIRS) -name '*.py' -o -name '*.html' 2>/dev/null)
-BUNDLE_FILES := $(wildcard onnx_models/*.*)
+STAGING_SOURCES := deploy/stage_models.py $(filter %.py,$(IMAGE_SOURCES))
 images image-edge-encrypted demo-containers: export CONTAINERS_CONF := $(CURDIR)/deploy/containers.conf
 
 # podman, runc, skopeo and mmdebstrap are installed from the Debian archive when missing and apt can (root); when
@@ -97,22 +102,44 @@ build_image = podman build --quiet --layers -f deploy/Dockerfile --target $(1) \
 	--iidfile $@.tmp -t $(2) . >/dev/null && mv $@.tmp $@ \
 	&& echo "make images: $(2) $$(cut -c8-19 $@)"
 
-$(IMAGES)/edge.iid: $(IMAGES)/base.ref $(IMAGE_SOURCES) $(BUNDLE_FILES)
-	@$(call build_image,edge,localhost/pmc2-edge:$(IMAGE_VERSION))
+# the bundle folder each staging folder is made from ($(STAGING)/<side>.from), rewritten only when it changes, so
+# that another BUNDLE or CLOUD_BUNDLE restages whatever the files' dates
+BUNDLE_OF_edge := $(abspath $(BUNDLE))
+BUNDLE_OF_edge-encrypted := $(BUNDLE_OF_edge)
+BUNDLE_OF_cloud := $(abspath $(CLOUD_BUNDLE))
+$(STAGING)/%.from: FORCE
+	@mkdir -p $(@D)
+	@echo "$(BUNDLE_OF_$*)" | cmp -s - $@ || echo "$(BUNDLE_OF_$*)" >$@
 
-$(IMAGES)/cloud.iid: $(IMAGES)/base.ref $(IMAGE_SOURCES) $(BUNDLE_FILES)
-	@$(call build_image,cloud,localhost/pmc2-cloud:$(IMAGE_VERSION))
+# deploy/stage_models.py for side $(1) from bundle $(2) into the rule's folder, extra arguments $(3)
+stage_models = [ -x $(BIN)/python ] || $(MAKE) --no-print-directory setup; \
+	$(BIN)/python deploy/stage_models.py --side $(1) --models $(2) --out $(@D) $(3)
+
+$(STAGING)/edge/manifest.json: $(STAGING)/edge.from $(STAGING_SOURCES) $(wildcard $(BUNDLE)/*.*)
+	@$(call stage_models,edge,$(BUNDLE))
+
+$(STAGING)/cloud/manifest.json: $(STAGING)/cloud.from $(STAGING_SOURCES) $(wildcard $(CLOUD_BUNDLE)/*.*)
+	@$(call stage_models,cloud,$(CLOUD_BUNDLE))
+
+$(STAGING)/edge-encrypted/manifest.json: $(STAGING)/edge-encrypted.from $(STAGING_SOURCES) $(wildcard $(BUNDLE)/*.*) \
+		$(IMAGES)/model.key
+	@$(call stage_models,edge,$(BUNDLE),--key-file $(IMAGES)/model.key)
 
 $(IMAGES)/model.key:
 	@mkdir -p $(@D)
 	umask 077 && head -c 32 /dev/urandom >$@.tmp && mv $@.tmp $@
 
-$(STAGING)/manifest.json: deploy/stage_edge_models.py $(BUNDLE_FILES) $(IMAGES)/model.key
-	@[ -x $(BIN)/python ] || $(MAKE) --no-print-directory setup
-	$(BIN)/python deploy/stage_edge_models.py --models onnx_models --out $(STAGING) --key-file $(IMAGES)/model.key
+# the image of Dockerfile stage $(1) from staging folder $(2), tagged localhost/pmc2-$(2)
+image_from_staging = $(call build_image,$(1),localhost/pmc2-$(2):$(IMAGE_VERSION),--build-arg MODELS=$(STAGING)/$(2))
 
-$(IMAGES)/edge-encrypted.iid: $(IMAGES)/base.ref $(IMAGE_SOURCES) $(STAGING)/manifest.json
-	@$(call build_image,edge,localhost/pmc2-edge-encrypted:$(IMAGE_VERSION),--build-arg MODELS=$(STAGING))
+$(IMAGES)/edge.iid: $(IMAGES)/base.ref $(IMAGE_SOURCES) $(STAGING)/edge/manifest.json
+	@$(call image_from_staging,edge,edge)
+
+$(IMAGES)/cloud.iid: $(IMAGES)/base.ref $(IMAGE_SOURCES) $(STAGING)/cloud/manifest.json
+	@$(call image_from_staging,cloud,cloud)
+
+$(IMAGES)/edge-encrypted.iid: $(IMAGES)/base.ref $(IMAGE_SOURCES) $(STAGING)/edge-encrypted/manifest.json
+	@$(call image_from_staging,edge,edge-encrypted)
 
 images: $(IMAGES)/edge.iid $(IMAGES)/cloud.iid
 

@@ -5,16 +5,17 @@
             (g_a, g_s: its compressor's, runtime.compressors)
     split:  uint8 ──edge part──▶ float16 payload ──cloud part──▶ outputs ──edge: finish──▶ labels
 
-Protectors are found by name in ``PROTECTORS``, as link codecs are in ``runtime.link_codecs``. Each spec carries
-its models' metadata (what each ONNX model takes and gives, which side runs it, whether its manifest entry says
-what the pixel links carry) and its checkpoint's file name (``training.pairs`` finds it in each pair's
-``protectors/<name>/``). Two kinds: "image" protectors map an image to an image that travels over any link
-codec — PMC²'s protective perturbation (the bundle's "generator") and DAPter's converter (its "dapter" model);
-a model trained with the "decoded" tie has every pixel link carry the edge's own decode x̂ of the bitstream, so
-no link carries more than the bitstream does, otherwise pixel links carry x'. An image protector's spec names the
-compressor trained for its output (``runtime.compressors``); its links use the one the bundle names for its model
-(``ModelBundle.compressor_of``). "split" protectors run part of a classifier on each side and send tensors instead
-(``runtime.split_protection``; FaceMix, ``runtime.facemix``).
+Protectors are found by name in ``PROTECTORS``, as link codecs are in ``runtime.link_codecs``. Each spec carries its
+models' metadata (what each ONNX model takes and gives, which side runs it, whether its manifest entry says what the
+pixel links carry), the arrays its edge side loads (FaceMix's decoys; deploy/stage_models.py stages them for the
+edge) and its checkpoint's file name (``training.pairs`` finds it in each pair's ``protectors/<name>/``). Two kinds:
+"image" protectors map an image to an image that travels over any link codec — PMC²'s protective perturbation (the
+bundle's "generator") and DAPter's converter (its "dapter" model); a model trained with the "decoded" tie has every
+pixel link carry the edge's own decode x̂ of the bitstream, so no link carries more than the bitstream does,
+otherwise pixel links carry x'. An image protector's spec names the compressor trained for its output
+(``runtime.compressors``); its links use the one the bundle names for its model (``ModelBundle.compressor_of``).
+"split" protectors run part of a classifier on each side and send tensors instead (``runtime.split_protection``;
+FaceMix, ``runtime.facemix``).
 To add a protector: export its models into the bundle and add one ``ProtectorSpec`` below (for a split
 protector, with its ``SplitProtector`` class).
 """
@@ -49,6 +50,7 @@ class ProtectorSpec:
     checkpoint: str = "generator.pt"  # its weights' file name, in a pair's protectors/<name>/ (training.pairs)
     split: type[SplitProtector] | None = None  # a split protector's steps; None for an image protector
     compressor: str | None = DEFAULT_COMPRESSOR  # the one trained for its output (runtime.compressors); None: split
+    edge_arrays: tuple[str, ...] = ()  # manifest entries of the arrays its edge side loads (ModelBundle.stored_array)
 
     @property
     def kind(self) -> str:
@@ -76,7 +78,7 @@ PROTECTORS: dict[str, ProtectorSpec] = {spec.name: spec for spec in (
                     compressor="dapter"),
     ProtectorSpec("facemix", "FaceMix: the edge mixes groups of four images' features with a fresh orthogonal key, "
                   "the cloud runs the middle of the network, the edge demixes and applies the head",
-                  FaceMix.models, "facemix_fastnet.pt", FaceMix, compressor=None),
+                  FaceMix.models, "facemix_fastnet.pt", FaceMix, compressor=None, edge_arrays=(FaceMix.DECOYS,)),
 )}
 DEFAULT_PROTECTOR = "perturbation"
 PROTECTOR_MODELS: dict[str, BundleModel] = {model.name: model for spec in PROTECTORS.values() for model in spec.models}

@@ -1,14 +1,17 @@
-"""The edge and cloud images built and run with podman as deploy/k8s/base says (bench.container_stack): small and
-torch-free, one request per link through them, SIGTERM during a burst loses nothing, the edge with encrypted
-models starts on the key the data hub releases and refuses a wrong one. Without podman these tests skip, naming
-why; `make test` installs it (make container-tools), so in CI they run."""
+"""The edge and cloud images built and run with podman as deploy/k8s/base says (bench.container_stack), each from the
+staging folder of its side's models (deploy/stage_models.py): small and torch-free, one request per link through
+them, SIGTERM during a burst loses nothing, the edge with encrypted models starts on the key the data hub releases
+and refuses a wrong one. Without podman these tests skip, naming why; `make test` installs it (make
+container-tools), so in CI they run."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import re
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -22,52 +25,106 @@ from pmc2.edge_server.state import edge_models
 from pmc2.mobile_client.modes import ImageRecord, Phone
 from pmc2.mobile_client.run import runs
 from pmc2.runtime.cifar10 import load_evaluation
-from pmc2.runtime.compressors import compressor_named
+from pmc2.runtime.compressors import DEFAULT_COMPRESSOR, compressor_named
+from pmc2.runtime.facemix import FaceMix
 from pmc2.runtime.image_codecs import jpeg_bytes
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.paths import REPO_ROOT
 from pmc2.runtime.protection import PROTECTORS, bundle_protectors
 
-DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
 IMAGE_LIMIT_BYTES = 350e6
 SAMPLE = load_evaluation(None)
 BURST, BURST_CONCURRENCY, SIGTERM_AFTER = 384, 64, 48
 
 
-def _stage_copies(target: str) -> set[str]:
-    """The model files the Dockerfile's ``target`` stage copies (``${MODELS}/x.onnx*`` → x.onnx)."""
-    stage = re.search(rf"^FROM \S+ AS {target}\n(.*?)(?=^FROM |\Z)", DOCKERFILE.read_text(), re.M | re.S)[1]
-    copies = " ".join(re.findall(r"^COPY ((?:.*\\\n)*.*)$", stage, re.M)).replace("\\\n", " ").split()[:-1]
-    return {Path(source).name.rstrip("*") for source in copies}
+def _load_stager():
+    spec = importlib.util.spec_from_file_location("stage_models", REPO_ROOT / "deploy" / "stage_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_each_image_copies_every_model_its_server_loads() -> None:
+STAGER = _load_stager()
+
+
+def _cut_bundle(folder: Path, models: tuple[str, ...], second_compressor: bool = False) -> Path:
+    """A copy of the shipped bundle in ``folder`` holding only ``models``, its own compressor's tables and, with
+    ``second_compressor``, a copy of its compressor under DAPter's compressor's names."""
+    source = REPO_ROOT / "onnx_models"
+    manifest = json.loads((source / "manifest.json").read_text())
+    own, other = compressor_named(DEFAULT_COMPRESSOR), compressor_named("dapter")
+    kept = {name: manifest["models"][name] for name in models}
+    files = {entry["file"]: entry["file"] for entry in (*kept.values(), manifest[own.tables])}  # staged: original
+    if second_compressor:
+        for ours, theirs in zip(own.models, other.models):
+            kept[theirs] = {**manifest["models"][ours], "file": f"{theirs}.onnx"}
+            files[kept[theirs]["file"]] = manifest["models"][ours]["file"]
+        manifest[other.tables] = {**manifest[own.tables], "file": other.tables_file}
+        files[other.tables_file] = manifest[own.tables]["file"]
+    manifest["models"] = kept
+    del manifest[FaceMix.DECOYS]
+    folder.mkdir()
+    for name, original in files.items():
+        shutil.copyfile(source / original, folder / name)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def test_each_side_is_staged_with_exactly_the_files_its_server_loads(tmp_path: Path) -> None:
     bundle = ModelBundle.open()
     files = {name: entry["file"] for name, entry in bundle.manifest["models"].items()}
     edge_runs = set(edge_models(bundle))
     cloud_runs = {"target", *(compressor_named(c).g_s for c in bundle.compressors),
                   *(m for p in bundle_protectors(bundle, side="cloud") for m in PROTECTORS[p].models_on("cloud"))}
     tables = {bundle.manifest[compressor_named(c).tables]["file"] for c in bundle.compressors}
-    edge, cloud = _stage_copies("edge"), _stage_copies("cloud")
-    assert {files[m] for m in edge_runs} | {"manifest.json", *tables, bundle.manifest["facemix_decoys"]["file"]} == edge
+    edge = set(STAGER.stage(bundle.folder, tmp_path / "edge", "edge"))
+    cloud = set(STAGER.stage(bundle.folder, tmp_path / "cloud", "cloud"))
+    assert {files[m] for m in edge_runs} | {"manifest.json", *tables, bundle.manifest[FaceMix.DECOYS]["file"]} == edge
     assert {files[m] for m in cloud_runs} | {"manifest.json", *tables} == cloud
     assert not {files[m] for m in edge_runs - cloud_runs} & cloud, "the cloud image would hold an edge-only model"
+    for side in ("edge", "cloud"):
+        assert (tmp_path / side / "manifest.json").read_bytes() == (bundle.folder / "manifest.json").read_bytes()
+
+
+def test_a_fitted_bundle_stages_its_edge_and_no_cloud_without_a_target(tmp_path: Path) -> None:
+    fitted = _cut_bundle(tmp_path / "fitted", ("generator", "g_a", "g_s"))  # what python -m pmc2.fit writes
+    files = {"generator.onnx", "g_a.onnx", "g_s.onnx", "entropy_bottleneck.npz", "manifest.json"}
+    assert set(STAGER.stage(fitted, tmp_path / "edge", "edge")) == files
+    assert set(STAGER.stage(fitted, tmp_path / "encrypted", "edge", os.urandom(32))) == \
+        files - {"generator.onnx", "g_a.onnx"} | {"generator.onnx.enc", "g_a.onnx.enc"}
+    with pytest.raises(STAGER.StagingError, match="the cloud needs target"):
+        STAGER.stage(fitted, tmp_path / "cloud", "cloud")
+    assert not (tmp_path / "cloud").exists()
+
+
+def test_a_bundle_whose_manifest_names_files_outside_its_folder_is_not_staged(tmp_path: Path) -> None:
+    with pytest.raises(STAGER.StagingError, match="outside its folder"):
+        STAGER.stage(REPO_ROOT / "onnx_models" / "pairs" / "compact_resnet", tmp_path / "cloud", "cloud")
+
+
+def test_every_compressor_is_staged_and_only_its_g_s_reaches_the_cloud(tmp_path: Path) -> None:
+    bundle = _cut_bundle(tmp_path / "bundle", ("generator", "g_a", "g_s", "target"), second_compressor=True)
+    shared = {"g_s.onnx", "dapter_g_s.onnx", "entropy_bottleneck.npz", "dapter_entropy_bottleneck.npz", "manifest.json"}
+    assert set(STAGER.stage(bundle, tmp_path / "edge", "edge")) == shared | {"generator.onnx", "g_a.onnx", "dapter_g_a.onnx"}
+    assert set(STAGER.stage(bundle, tmp_path / "cloud", "cloud")) == shared | {"target.onnx"}
+    encrypted = STAGER.stage(bundle, tmp_path / "encrypted", "edge", os.urandom(32))
+    assert set(encrypted) == shared | {"generator.onnx.enc", "g_a.onnx.enc", "dapter_g_a.onnx.enc"}
 
 
 def test_staging_encrypts_the_edge_only_models_and_leaves_the_bundle_alone(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("stage_edge_models", REPO_ROOT / "deploy" / "stage_edge_models.py")
-    stage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage)
     source = REPO_ROOT / "onnx_models"
     before = (source / "manifest.json").read_bytes()
     key = os.urandom(32)
-    names = stage.stage(source, tmp_path / "staging", key)
-    assert set(names) == {"g_a", "generator", "dapter", "facemix_edge", "facemix_head"}
+    files = STAGER.stage(source, tmp_path / "staging", "edge", key)
+    names = {file.removesuffix(".onnx.enc") for file in files if file.endswith(".enc")}
+    assert names == {"g_a", "generator", "dapter", "facemix_edge", "facemix_head"}
     assert (source / "manifest.json").read_bytes() == before
     staged = ModelBundle.open(tmp_path / "staging", model_key=key)
     for name in names:
         assert not (tmp_path / "staging" / f"{name}.onnx").exists() and (tmp_path / "staging" / f"{name}.onnx.enc").exists()
         assert staged.model_bytes(name) == ModelBundle.open(source).model_bytes(name)
+    with pytest.raises(STAGER.StagingError, match="only the edge"):
+        STAGER.stage(source, tmp_path / "cloud", "cloud", key)
 
 
 def test_pods_translate_to_podman_options() -> None:
