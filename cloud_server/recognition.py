@@ -7,9 +7,17 @@ import numpy as np
 from pmc2.runtime.compressors import UnknownCompressor, compressor_named
 from pmc2.runtime.link_codecs import CodecContext, LinkCodec, build_codecs
 from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.protection import bundle_protectors, protector_named
 from pmc2.runtime.pipeline import classify
 from pmc2.runtime.sessions import SessionSettings
 from pmc2.runtime.wire_format import EncodedBatch
+
+
+def cloud_models(bundle: ModelBundle) -> tuple[str, ...]:
+    """The models a cloud runs (the counterpart of ``edge_server.state.edge_models``): the target, each compressor's
+    g_s, each split protector's cloud models."""
+    return ("target", *(compressor_named(name).g_s for name in bundle.compressors),
+            *(model for name in bundle_protectors(bundle, side="cloud") for model in protector_named(name).models_on("cloud")))
 
 
 class CloudRecognizer:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from pmc2.cloud_server.recognition import cloud_models
 from pmc2.edge_server.state import edge_models
 from pmc2.runtime.compressors import compressor_named
 from pmc2.runtime.model_bundle import ModelBundle
@@ -46,12 +47,6 @@ class SideNeeds(NamedTuple):
 
 def _tables(bundle: ModelBundle) -> tuple[str, ...]:
     return tuple(compressor_named(name).tables for name in bundle.compressors)
-
-
-def cloud_models(bundle: ModelBundle) -> tuple[str, ...]:
-    """The models a cloud runs: the target, each compressor's g_s, each split protector's cloud models."""
-    return ("target", *(compressor_named(name).g_s for name in bundle.compressors),
-            *(model for name in bundle_protectors(bundle, side="cloud") for model in protector_named(name).models_on("cloud")))
 
 
 def edge_needs(bundle: ModelBundle) -> SideNeeds:
