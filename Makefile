@@ -55,7 +55,8 @@ comma := ,
 PACKAGE_DIRS := $(shell sed -n 's/^ *pmc2[a-z_.]* = \([a-z_0-9]*\)$$/\1/p' setup.cfg)
 IMAGE_SOURCES := deploy/Dockerfile deploy/requirements-edge.txt .dockerignore setup.cfg pyproject.toml README.md \
 	$(shell find $(PACKAGE_DIRS) -name '*.py' -o -name '*.html' 2>/dev/null)
-STAGING_SOURCES := deploy/stage_models.py $(filter %.py,$(IMAGE_SOURCES))
+# the stager and what it imports (runtime, the servers' model lists)
+STAGING_SOURCES := deploy/stage_models.py $(shell find pmc2 runtime edge_server cloud_server serving -name '*.py' 2>/dev/null)
 images image-edge-encrypted demo-containers: export CONTAINERS_CONF := $(CURDIR)/deploy/containers.conf
 
 # podman, runc, skopeo and mmdebstrap are installed from the Debian archive when missing and apt can (root); when

@@ -4,7 +4,7 @@
     python deploy/stage_models.py --side cloud --models onnx_models --out build/staging/cloud
     python deploy/stage_models.py --side edge  --models onnx_models --out build/staging/edge-encrypted --key-file model.key
 
-    bundle ──manifest + registries (SIDES)──▶ the side's files ──copy──▶ OUT/ (+ manifest.json, unchanged)
+    bundle ──manifest + registries (SIDES)──▶ the side's files ──copy──▶ OUT/ (+ manifest.json)
                                      edge, with a key: OUT/<model>.onnx ──AES-256-GCM──▶ OUT/<model>.onnx.enc
 
 The edge gets the models it runs (``edge_server.state.edge_models``: every compressor's g_a and g_s, every
@@ -69,7 +69,7 @@ def edge_only_models(bundle: ModelBundle) -> list[str]:
 
 def side_files(bundle: ModelBundle, side: str) -> list[str]:
     """The bundle's files ``side`` needs besides manifest.json; StagingError for one its manifest does not list or
-    one outside the bundle's folder (the manifest is staged unchanged, so each must sit beside it)."""
+    one outside the bundle's folder (the manifest is staged as it is, so each must sit beside it)."""
     if side not in SIDES:
         raise StagingError(f"unknown side {side!r}; choose from {', '.join(SIDES)}")
     needs = SIDES[side](bundle)

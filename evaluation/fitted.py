@@ -68,7 +68,6 @@ def render_fit(record: dict) -> str:
     ])
 
 
-
 def committed_fit_records(folder: Path = FIT_RECORDS) -> list[dict]:
     """Every ``<run>/fit.json`` under ``folder``, in the order of the runs' names."""
     return [json.loads(path.read_text()) for path in sorted(folder.glob("*/fit.json"))]

@@ -147,7 +147,13 @@ class ModelBundle:
 
     def verify_all(self) -> None:
         """Check every file listed in the manifest (every compressor's models and tables among them), raising
-        ModelIntegrityError on the first mismatch, and that the bundle holds each compressor a model names."""
+        ModelIntegrityError on the first mismatch, that each compressor whose tables it lists has both its models
+        listed, and that the bundle holds each compressor a model names."""
+        for compressor in self.compressors:
+            lacking = [model for model in compressor_named(compressor).models if model not in self.manifest["models"]]
+            if lacking:
+                raise ModelIntegrityError(f"the model bundle {self.folder} lists compressor {compressor!r}'s entropy "
+                                          f"tables but not its {', '.join(lacking)}")
         for name, entry in self.manifest["models"].items():
             self.model_bytes(name)
             if "compressor" in entry:

@@ -4,6 +4,7 @@ it on the wire, a cloud decodes with its g_s, and a cloud whose bundle lacks it 
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.compressors import DEFAULT_COMPRESSOR, UnknownCompressor, compressor_named
 from pmc2.runtime.edge_protection import EdgeProtector
 from pmc2.runtime.image_decoding import decode_image
-from pmc2.runtime.model_bundle import DEFAULT_MODELS, ModelBundle, run_single_output
+from pmc2.runtime.model_bundle import DEFAULT_MODELS, ModelBundle, ModelIntegrityError, run_single_output
 from pmc2.runtime.pipeline import classify
 from pmc2.runtime.protection import protector_named
 from pmc2.runtime.rans import RansCoder
@@ -101,6 +102,16 @@ def test_a_protector_naming_a_compressor_its_bundle_lacks_is_refused(pair: Model
     manifest = (folder / "manifest.json").read_text()
     (folder / "manifest.json").write_text(manifest.replace('"dapter_entropy_tables"', '"unused_tables"'))
     with pytest.raises(UnknownCompressor, match="holds no compressor 'dapter'"):
+        ModelBundle.open(folder).verify_all()
+
+
+def test_a_compressor_with_tables_but_not_both_models_is_refused(pair: ModelPair, tmp_path: Path) -> None:
+    folder = tmp_path / "bundle"
+    shutil.copytree(pair.onnx_models, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["models"][compressor_named(DAPTER).g_s]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelIntegrityError, match="compressor 'dapter'.*dapter_g_s"):
         ModelBundle.open(folder).verify_all()
 
 

@@ -117,7 +117,7 @@ def sixth_codec() -> Iterator[type[LinkCodec]]:
     """A link codec registered after the shipped ones (PNG under another name and wire id), unregistered after."""
 
     class ThrowawayLink(PngLink):
-        name, wire_id, report_label = "throwaway", 250, "Throwaway"
+        name, wire_id, report_label = "throwaway", 14, "Throwaway"
 
     register(ThrowawayLink)
     yield ThrowawayLink
@@ -150,7 +150,7 @@ def test_the_training_evaluation_measures_every_registered_codec(sixth_codec: ty
 
 def test_a_codec_without_a_report_label_is_refused() -> None:
     class UnlabelledLink(PngLink):
-        name, wire_id, report_label = "unlabelled", 251, ""
+        name, wire_id, report_label = "unlabelled", 15, ""
 
     with pytest.raises(ValueError, match="report_label"):
         register(UnlabelledLink)
