@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from pmc2.evaluation.facemix import measure_facemix
+from pmc2.evaluation.fitted import REPORT, committed_fit_records, fitted_section, report_section
+from pmc2.evaluation.headline import README, RESULTS, readme_paragraph, where_it_stands
 from pmc2.evaluation.measurements import EdgeImages, compressor_with_config
 from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy
 from pmc2.runtime.cifar10 import load_evaluation
@@ -26,9 +28,6 @@ from pmc2.training.pairs import PAIRS, ModelPair
 VARIANTS = {variant.name: variant for pair in PAIRS.values() for variant in pair.with_every_protector()}
 SAMPLE = REPORTS / "evaluation" / "sample"  # the attacks at a small budget, committed by the commands it records
 SAMPLE_IMAGES, SAMPLE_ATTACKER_IMAGES = 500, 2_000
-
-
-RESULTS = REPORTS / "evaluation" / "results.json"
 
 
 def committed() -> dict:
@@ -89,3 +88,13 @@ def test_facemix_attacks_on_a_small_budget_match_the_committed_sample(shared_cif
     fresh = measure_facemix(shared_cifar, SAMPLE_IMAGES, SAMPLE_ATTACKER_IMAGES, recorded["phone_quality"])
     _close_attacks(fresh["attacks"], recorded["attacks"], "facemix")
     assert fresh["attacks"]["two_choice_inverse"] == pytest.approx(recorded["attacks"]["two_choice_inverse"], abs=3.0)
+
+
+def test_the_readme_says_where_it_stands_from_the_committed_results() -> None:
+    """Regenerate with ``python -m pmc2.evaluation.headline --write-readme``."""
+    assert readme_paragraph(README.read_text()) == where_it_stands(committed())
+
+
+def test_the_report_lists_every_committed_fitting_run() -> None:
+    """Regenerate with ``python -m pmc2.evaluation.fitted --write-report``."""
+    assert report_section(REPORT.read_text()) == fitted_section(committed_fit_records())
