@@ -41,6 +41,7 @@ from pmc2.mobile_client.image_sources import load_images
 from pmc2.mobile_client.modes import Phone
 from pmc2.mobile_client.run import format_accuracy_by_class, format_summaries, run_all_modes, run_mode, run_name, runs, summarize
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
+from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
 from pmc2.runtime.link_codecs import DEFAULT_CODEC
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.paths import REPORTS
@@ -51,7 +52,6 @@ from pmc2.value_ranges import jpeg_quality, positive_int
 OUT = REPORTS / "deploy"
 IMAGES = {"edge": "localhost/pmc2-edge", "cloud": "localhost/pmc2-cloud", "edge-encrypted": "localhost/pmc2-edge-encrypted"}
 LOAD_CONCURRENCY = 64
-PHONE_JPEG_QUALITY = 90
 THREADS = 1  # ORT threads per server, in the containers and on the host alike (two servers on a 2-core machine)
 
 

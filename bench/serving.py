@@ -43,7 +43,7 @@ from pmc2.mobile_client.run import run_mode, summarize
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.cpu_budget import available_cpus
 from pmc2.runtime.edge_protection import EdgeProtector
-from pmc2.runtime.image_codecs import jpeg_bytes
+from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY, jpeg_bytes
 from pmc2.runtime.image_decoding import decode_images
 from pmc2.runtime.link_codecs import DEFAULT_CODEC
 from pmc2.runtime.model_bundle import ModelBundle
@@ -60,7 +60,6 @@ CAPACITY_CONCURRENCY = 64
 POD_CPUS = 2  # deploy/k8s/base: each server's CPU request
 HPA_CPU_TARGET = 0.70  # deploy/k8s/base/autoscaling.yaml: the utilisation the autoscaler holds pods at
 PLANNED_RATES = (1_000, 10_000)
-PHONE_JPEG_QUALITY = 90
 LINK, PROTECTOR = DEFAULT_CODEC, DEFAULT_PROTECTOR  # what the phone asks the edge for, served and bounded
 
 

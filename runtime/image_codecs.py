@@ -22,6 +22,9 @@ def jpeg_bytes(pixels: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
+PHONE_JPEG_QUALITY = 90  # the phone's JPEG (S1) in front of every edge input: training, evaluation and benchmarks
+
+
 def through_phone_jpeg(images_uint8: np.ndarray, quality: int) -> np.ndarray:
     """uint8 [N,H,W,3] images after the phone's JPEG and the edge's decode (what the edge receives)."""
     return np.stack([decode_image(jpeg_bytes(pixels, quality)) for pixels in images_uint8])

@@ -14,12 +14,11 @@ import numpy as np
 import torch
 
 from pmc2.runtime.cifar10 import SAMPLE_FILE, SPLIT_FILE, LabelledImages, load_split, load_validation
-from pmc2.runtime.image_codecs import through_phone_jpeg
+from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY, through_phone_jpeg
 from pmc2.runtime.paths import SHARED_DATA
 from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
 
 SAMPLE_SIZE = 500
-PHONE_JPEG_QUALITY = 90  # the phone's JPEG in front of every edge input
 _MEAN = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
 _STD = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
 
@@ -38,7 +37,8 @@ def as_tensors(data: LabelledImages) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.from_numpy(data.labels.astype(np.int64))
 
 
-def as_received_tensors(data: LabelledImages, phone_quality: int | None = PHONE_JPEG_QUALITY) -> tuple[torch.Tensor, torch.Tensor]:
+def as_received_tensors(data: LabelledImages,
+                        phone_quality: int | None = PHONE_JPEG_QUALITY) -> tuple[torch.Tensor, torch.Tensor]:
     """``as_tensors`` of the images as the edge receives them: after the phone's JPEG (``None``: as stored)."""
     if phone_quality is None:
         return as_tensors(data)
