@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from pmc2.evaluation.table import markdown_table
 from pmc2.evaluation.text_parts import part_from, rewrite_part
 from pmc2.runtime.paths import REPORTS
 
@@ -52,8 +53,7 @@ def fitted_row(record: dict) -> list[str]:
 
 
 def fitted_table(records: list[dict]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(fitted_row(record)) + " |" for record in records])
+    return markdown_table(HEADER, [fitted_row(record) for record in records])
 
 
 def render_fit(record: dict) -> str:

@@ -6,15 +6,12 @@ from collections.abc import Callable
 
 from pmc2.evaluation.facemix import render_facemix
 from pmc2.evaluation.fitted import committed_fit_records, fitted_section
+from pmc2.evaluation.latency_table import latency_section
 from pmc2.evaluation.measurements import CodecResult, link_bytes_per_image, link_result, links_in_measuring_order
 from pmc2.evaluation.paper_results import PAPER_TARGETS, PaperLink, PaperTarget
+from pmc2.evaluation.table import markdown_table
 from pmc2.runtime.link_codecs import LINK_CODECS, LinkCodec, codec_named
 from pmc2.runtime.protection import DEFAULT_PROTECTOR
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def _size(result: CodecResult) -> str:
@@ -102,7 +99,7 @@ def bandwidth_table(targets: list[dict]) -> str:
             rows.append([f"paper: {t['target']} ({paper.aux})", f"{s1} ({' / '.join(paper.links)})", "", "", "",
                          *[paper_cell(paper.links[codec.name]) if codec.name in paper.links else ""
                            for codec, (_, _, paper_cell) in columns]])
-    return _table(["target (aux)", "S1 bytes", "clean acc.", "edge GFLOPs", "target GFLOPs",
+    return markdown_table(["target (aux)", "S1 bytes", "clean acc.", "edge GFLOPs", "target GFLOPs",
                    *[heading for _, (heading, _, _) in columns]], rows)
 
 
@@ -140,7 +137,7 @@ def render(results: dict) -> str:
         "rANS ends every stream with a flush of its state, so one stream per image pays it per image. "
         "Coding a micro-batch as one stream (the latent size is fixed, so the image count is all the framing "
         "needed to split it) pays it once. Bytes per image:",
-        _table(
+        markdown_table(
             ["target", "compressor", "1 image/stream",
              *[f"{size} images/stream" for size in default["neural"][0].batched_bytes], "ideal", "accuracy"],
             [[_name(t), _neural_label(r), f"{r.bytes_mean:.2f}", *[f"{v:.2f}" for v in r.batched_bytes.values()],
@@ -148,21 +145,21 @@ def render(results: dict) -> str:
         ),
         "## JPEG chroma subsampling ablation",
         f"Target `{default['target']}`. PMC² saw 91.17% → 11.50% at quality 89 when 4:2:0 was switched on.",
-        _table(["subsampling", "quality", "S2 bytes", "accuracy"],
+        markdown_table(["subsampling", "quality", "S2 bytes", "accuracy"],
                [[r.settings["jpeg_subsampling"], str(r.settings["jpeg_quality"]), _size(r), f"{r.accuracy:.2f}%"]
                 for r in default["jpeg_subsampling"]]),
         "## Rate–accuracy",
         f"Target `{default['target']}`: JPEG 4:4:4 at every quality 50–100, lossy WebP at 10–100, and the shipped neural "
         "compressor (filled: one stream per image, hollow: one per 256 images).",
         "![rate–accuracy](rate_accuracy.png)",
-        _table(["JPEG 4:4:4 quality", "S2 bytes", "accuracy"],
+        markdown_table(["JPEG 4:4:4 quality", "S2 bytes", "accuracy"],
                [[str(r.settings["jpeg_quality"]), f"{r.bytes_mean:.1f}", f"{r.accuracy:.2f}%"]
                 for r in default["jpeg_sweep"] if r.settings["jpeg_quality"] % 10 == 0 or r is default["jpeg_sweep"][-1]]),
         "Lossy WebP on the same images:",
-        _table(["WebP quality", "S2 bytes", "accuracy"],
+        markdown_table(["WebP quality", "S2 bytes", "accuracy"],
                [[str(r.settings["webp_quality"]), f"{r.bytes_mean:.1f}", f"{r.accuracy:.2f}%"] for r in default["webp_sweep"]]),
         "## Perturbation statistics (proxies, not a privacy measure: see Privacy under attack)",
-        _table(["target (aux)", "target clean", "target after S1", "target perturbed", "aux clean", "aux perturbed",
+        markdown_table(["target (aux)", "target clean", "target after S1", "target perturbed", "aux clean", "aux perturbed",
                 "mean abs SSIM(x, x')"],
                [[_name(t), *[f"{t['privacy'][key]:.2f}%" for key in
                  ("target_clean", "target_after_s1", "target_perturbed", "aux_clean", "aux_perturbed")],
@@ -179,18 +176,7 @@ def render(results: dict) -> str:
         sections.append(render_facemix(results["facemix"]))
     sections.append(fitted_section(committed_fit_records()))
     if results.get("latency"):
-        latency = results["latency"]
-        stages = list(dict.fromkeys(stage for summary in latency.values() for stage in summary["stage_medians_ms"]))
-        sections += [
-            "## Latency through the real servers (PMC² Fig. 4 analogue)",
-            f"{results['latency_images']} images, one request at a time, cloud and edge as separate processes on "
-            "loopback with TLS, one ORT thread each. Per-stage medians in ms.",
-            _table(["run", "accuracy", "p50 ms", *stages],
-                   [[run, f"{s['accuracy']:.1f}%", f"{s['latency_p50_ms']:.2f}",
-                     *[f"{s['stage_medians_ms'].get(stage, 0.0):.2f}" for stage in stages]]
-                    for run, s in latency.items()]),
-            "![latency breakdown](latency.png)",
-        ]
+        sections.append(latency_section(results["latency"], results["latency_images"]))
     return "\n\n".join(sections) + "\n"
 
 
@@ -257,9 +243,9 @@ def render_privacy(privacy: dict) -> str:
                   for reading, bits in result["judge_bits_beyond_cloud_label"].items()]
         sections += [
             f"### Pair `{pair['pair']}`",
-            _table(["what the attacker has", "PSNR dB", "SSIM", *[f"judge {j}" for j in judges], "aux",
+            markdown_table(["what the attacker has", "PSNR dB", "SSIM", *[f"judge {j}" for j in judges], "aux",
                     "two-choice (inverse / view)", "rank-1 of 1,000 (inverse / view)", "goals"], rows),
-            _table(["view", "judge reading", "bits beyond the cloud's label", "chance (p95)",
+            markdown_table(["view", "judge reading", "bits beyond the cloud's label", "chance (p95)",
                     "H(label | cloud label)"], beyond),
             f"![privacy attack grid {pair['pair']}](privacy_attack_grid_{pair['pair']}.png)",
         ]
@@ -327,7 +313,7 @@ def render_protectors(results: dict) -> str:
         if facemix and facemix["target"] == base:
             rows.append(_facemix_row(facemix))
         sections += [f"### Target `{base}`",
-                     _table(["protector", "link", "accuracy", "bytes/image", "edge ms/image",
+                     markdown_table(["protector", "link", "accuracy", "bytes/image", "edge ms/image",
                              "inverse SSIM / PSNR (label-only)", "judges on view / reconstruction (label-only)",
                              "two-choice"], rows)]
     return "\n\n".join(sections)
@@ -385,5 +371,5 @@ def render_before_after(before: dict, results: dict) -> str:
         new = next((target for target in results["targets"] if target["pair"] == old["pair"]), None)
         if new is not None:
             sections += [f"### Pair `{old['pair']}`",
-                         _table(["", "before", "after"], _before_after_rows(old, new, before_privacy, after_privacy))]
+                         markdown_table(["", "before", "after"], _before_after_rows(old, new, before_privacy, after_privacy))]
     return "\n\n".join(sections)
