@@ -41,7 +41,7 @@ from PIL import Image
 from pmc2.machine import cpu_model
 from pmc2.serving.local_stack import local_stack
 from pmc2.runtime.cifar10 import load_evaluation
-from pmc2.runtime.image_codecs import jpeg_bytes
+from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY, jpeg_bytes
 from pmc2.runtime.image_decoding import decode_image
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, PillowLink, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
@@ -279,7 +279,7 @@ def _json_label(body: bytes) -> int:
 def endpoints(bundle: ModelBundle, count: int = 16) -> list[Endpoint]:
     """Every POST route of the edge and the cloud, with good requests whose labels come from the runtime."""
     pixels = load_evaluation(None).images[:count]
-    jpegs = [jpeg_bytes(p, 90) for p in pixels]
+    jpegs = [jpeg_bytes(p, PHONE_JPEG_QUALITY) for p in pixels]
     session = cache(bundle.session)
     g_a, g_s = session("g_a"), session("g_s")
     protector = Protector(bundle, session=session)

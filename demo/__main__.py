@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pmc2.mobile_client.image_sources import load_images
 from pmc2.mobile_client.run import format_accuracy_by_class, format_summaries, run_all_modes
+from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
 from pmc2.runtime.protection import PROTECTORS, protector_named
 from pmc2.serving.local_stack import local_stack
 from pmc2.value_ranges import jpeg_quality, port_number, positive_int
@@ -26,7 +27,7 @@ def main() -> None:
     parser.add_argument("--images", default=None, help="'sample' (default), a CIFAR-10 folder, an .npz or an image folder")
     parser.add_argument("--limit", type=positive_int, default=None)
     parser.add_argument("--concurrency", type=positive_int, default=1)
-    parser.add_argument("--jpeg-quality", type=jpeg_quality, default=90, help="phone-side JPEG quality (S1)")
+    parser.add_argument("--jpeg-quality", type=jpeg_quality, default=PHONE_JPEG_QUALITY, help="phone-side JPEG quality (S1)")
     parser.add_argument("--protectors", default=None,
                         help=f"comma-separated, of {', '.join(PROTECTORS)} (default: every one the bundle holds)")
     parser.add_argument("--json", type=Path, default=None)

@@ -28,6 +28,7 @@ from pmc2.training.evaluate import TrainedPipeline
 from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.training.records import git_commit
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
+from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
 from pmc2.runtime.link_codecs import LINK_CODECS, JpegLink, WebpLink, codec_named
 from pmc2.runtime.paths import REPORTS, SHARED_DATA
 from pmc2.value_ranges import jpeg_quality, non_negative_int, positive_int
@@ -154,7 +155,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED_DATA if SHARED_DATA.exists() else None,
                         help="CIFAR-10 folder; default ../shared/data/cifar10 when present, else the bundled sample")
     parser.add_argument("--limit", type=positive_int, default=None, help="only the first N evaluation images")
-    parser.add_argument("--phone-quality", type=jpeg_quality, default=90, help="the phone's JPEG quality (S1)")
+    parser.add_argument("--phone-quality", type=jpeg_quality, default=PHONE_JPEG_QUALITY, help="the phone's JPEG quality (S1)")
     parser.add_argument("--latency-images", type=non_negative_int, default=200,
                         help="images per run through the real servers (0: skip the latency section)")
     parser.add_argument("--attacker-images", type=non_negative_int, default=PrivacyConfig.attacker_images,

@@ -43,7 +43,7 @@ from pmc2.training.pairs import DEFAULT_PAIR, ModelPair
 from pmc2.training.records import git_commit
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
 from pmc2.runtime.facemix import FaceMix
-from pmc2.runtime.image_codecs import through_phone_jpeg
+from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY, through_phone_jpeg
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.paths import REPORTS, SHARED_DATA
 from pmc2.runtime.tensor_payload import from_npy, to_npy
@@ -154,7 +154,7 @@ def attack(link: FaceMixLink, evaluation: LabelledImages, returned: np.ndarray, 
     }
 
 
-def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_quality: int = 90,
+def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_quality: int = PHONE_JPEG_QUALITY,
                     pair: ModelPair = DEFAULT_PAIR, seed: int = 0) -> dict:
     """Accuracy, bytes, edge cost and the attacks, on ``data``'s evaluation images."""
     evaluation = load_evaluation(data)

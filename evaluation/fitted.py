@@ -12,13 +12,12 @@ import json
 from pathlib import Path
 
 from pmc2.evaluation.table import markdown_table
-from pmc2.evaluation.text_parts import part_from, rewrite_part
+from pmc2.evaluation.text_parts import NEXT_SECTION, part_from, rewrite_part
 from pmc2.runtime.paths import REPORTS
 
 FIT_RECORDS = REPORTS / "fit"
 REPORT = REPORTS / "evaluation" / "report.md"
 HEADING = "## Fitted protectors (python -m pmc2.fit)"
-SECTION_END = r"\n+## |\n*\Z"
 
 HEADER = ["target", "access", "target queries (images)", "S1 acc.", "PNG bytes / acc.", "neural bytes / acc.",
           "256 per stream bytes", "inverse SSIM / PSNR dB (label-only)", "two-choice", "goals", "CPU-hours"]
@@ -90,7 +89,7 @@ def fitted_section(records: list[dict]) -> str:
 
 def report_section(report: str) -> str:
     """The fitted-protectors section of ``report``: from its heading up to the next section or the end."""
-    return part_from(report, HEADING, SECTION_END)
+    return part_from(report, HEADING, NEXT_SECTION)
 
 
 def main() -> None:
@@ -99,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     section = fitted_section(committed_fit_records())
     if args.write_report:
-        rewrite_part(REPORT, HEADING, SECTION_END, section)
+        rewrite_part(REPORT, HEADING, NEXT_SECTION, section)
     print(section)
 
 

@@ -13,7 +13,6 @@ from pmc2.mobile_client.run import run_name
 from pmc2.runtime.protection import DEFAULT_PROTECTOR
 
 HEADING = "## Latency through the real servers (PMC² Fig. 4 analogue)"
-SECTION_END = r"\n+## |\n*\Z"
 REFERENCE_RUN = run_name("unprotected", None, DEFAULT_PROTECTOR)
 
 

@@ -100,7 +100,7 @@ def bandwidth_table(targets: list[dict]) -> str:
                          *[paper_cell(paper.links[codec.name]) if codec.name in paper.links else ""
                            for codec, (_, _, paper_cell) in columns]])
     return markdown_table(["target (aux)", "S1 bytes", "clean acc.", "edge GFLOPs", "target GFLOPs",
-                   *[heading for _, (heading, _, _) in columns]], rows)
+                           *[heading for _, (heading, _, _) in columns]], rows)
 
 
 def _tunings() -> str:
@@ -146,24 +146,26 @@ def render(results: dict) -> str:
         "## JPEG chroma subsampling ablation",
         f"Target `{default['target']}`. PMC² saw 91.17% → 11.50% at quality 89 when 4:2:0 was switched on.",
         markdown_table(["subsampling", "quality", "S2 bytes", "accuracy"],
-               [[r.settings["jpeg_subsampling"], str(r.settings["jpeg_quality"]), _size(r), f"{r.accuracy:.2f}%"]
-                for r in default["jpeg_subsampling"]]),
+                       [[r.settings["jpeg_subsampling"], str(r.settings["jpeg_quality"]), _size(r), f"{r.accuracy:.2f}%"]
+                        for r in default["jpeg_subsampling"]]),
         "## Rate–accuracy",
         f"Target `{default['target']}`: JPEG 4:4:4 at every quality 50–100, lossy WebP at 10–100, and the shipped neural "
         "compressor (filled: one stream per image, hollow: one per 256 images).",
         "![rate–accuracy](rate_accuracy.png)",
         markdown_table(["JPEG 4:4:4 quality", "S2 bytes", "accuracy"],
-               [[str(r.settings["jpeg_quality"]), f"{r.bytes_mean:.1f}", f"{r.accuracy:.2f}%"]
-                for r in default["jpeg_sweep"] if r.settings["jpeg_quality"] % 10 == 0 or r is default["jpeg_sweep"][-1]]),
+                       [[str(r.settings["jpeg_quality"]), f"{r.bytes_mean:.1f}", f"{r.accuracy:.2f}%"]
+                        for r in default["jpeg_sweep"]
+                        if r.settings["jpeg_quality"] % 10 == 0 or r is default["jpeg_sweep"][-1]]),
         "Lossy WebP on the same images:",
         markdown_table(["WebP quality", "S2 bytes", "accuracy"],
-               [[str(r.settings["webp_quality"]), f"{r.bytes_mean:.1f}", f"{r.accuracy:.2f}%"] for r in default["webp_sweep"]]),
+                       [[str(r.settings["webp_quality"]), f"{r.bytes_mean:.1f}", f"{r.accuracy:.2f}%"]
+                        for r in default["webp_sweep"]]),
         "## Perturbation statistics (proxies, not a privacy measure: see Privacy under attack)",
         markdown_table(["target (aux)", "target clean", "target after S1", "target perturbed", "aux clean", "aux perturbed",
-                "mean abs SSIM(x, x')"],
-               [[_name(t), *[f"{t['privacy'][key]:.2f}%" for key in
-                 ("target_clean", "target_after_s1", "target_perturbed", "aux_clean", "aux_perturbed")],
-                 f"{t['privacy']['mean_abs_ssim']:.4f}"] for t in targets]),
+                        "mean abs SSIM(x, x')"],
+                       [[_name(t), *[f"{t['privacy'][key]:.2f}%" for key in
+                         ("target_clean", "target_after_s1", "target_perturbed", "aux_clean", "aux_perturbed")],
+                         f"{t['privacy']['mean_abs_ssim']:.4f}"] for t in targets]),
         *[f"`{_name(t)}`: original / protected (edge) / neural reconstruction (cloud)\n\n"
           f"![privacy grid {t['pair']}](privacy_grid_{t['pair']}.png)" for t in targets],
     ]
@@ -244,9 +246,9 @@ def render_privacy(privacy: dict) -> str:
         sections += [
             f"### Pair `{pair['pair']}`",
             markdown_table(["what the attacker has", "PSNR dB", "SSIM", *[f"judge {j}" for j in judges], "aux",
-                    "two-choice (inverse / view)", "rank-1 of 1,000 (inverse / view)", "goals"], rows),
+                            "two-choice (inverse / view)", "rank-1 of 1,000 (inverse / view)", "goals"], rows),
             markdown_table(["view", "judge reading", "bits beyond the cloud's label", "chance (p95)",
-                    "H(label | cloud label)"], beyond),
+                            "H(label | cloud label)"], beyond),
             f"![privacy attack grid {pair['pair']}](privacy_attack_grid_{pair['pair']}.png)",
         ]
     return "\n\n".join(sections)
@@ -314,8 +316,8 @@ def render_protectors(results: dict) -> str:
             rows.append(_facemix_row(facemix))
         sections += [f"### Target `{base}`",
                      markdown_table(["protector", "link", "accuracy", "bytes/image", "edge ms/image",
-                             "inverse SSIM / PSNR (label-only)", "judges on view / reconstruction (label-only)",
-                             "two-choice"], rows)]
+                                     "inverse SSIM / PSNR (label-only)", "judges on view / reconstruction (label-only)",
+                                     "two-choice"], rows)]
     return "\n\n".join(sections)
 
 

@@ -41,6 +41,7 @@ from pmc2.training.evaluate import TrainedPipeline
 from pmc2.training.pairs import PAIRS, ModelPair
 from pmc2.training.records import git_commit, sha256_file
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
+from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
 from pmc2.runtime.paths import CHECKPOINTS, REPO_ROOT, REPORTS, SHARED_DATA
 from pmc2.value_ranges import positive_int
 
@@ -62,7 +63,7 @@ class Goals:
 @dataclass
 class PrivacyConfig:
     attacker_images: int = 20_000  # public training images the attacker runs through the models
-    phone_quality: int = 90
+    phone_quality: int = PHONE_JPEG_QUALITY
     inverse: InverseAttackConfig = field(default_factory=InverseAttackConfig)
     retrain: bool = False
     seed: int = 0

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from pmc2.training.data import denormalize, normalize
 from pmc2.training.evaluate import TrainedPipeline
-from pmc2.runtime.image_codecs import through_phone_jpeg
+from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY, through_phone_jpeg
 from pmc2.runtime.normalization import to_unit_nchw
 
 VIEWS = ("perturbed", "neural")
@@ -24,7 +24,7 @@ CHUNK = 500
 
 
 @torch.inference_mode()
-def cloud_views(pipeline: TrainedPipeline, images_uint8: np.ndarray, phone_quality: int = 90,
+def cloud_views(pipeline: TrainedPipeline, images_uint8: np.ndarray, phone_quality: int = PHONE_JPEG_QUALITY,
                 progress: str | None = None) -> dict[str, torch.Tensor]:
     """[0, 1] NCHW tensors of every view of uint8 HWC ``images_uint8``, keyed by view name."""
     pipeline.compressor.eval()

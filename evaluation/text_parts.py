@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+NEXT_SECTION = r"\n+## |\n*\Z"  # where a report section ends: the next "## " heading, or the end of the file
+
 
 def part_from(text: str, lead: str, until: str) -> str:
     """The part of ``text`` from ``lead`` up to, not including, the first match of the regex ``until``;

@@ -30,6 +30,7 @@ from pmc2.export.to_onnx import export_all
 from pmc2.fit.access import WHITE_BOX, BlackBoxLabeler, QueryCount, TargetAccess
 from pmc2.fit.fitted_bundle import bundle_attacks, bundle_row
 from pmc2.runtime.cifar10 import CLASSES as CIFAR10_CLASSES, LabelledImages, load_evaluation
+from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
 from pmc2.runtime.paths import CHECKPOINTS
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.compressor import load_compressor
@@ -58,7 +59,7 @@ class FitSettings:
     evaluation_limit: int | None = None  # evaluation images; None: all 5,000
     attacker_images: int = 20_000
     attack_epochs: int = InverseAttackConfig.epochs
-    phone_quality: int = 90
+    phone_quality: int = PHONE_JPEG_QUALITY
     seed: int = 0
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from pmc2.mobile_client.image_sources import load_images
 from pmc2.mobile_client.modes import MODES, Phone
 from pmc2.mobile_client.run import format_accuracy_by_class, format_summaries, run_mode, run_name, summarize
+from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.link_codecs import DEFAULT_CODEC, LINK_CODECS
 from pmc2.runtime.protection import DEFAULT_PROTECTOR, PROTECTORS
@@ -35,7 +36,7 @@ def main() -> None:
                         help=f"edge→cloud link (default: the edge's; {DEFAULT_CODEC} for an image protector)")
     parser.add_argument("--protector", choices=tuple(PROTECTORS), default=DEFAULT_PROTECTOR,
                         help="what protects the image: run by the edge (pmc2) or by the phone (pp-baseline)")
-    parser.add_argument("--jpeg-quality", type=jpeg_quality, default=90, help="JPEG quality on the phone (S1)")
+    parser.add_argument("--jpeg-quality", type=jpeg_quality, default=PHONE_JPEG_QUALITY, help="JPEG quality on the phone (S1)")
     parser.add_argument("--concurrency", type=positive_int, default=1)
     parser.add_argument("--rate", type=positive_float, default=None, help="requests started per second (default: unlimited)")
     parser.add_argument("--json", type=Path, default=None, help="write per-image records and the summary here")

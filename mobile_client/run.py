@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from pmc2.mobile_client.modes import STAGES, ImageRecord, Phone
 from pmc2.runtime.cifar10 import CLASSES, LabelledImages
+from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
 from pmc2.runtime.link_codecs import LINK_CODECS
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.protection import DEFAULT_PROTECTOR, bundle_protectors, protector_named
@@ -69,7 +70,7 @@ async def run_mode(phone: Phone, mode: str, data: LabelledImages, ssl_context: s
     return records
 
 
-def run_all_modes(data: LabelledImages, concurrency: int = 1, phone_quality: int = 90,
+def run_all_modes(data: LabelledImages, concurrency: int = 1, phone_quality: int = PHONE_JPEG_QUALITY,
                   protectors: tuple[str, ...] | None = None) -> dict[str, dict]:
     """A local cloud + edge stack; one request per image for each of ``runs`` of ``protectors`` (default:
     every one the bundle holds); a summary per run."""

@@ -17,10 +17,10 @@ import pytest
 from pmc2.evaluation.facemix import measure_facemix
 from pmc2.evaluation.fitted import REPORT, committed_fit_records, fitted_section, report_section
 from pmc2.evaluation.headline import README, RESULTS, readme_paragraph, where_it_stands
-from pmc2.evaluation.latency_table import HEADING as LATENCY_HEADING, SECTION_END as LATENCY_END, latency_section
+from pmc2.evaluation.latency_table import HEADING as LATENCY_HEADING, latency_section
 from pmc2.evaluation.measurements import EdgeImages, compressor_with_config
 from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy
-from pmc2.evaluation.text_parts import part_from
+from pmc2.evaluation.text_parts import NEXT_SECTION, part_from
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.paths import REPORTS
 from pmc2.runtime.protection import DEFAULT_PROTECTOR
@@ -107,6 +107,6 @@ def test_the_reports_latency_section_is_rendered_from_the_committed_latencies() 
     writes them."""
     results = committed()
     expected = latency_section(results["latency"], results["latency_images"])
-    assert part_from(REPORT.read_text(), LATENCY_HEADING, LATENCY_END) == expected
+    assert part_from(REPORT.read_text(), LATENCY_HEADING, NEXT_SECTION) == expected
     assert f"| unprotected | {results['latency']['unprotected']['accuracy']:.1f}% |" in expected
     assert "| 1.00 |" in expected.split("| unprotected |")[1].splitlines()[0]

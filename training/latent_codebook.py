@@ -43,7 +43,7 @@ from pmc2.training.generator import load_generator
 from pmc2.training.pairs import PAIRS
 from pmc2.training.records import git_commit, sha256_file, shipping_weights
 from pmc2.runtime.cifar10 import LabelledImages, load_split
-from pmc2.runtime.image_codecs import through_phone_jpeg
+from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY, through_phone_jpeg
 from pmc2.runtime.normalization import to_uint8_nhwc, to_unit_nchw
 from pmc2.runtime.paths import SHARED_DATA
 from pmc2.value_ranges import positive_int
@@ -55,7 +55,7 @@ WEIGHT_DECAYS = (1e-3, 3e-3, 1e-2, 3e-2)
 
 
 @torch.inference_mode()
-def edge_latents(generator, compressor, images_uint8: np.ndarray, phone_quality: int = 90) -> torch.Tensor:
+def edge_latents(generator, compressor, images_uint8: np.ndarray, phone_quality: int = PHONE_JPEG_QUALITY) -> torch.Tensor:
     """y = g_a(x') of every image as the edge receives it (the phone's JPEG), [N, M, h, w]."""
     latents = []
     for start in tqdm(range(0, len(images_uint8), CHUNK), desc="latents of the training images"):
