@@ -1,7 +1,7 @@
 """FaceMix measured like the other protectors: accuracy, bytes on the wire, edge cost, and the same attacks on
 what its cloud receives — keyed mixtures of features, not images.
 
-    python -m pmc2.evaluation.facemix [--limit N]   → reports/evaluation/facemix.{json,md}, facemix_attack_grid.png
+    python -m pmc2.evaluation.facemix [--limit N] [--reference CKPT]   → reports/evaluation/facemix.{json,md}, attack grid
 
     evaluation images ──phone JPEG──▶ edge features ──groups of 4, fresh orthogonal keys──▶ mixtures (float16 wire)
         ──cloud part──▶ outputs (float16 wire) ──demix, head (edge)──▶ labels
@@ -12,6 +12,10 @@ The attacker (Kerckhoffs) knows the FaceMix model and holds the public training 
 edge. Each mixture is scored against the original that dominates it, next to the label-only baseline: the
 class-mean image of the label FaceMix returns for that original, what a scheme leaking its answer would allow
 (the cloud itself never learns a label here). Two-choice partners share that label, as for the other protectors.
+
+FaceMix's own claim is a small accuracy cost against the same network trained without mixing: the reference
+(by default the pair's target, FastNet, trained with the same recipe) is measured on the same S1 images, and
+the settings in which the two training records differ (besides the model) are listed beside it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +39,15 @@ from pmc2.evaluation.inverse_attack import FeatureInverse, InverseAttackConfig, 
 from pmc2.evaluation.judges import accuracy, load_judges
 from pmc2.evaluation.label_only import label_only_baseline
 from pmc2.evaluation.linkability import rank1_reidentification, same_class_partners, two_choice_success
+from pmc2.training.classifier_accuracy import clean_accuracy
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.compressor import load_compressor
 from pmc2.training.data import as_tensors, class_mean_images, to_unit
 from pmc2.training.facemix import SPLIT_PARTS, FaceMixPart
 from pmc2.training.generator import load_generator
 from pmc2.training.pairs import DEFAULT_PAIR, ModelPair
-from pmc2.training.records import git_commit
+from pmc2.training.records import git_commit, record_path
+from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
 from pmc2.runtime.facemix import FaceMix
 from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY, through_phone_jpeg
@@ -154,9 +161,27 @@ def attack(link: FaceMixLink, evaluation: LabelledImages, returned: np.ndarray, 
     }
 
 
+def training_recipe(checkpoint: Path) -> dict:
+    """The classifier settings ``checkpoint`` was trained with (its record's, defaults filled in), model aside."""
+    config = json.loads(record_path(checkpoint).read_text())["config"]
+    recipe = {**asdict(ClassifierConfig()), **config}
+    del recipe["model"]
+    return recipe
+
+
+def reference_accuracy(reference: Path, facemix: Path, received_uint8: np.ndarray, labels: np.ndarray) -> dict:
+    """The network trained without mixing on the same S1 images, and how its training differs from FaceMix's."""
+    ours, theirs = training_recipe(facemix), training_recipe(reference)
+    images = torch.from_numpy(received_uint8).permute(0, 3, 1, 2)
+    return {"checkpoint": reference.name, "epochs": theirs["epochs"],
+            "accuracy": clean_accuracy(load_classifier(reference), images, torch.from_numpy(labels.astype(np.int64)))["accuracy"],
+            "recipe_differences": {name: [ours[name], theirs.get(name)] for name in ours if ours[name] != theirs.get(name)}}
+
+
 def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_quality: int = PHONE_JPEG_QUALITY,
-                    pair: ModelPair = DEFAULT_PAIR, seed: int = 0) -> dict:
-    """Accuracy, bytes, edge cost and the attacks, on ``data``'s evaluation images."""
+                    pair: ModelPair = DEFAULT_PAIR, seed: int = 0, reference: Path | None = None) -> dict:
+    """Accuracy, bytes, edge cost and the attacks, on ``data``'s evaluation images; ``reference``: the same network
+    trained without mixing (default: the pair's target)."""
     evaluation = load_evaluation(data)
     if limit:
         evaluation = evaluation.subset(slice(0, limit))
@@ -169,6 +194,9 @@ def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_q
         "evaluation_images": len(evaluation), "attacker_images": attacker_images, "cpu": cpu_model(),
         "phone_quality": phone_quality,
         "accuracy": 100.0 * float((returned == evaluation.labels).mean()),
+        "epochs": training_recipe(dict(pair.split_protectors)["facemix"])["epochs"],
+        "without_mixing": reference_accuracy(reference or pair.target, dict(pair.split_protectors)["facemix"], received,
+                                             evaluation.labels),
         "bytes_per_image": {"batch of 256": sent / len(evaluation), "one image": float(lone)},
         "edge_ms_per_image": edge_ms_per_image(link, received[: 4 * BATCH]),
         "edge_gflops_per_image": edge_gflops(pair),
@@ -184,7 +212,12 @@ def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_q
 
 def render_facemix(results: dict) -> str:
     """FaceMix's section of the report: one table of its numbers beside the label-only baseline."""
-    rows = [["accuracy (edge's labels)", f"{results['accuracy']:.2f}%"],
+    reference = results["without_mixing"]
+    differences = ", ".join(f"{name} {mixing} vs {plain}" for name, (mixing, plain) in reference["recipe_differences"].items())
+    rows = [[f"accuracy (edge's labels), {results['epochs']} epochs", f"{results['accuracy']:.2f}%"],
+            [f"the same network without mixing ({reference['checkpoint']}, {reference['epochs']} epochs; "
+             f"{'recipe otherwise the same' if not differences else 'recipe differs: ' + differences})",
+             f"{reference['accuracy']:.2f}% (FaceMix {results['accuracy'] - reference['accuracy']:+.2f} points)"],
             *[[f"bytes/image on the wire, {name}", f"{size:,.0f}"] for name, size in results["bytes_per_image"].items()],
             [f"edge ms/image (batch {BATCH}, {results['cpu']})", f"{results['edge_ms_per_image']:.3f}"],
             *[[f"edge GFLOPs/image: {name}", f"{value:.4f}"] for name, value in results["edge_gflops_per_image"].items()]]
@@ -209,7 +242,9 @@ def render_facemix(results: dict) -> str:
         "trains an inverse network on mixtures of public images (keys known to it there) and reconstructs the original "
         "that dominates each evaluation mixture; the label-only baseline is the class-mean image of the label FaceMix "
         "returns for that original (what a scheme leaking its answer would allow), and two-choice partners share that "
-        "label. Edge GFLOPs (2 per multiply-add) put FaceMix's edge share beside the image protectors' with g_a.",
+        "label. Edge GFLOPs (2 per multiply-add) put FaceMix's edge share beside the image protectors' with g_a. "
+        "FaceMix's paper claims a small accuracy cost against the same network trained without mixing; that network "
+        "is measured on the same S1 images.",
         "\n".join(lines),
         "![FaceMix attack grid](facemix_attack_grid.png)" if "attacks" in results else "",
     ])
@@ -231,10 +266,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="CIFAR-10 folder (the attacker's public images too)")
     parser.add_argument("--limit", type=positive_int, default=None, help="only the first N evaluation images")
     parser.add_argument("--attacker-images", type=non_negative_int, default=20_000, help="public images the attack trains on (0: none)")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="the same network trained without mixing, with its record beside it (default: the pair's target)")
     parser.add_argument("--out", type=Path, default=REPORTS / "evaluation")
     args = parser.parse_args()
+    if args.reference is not None and not record_path(args.reference).is_file():
+        parser.error(f"no training record beside {args.reference} (expected {record_path(args.reference)})")
     results = {"command": " ".join(["python -m pmc2.evaluation.facemix", *sys.argv[1:]]), "git_commit": git_commit(),
-               **measure_facemix(args.data, args.limit, args.attacker_images)}
+               **measure_facemix(args.data, args.limit, args.attacker_images, reference=args.reference)}
     write_facemix(results, args.out)
     print(render_facemix(results))
 

@@ -23,6 +23,7 @@ from pmc2.training.compressor import entropy_tables, load_compressor
 from pmc2.training.data import denormalize, normalize
 from pmc2.training.evaluate import TrainedPipeline, bytes_per_image_in_streams
 from pmc2.training.perturbation_loss import per_image_ssim
+from pmc2.training.records import record_path
 from pmc2.runtime.cifar10 import LabelledImages
 from pmc2.runtime.image_codecs import jpeg_bytes
 from pmc2.runtime.image_decoding import decode_image
@@ -196,7 +197,7 @@ def link_bytes_per_image(target: dict, codec: type[LinkCodec]) -> float:
 
 def compressor_with_config(path: Path) -> tuple[FactorizedPrior, dict]:
     """A compressor checkpoint and its training config (loss, λ, N/M) from the record beside it."""
-    return load_compressor(path), json.loads(path.with_suffix(".record.json").read_text())["config"]
+    return load_compressor(path), json.loads(record_path(path).read_text())["config"]
 
 
 def compressor_settings(config: dict) -> dict:

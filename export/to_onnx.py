@@ -46,7 +46,7 @@ from pmc2.training.facemix import SPLIT_PARTS, FaceMixPart
 from pmc2.training.generator import PixelOutput, load_generator
 from pmc2.export.onnx_parity import check_parity
 from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
-from pmc2.training.records import sha256_file
+from pmc2.training.records import record_path, sha256_file
 from pmc2.runtime.cifar10 import CLASSES, load_split
 from pmc2.runtime.compressors import COMPRESSORS, DEFAULT_COMPRESSOR, compressor_named
 from pmc2.runtime.facemix import FEATURES, HEAD, MIDDLE, FaceMix
@@ -104,8 +104,8 @@ class Synthesis(nn.Module):
 
 
 def checkpoint_provenance(path: Path) -> dict:
-    record_path = path.with_suffix(".record.json")
-    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    record_file = record_path(path)
+    record = json.loads(record_file.read_text()) if record_file.exists() else {}
     return {
         "file": str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path),
         "sha256": sha256_file(path),

@@ -25,7 +25,7 @@ from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.paths import REPORTS
 from pmc2.runtime.protection import DEFAULT_PROTECTOR
 from pmc2.training.evaluate import TrainedPipeline
-from pmc2.training.pairs import PAIRS, ModelPair
+from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 
 VARIANTS = {variant.name: variant for pair in PAIRS.values() for variant in pair.with_every_protector()}
 SAMPLE = REPORTS / "evaluation" / "sample"  # the attacks at a small budget, committed by the commands it records
@@ -61,6 +61,10 @@ def test_facemix_accuracy_and_bytes_are_re_derived(shared_cifar: Path) -> None:
     assert fresh["accuracy"] == pytest.approx(recorded["accuracy"], abs=0.3)
     for name, size in recorded["bytes_per_image"].items():
         assert fresh["bytes_per_image"][name] == pytest.approx(size, rel=0.005), name
+    # the network trained without mixing, on the same S1 images, is the pair's target: Table 3's S1 accuracy
+    s1 = next(row["s1"] for row in committed()["targets"] if row["pair"] == DEFAULT_PAIR.name)
+    assert fresh["without_mixing"]["checkpoint"] == DEFAULT_PAIR.target.name
+    assert fresh["without_mixing"]["accuracy"] == pytest.approx(s1["accuracy"], abs=0.05)
 
 
 def _close_attacks(fresh: dict, recorded: dict, where: str) -> None:

@@ -41,7 +41,7 @@ from pmc2.training.compressor import CODEBOOK_KEY, load_compressor
 from pmc2.training.data import denormalize, normalize, to_unit
 from pmc2.training.generator import load_generator
 from pmc2.training.pairs import PAIRS
-from pmc2.training.records import git_commit, sha256_file, shipping_weights
+from pmc2.training.records import git_commit, record_path, sha256_file, shipping_weights
 from pmc2.runtime.cifar10 import LabelledImages, load_split
 from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY, through_phone_jpeg
 from pmc2.runtime.normalization import to_uint8_nhwc, to_unit_nchw
@@ -190,12 +190,12 @@ def store_codebook(compressor_path: Path, compressor: FactorizedPrior, codebook:
     checkpoint["state_dict"] |= {f"g_s.{name}": value for name, value in shipping_weights(compressor.g_s.state_dict()).items()}
     checkpoint[CODEBOOK_KEY] = codebook
     torch.save(checkpoint, compressor_path)
-    record_path = compressor_path.with_suffix(".record.json")
-    record = json.loads(record_path.read_text())
+    record_file = record_path(compressor_path)
+    record = json.loads(record_file.read_text())
     before = record.get(CODEBOOK_KEY, {}).get("checkpoint_sha256_before", record["checkpoint_sha256"])
     record[CODEBOOK_KEY] = {**provenance, "checkpoint_sha256_before": before}
     record["checkpoint_sha256"] = sha256_file(compressor_path)
-    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    record_file.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def main() -> None:

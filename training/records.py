@@ -15,6 +15,11 @@ import torch
 from pmc2.runtime.paths import REPO_ROOT
 
 
+def record_path(checkpoint: Path) -> Path:
+    """Where the record of the run that wrote ``checkpoint`` lives: beside it, ``<name>.record.json``."""
+    return checkpoint.with_suffix(".record.json")
+
+
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -63,7 +68,7 @@ class RunLog:
             "torch_version": torch.__version__,
             "metrics": metrics,
         }
-        checkpoint.with_suffix(".record.json").write_text(json.dumps(record, indent=2) + "\n")
+        record_path(checkpoint).write_text(json.dumps(record, indent=2) + "\n")
 
     def elapsed(self) -> float:
         return time.time() - self.started
@@ -100,9 +105,9 @@ def load_initial_weights(model: torch.nn.Module, checkpoint: Path) -> dict[str, 
     """Copy a shipped checkpoint's weights into ``model`` (fine-tuning) and return what the new
     record should say about where they came from: the file, its sha256 and its own record."""
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
-    record_path = checkpoint.with_suffix(".record.json")
+    record = record_path(checkpoint)
     return {
         "file": str(checkpoint),
         "sha256": sha256_file(checkpoint),
-        "record": json.loads(record_path.read_text()) if record_path.exists() else None,
+        "record": json.loads(record.read_text()) if record.exists() else None,
     }
