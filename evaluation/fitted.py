@@ -30,7 +30,9 @@ def queries(record: dict) -> int:
 
 
 def cpu_hours(record: dict) -> float:
-    return sum(stage["seconds"] for stage in record["stages"].values()) * record["threads"] / 3600
+    """The fitting process's CPU time (every thread, user and system) over every attempt of every stage,
+    interrupted ones included."""
+    return sum(attempt["cpu_seconds"] for attempt in [*record["stages"].values(), *record.get("interrupted", [])]) / 3600
 
 
 def fitted_row(record: dict) -> list[str]:
@@ -82,7 +84,8 @@ def fitted_section(records: list[dict]) -> str:
         "machine: `fit.md` beside it), measured on the evaluation images with the phone's JPEG in front. Queries "
         "count the images the target answered over the whole run (0 for white-box access); inverse SSIM / PSNR "
         "are the learned inverse attack on the neural view beside the label-only baseline of the target's answers; "
-        "CPU-hours are wall time × threads over every stage.",
+        "CPU-hours are the fitting process's CPU time (all its threads) over every attempt of every stage, "
+        "interrupted ones included; a cloud's time answering a black-box fit is the cloud's, not counted here.",
         fitted_table(records),
     ])
 

@@ -14,7 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,7 +26,7 @@ import torch
 
 from pmc2.evaluation.fitted import render_fit
 from pmc2.fit.access import BLACK_BOX, WHITE_BOX, QueryCount
-from pmc2.fit.stages import STAGES, FitRun, FitSettings, run_stage
+from pmc2.fit.stages import STAGES, Attempt, FitRun, FitSettings, run_stage
 from pmc2.fit.input_spaces import INPUT_SPACES
 from pmc2.fit.targets import TargetError, TargetOptions, resolve_target
 from pmc2.machine import cpu_model
@@ -94,6 +98,47 @@ def open_record(args: argparse.Namespace, command: str, settings: FitSettings, d
             "cpu": cpu_model(), "threads": torch.get_num_threads(), "stages": {}}
 
 
+def write_record(path: Path, record: dict) -> None:
+    """Replace ``path`` with ``record`` in one step, so that a reader never sees half of it."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.replace(path)
+
+
+def stop_on_sigterm(signum: int, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """Within: SIGTERM (a scheduler ending the run) ends it as Ctrl-C does, so the record keeps the interrupted
+    attempt's time. Only the main thread can take signals; a fit run from another thread keeps the default."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_stages(out: Path, record: dict, run: FitRun) -> None:
+    """Every stage not yet in ``record``, in order, the record rewritten after each (and after an interrupted one)."""
+    for stage in STAGES:
+        if stage.name in record["stages"]:
+            continue
+        logging.info("fit: %s", stage.name)
+        attempt = Attempt()
+        try:
+            record["stages"][stage.name] = run_stage(run, stage, attempt)
+        finally:  # an interrupted stage's queries and time are spent too: the totals count them
+            if stage.name not in record["stages"]:
+                record.setdefault("interrupted", []).append({"stage": stage.name, **attempt.spent()})
+            record["queries_total"] = asdict(getattr(run.access, "count", QueryCount()))
+            write_record(out / RECORD, record)
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
@@ -111,15 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     command = " ".join(["python -m pmc2.fit", *(sys.argv[1:] if argv is None else argv)])
     record = open_record(args, command, settings, access.description, access.kind)
     run = FitRun(args.out, settings, access)
-    for stage in STAGES:
-        if stage.name in record["stages"]:
-            continue
-        logging.info("fit: %s", stage.name)
-        try:
-            record["stages"][stage.name] = run_stage(run, stage)
-        finally:  # an interrupted stage's queries are paid for too: the total counts them
-            record["queries_total"] = asdict(getattr(access, "count", QueryCount()))
-            (args.out / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    with sigterm_as_exit():
+        run_stages(args.out, record, run)
     summary = render_fit(record)
     (args.out / "fit.md").write_text(summary + "\n")
     print(summary)

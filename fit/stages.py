@@ -217,15 +217,25 @@ STAGES = tuple(Stage(function.__name__, function) for function in (
     answers, edge_classifier, end_to_end, codebook, bundle, evaluation, attacks))
 
 
-def run_stage(run: FitRun, stage: Stage) -> dict:
-    """``stage``'s summary, with its wall time and the target queries it made. Each stage starts from the run's
-    seed, so a resumed run trains what an uninterrupted one would."""
+class Attempt:
+    """The wall and CPU time (this process's, every thread, user and system) since it began."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def spent(self) -> dict[str, float]:
+        return {"seconds": round(time.perf_counter() - self.wall, 1), "cpu_seconds": round(time.process_time() - self.cpu, 1)}
+
+
+def run_stage(run: FitRun, stage: Stage, attempt: Attempt) -> dict:
+    """``stage``'s summary, with the time its ``attempt`` took and the target queries it made. Each stage starts
+    from the run's seed, so a resumed run trains what an uninterrupted one would."""
     torch.manual_seed(run.settings.seed)
-    before, start = QueryCount(**asdict(getattr(run.access, "count", QueryCount()))), time.perf_counter()
+    before = QueryCount(**asdict(getattr(run.access, "count", QueryCount())))
     try:
         summary = stage.run(run)
     finally:
         run.keep_answers()
     after = getattr(run.access, "count", QueryCount())
     spent = {key: getattr(after, key) - value for key, value in asdict(before).items()}
-    return {**summary, "seconds": round(time.perf_counter() - start, 1), "queries": spent}
+    return {**summary, **attempt.spent(), "queries": spent}

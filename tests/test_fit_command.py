@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +20,7 @@ from onnx import numpy_helper
 from pmc2.cloud_server.app import create_app as create_cloud_app
 from pmc2.edge_server.app import create_app as create_edge_app
 from pmc2.cloud_server.config import CloudConfig
-from pmc2.evaluation.fitted import committed_fit_records, fitted_row, fitted_section
+from pmc2.evaluation.fitted import committed_fit_records, cpu_hours, fitted_row, fitted_section
 from pmc2.fit.__main__ import main as fit_main
 from pmc2.fit.access import BLACK_BOX, WHITE_BOX
 from pmc2.fit.cloud_models import cloud_models
@@ -171,3 +175,25 @@ def test_a_fit_refuses_to_overwrite_or_to_resume_another_run(tiny_cifar: Path, t
         fit_main(["--target", "no-such-model", "--out", str(tmp_path / "new"), *TINY])
     with pytest.raises(SystemExit, match="is the target itself"):
         fit_main(["--target", "compact_resnet", "--out", str(tmp_path / "new"), *TINY])
+
+
+def test_a_fit_ended_by_sigterm_keeps_the_interrupted_attempts_time_for_the_cpu_hours(tiny_cifar: Path,
+                                                                                      tmp_path: Path) -> None:
+    out = tmp_path / "fit"
+    command = [sys.executable, "-m", "pmc2.fit", "--target", "fastnet", "--out", str(out), "--data", str(tiny_cifar),
+               "--threads", "1", *TINY]
+    fitting = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while "answers" not in (run_record(out)["stages"] if (out / "fit.json").exists() else {}):
+            assert fitting.poll() is None and time.monotonic() < deadline, "the fit ended before its first stage did"
+            time.sleep(0.2)
+        fitting.send_signal(signal.SIGTERM)
+        assert fitting.wait(timeout=120) == 128 + signal.SIGTERM
+    finally:
+        fitting.kill()
+    record = run_record(out)
+    [interrupted] = record["interrupted"]
+    assert interrupted["stage"] not in record["stages"] and interrupted["cpu_seconds"] > 0
+    spent = sum(stage["cpu_seconds"] for stage in record["stages"].values()) + interrupted["cpu_seconds"]
+    assert cpu_hours(record) == pytest.approx(spent / 3600)
