@@ -74,9 +74,17 @@ def decoder_safe(stream: bytes, symbols: int) -> bytes:
     return stream + bytes(4 * words)
 
 
+MIN_STREAM_SYMBOLS = 4
+
+
 class RansCoder:
     """rANS streams over a latent of shape [N, C, H, W]: one per image, as CompressAI writes them, or
-    one for a whole batch (the coder's final-state flush, ~4-8 bytes, is then paid once per batch)."""
+    one for a whole batch (the coder's final-state flush, ~4-8 bytes, is then paid once per batch).
+
+    CompressAI's encoder sizes its output at one 32-bit word per symbol, then writes its 64-bit final state:
+    a stream of fewer than ``MIN_STREAM_SYMBOLS`` symbols (an empty batch, a latent of one element) can
+    overrun that buffer and corrupt the heap, so such a stream is refused before the encoder sees it. From
+    four symbols on it fits: at most 16 bits a symbol plus the state is at most N/2 + 2 words."""
 
     def __init__(self, tables: EntropyTables) -> None:
         ans = load_ans()
@@ -90,16 +98,19 @@ class RansCoder:
     def _indexes(self, height: int, width: int, images: int = 1) -> list[int]:
         return np.tile(np.repeat(np.arange(self.tables.channels, dtype=np.int32), height * width), images).tolist()
 
-    def _check(self, latent: np.ndarray) -> None:
+    def _check(self, latent: np.ndarray, images_per_stream: int) -> None:
         if latent.ndim != 4 or latent.shape[1] != self.tables.channels:
             raise ValueError(f"latent must be [N,{self.tables.channels},H,W], got {latent.shape}")
+        if images_per_stream * int(np.prod(latent.shape[1:])) < MIN_STREAM_SYMBOLS:
+            raise ValueError(f"a rANS stream of {images_per_stream} latent(s) of shape {latent.shape[1:]} would hold fewer "
+                             f"than {MIN_STREAM_SYMBOLS} symbols, too few for CompressAI's encoder")
 
     def symbols(self, latent: np.ndarray) -> np.ndarray:
         """round(y − medians) as int32, rounding half to even like torch.round."""
         return np.rint(latent - self._medians).astype(np.int32)
 
     def encode(self, latent: np.ndarray) -> list[bytes]:
-        self._check(latent)
+        self._check(latent, 1)
         indexes = self._indexes(*latent.shape[2:])
         return [
             self._encoder.encode_with_indexes(row.reshape(-1).tolist(), indexes, self._cdf, self._lengths, self._offsets)
@@ -122,7 +133,7 @@ class RansCoder:
 
     def encode_batch(self, latent: np.ndarray) -> bytes:
         """One stream for the whole batch: every image's symbols, image after image."""
-        self._check(latent)
+        self._check(latent, len(latent))
         symbols = self.symbols(latent).reshape(-1).tolist()
         return self._encoder.encode_with_indexes(
             symbols, self._indexes(*latent.shape[2:], images=len(latent)), self._cdf, self._lengths, self._offsets)

@@ -167,6 +167,35 @@ def test_garbage_rans_streams_decode_without_reading_past_the_buffer() -> None:
     assert result.returncode == 0 and "survived" in result.stdout, (result.returncode, result.stderr[-1000:])
 
 
+ENCODE_SHORT_STREAMS = """
+import numpy as np
+from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.rans import EntropyTables, RansCoder
+tables = ModelBundle.open().entropy_tables("pmc2")
+one_channel = RansCoder(EntropyTables(*(array[:1] for array in (tables.quantized_cdf, tables.cdf_length, tables.offset,
+                                                                  tables.medians))))
+for coder, latent, batch in ((RansCoder(tables), np.zeros((0, 96, 2, 2), np.float32), True),
+                             (one_channel, np.zeros((1, 1, 1, 1), np.float32), False),
+                             (one_channel, np.zeros((3, 1, 1, 1), np.float32), True)):
+    try:
+        coder.encode_batch(latent) if batch else coder.encode(latent)
+    except ValueError as error:
+        assert "too few" in str(error), error
+    else:
+        raise AssertionError(f"{latent.shape} was encoded")
+unlikely = np.full((1, 1, 2, 2), 1e4, np.float32)  # four escaped values: the most bits four symbols can take
+stream = one_channel.encode(unlikely)[0]
+assert (one_channel.decode([stream], (2, 2)) == one_channel.dequantize(one_channel.symbols(unlikely))).all()
+print("survived")
+"""
+
+
+def test_streams_too_short_for_compressais_encoder_are_refused_and_four_symbols_fit() -> None:
+    """Run in a child process, so that a heap overrun is a failed test and not a dead test run."""
+    result = subprocess.run([sys.executable, "-c", ENCODE_SHORT_STREAMS], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "survived" in result.stdout, (result.returncode, result.stderr[-1000:])
+
+
 def test_a_decoded_bundle_sends_every_link_the_image_the_bitstream_decodes_to(tmp_path: Path) -> None:
     """With the generator's "link_image": "decoded" (the shipped bundle's) the PNG link carries the edge's own decode x̂, the
     same image the cloud decodes from the neural link's bitstream; with "perturbed", it carries x'."""
