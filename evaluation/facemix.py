@@ -46,7 +46,7 @@ from pmc2.training.data import as_tensors, class_mean_images, to_unit
 from pmc2.training.facemix import SPLIT_PARTS, FaceMixPart
 from pmc2.training.generator import load_generator
 from pmc2.training.pairs import DEFAULT_PAIR, ModelPair
-from pmc2.training.records import git_commit, record_path
+from pmc2.training.records import git_commit, record_path, sha256_file
 from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
 from pmc2.runtime.facemix import FaceMix
@@ -162,20 +162,24 @@ def attack(link: FaceMixLink, evaluation: LabelledImages, returned: np.ndarray, 
 
 
 def training_recipe(checkpoint: Path) -> dict:
-    """The classifier settings ``checkpoint`` was trained with (its record's, defaults filled in), model aside."""
-    config = json.loads(record_path(checkpoint).read_text())["config"]
-    recipe = {**asdict(ClassifierConfig()), **config}
-    del recipe["model"]
-    return recipe
+    """The classifier settings ``checkpoint`` was trained with: its record's, defaults filled in, an initialisation
+    named by its file."""
+    config = {**asdict(ClassifierConfig()), **json.loads(record_path(checkpoint).read_text())["config"]}
+    if isinstance(config.get("init"), dict):  # a fine-tuning run records where its weights came from in full
+        config["init"] = config["init"]["file"]
+    return config
 
 
-def reference_accuracy(reference: Path, facemix: Path, received_uint8: np.ndarray, labels: np.ndarray) -> dict:
-    """The network trained without mixing on the same S1 images, and how its training differs from FaceMix's."""
-    ours, theirs = training_recipe(facemix), training_recipe(reference)
-    images = torch.from_numpy(received_uint8).permute(0, 3, 1, 2)
-    return {"checkpoint": reference.name, "epochs": theirs["epochs"],
-            "accuracy": clean_accuracy(load_classifier(reference), images, torch.from_numpy(labels.astype(np.int64)))["accuracy"],
-            "recipe_differences": {name: [ours[name], theirs.get(name)] for name in ours if ours[name] != theirs.get(name)}}
+def reference_accuracy(reference: Path, facemix_recipe: dict, received_uint8: np.ndarray, labels: np.ndarray) -> dict:
+    """The network trained without mixing, on the same S1 images, and the settings (model aside) in which its
+    training differs from FaceMix's."""
+    theirs = training_recipe(reference)
+    images, truth = torch.from_numpy(received_uint8).permute(0, 3, 1, 2), torch.from_numpy(labels.astype(np.int64))
+    return {"checkpoint": reference.name, "sha256": sha256_file(reference), "model": theirs["model"],
+            "epochs": theirs["epochs"], "accuracy": clean_accuracy(load_classifier(reference), images, truth)["accuracy"],
+            "recipe_differences": {name: [facemix_recipe.get(name), theirs.get(name)]
+                                   for name in sorted((facemix_recipe.keys() | theirs.keys()) - {"model"})
+                                   if facemix_recipe.get(name) != theirs.get(name)}}
 
 
 def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_quality: int = PHONE_JPEG_QUALITY,
@@ -187,6 +191,7 @@ def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_q
         evaluation = evaluation.subset(slice(0, limit))
     link = FaceMixLink(ModelBundle.open(pair.onnx_models), seed)
     received = through_phone_jpeg(evaluation.images, phone_quality)
+    recipe = training_recipe(dict(pair.split_protectors)["facemix"])
     view, dominant, returned, sent = cloud_view(link, received, classify=True)  # one mixing pass for all numbers
     lone = link.mixtures(received[:1])[2]  # one image alone: its group is filled up with decoys
     results = {
@@ -194,9 +199,8 @@ def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_q
         "evaluation_images": len(evaluation), "attacker_images": attacker_images, "cpu": cpu_model(),
         "phone_quality": phone_quality,
         "accuracy": 100.0 * float((returned == evaluation.labels).mean()),
-        "epochs": training_recipe(dict(pair.split_protectors)["facemix"])["epochs"],
-        "without_mixing": reference_accuracy(reference or pair.target, dict(pair.split_protectors)["facemix"], received,
-                                             evaluation.labels),
+        "epochs": recipe["epochs"],
+        "without_mixing": reference_accuracy(reference or pair.target, recipe, received, evaluation.labels),
         "bytes_per_image": {"batch of 256": sent / len(evaluation), "one image": float(lone)},
         "edge_ms_per_image": edge_ms_per_image(link, received[: 4 * BATCH]),
         "edge_gflops_per_image": edge_gflops(pair),
@@ -210,14 +214,20 @@ def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_q
     return results
 
 
-def render_facemix(results: dict) -> str:
-    """FaceMix's section of the report: one table of its numbers beside the label-only baseline."""
+def without_mixing_row(results: dict) -> list[str]:
+    """The report's row for the network trained without mixing, beside FaceMix's accuracy."""
     reference = results["without_mixing"]
     differences = ", ".join(f"{name} {mixing} vs {plain}" for name, (mixing, plain) in reference["recipe_differences"].items())
-    rows = [[f"accuracy (edge's labels), {results['epochs']} epochs", f"{results['accuracy']:.2f}%"],
-            [f"the same network without mixing ({reference['checkpoint']}, {reference['epochs']} epochs; "
-             f"{'recipe otherwise the same' if not differences else 'recipe differs: ' + differences})",
-             f"{reference['accuracy']:.2f}% (FaceMix {results['accuracy'] - reference['accuracy']:+.2f} points)"],
+    return [f"the same network without mixing ({reference['model']}, `{reference['checkpoint']}` sha256 "
+            f"{reference['sha256'][:12]}…; epochs: FaceMix {results['epochs']}, it {reference['epochs']}; "
+            f"{'recipe otherwise the same' if not differences else 'recipe differs (FaceMix vs it): ' + differences})",
+            f"{reference['accuracy']:.2f}% (FaceMix {results['accuracy'] - reference['accuracy']:+.2f} points)"]
+
+
+def render_facemix(results: dict) -> str:
+    """FaceMix's section of the report: one table of its numbers beside the label-only baseline."""
+    rows = [["accuracy (edge's labels)", f"{results['accuracy']:.2f}%"],
+            *([without_mixing_row(results)] if "without_mixing" in results else []),
             *[[f"bytes/image on the wire, {name}", f"{size:,.0f}"] for name, size in results["bytes_per_image"].items()],
             [f"edge ms/image (batch {BATCH}, {results['cpu']})", f"{results['edge_ms_per_image']:.3f}"],
             *[[f"edge GFLOPs/image: {name}", f"{value:.4f}"] for name, value in results["edge_gflops_per_image"].items()]]
@@ -270,8 +280,10 @@ def main() -> None:
                         help="the same network trained without mixing, with its record beside it (default: the pair's target)")
     parser.add_argument("--out", type=Path, default=REPORTS / "evaluation")
     args = parser.parse_args()
-    if args.reference is not None and not record_path(args.reference).is_file():
-        parser.error(f"no training record beside {args.reference} (expected {record_path(args.reference)})")
+    if args.reference is not None:
+        for path, what in ((args.reference, "checkpoint"), (record_path(args.reference), "training record")):
+            if not path.is_file():
+                parser.error(f"--reference: no {what} at {path}")
     results = {"command": " ".join(["python -m pmc2.evaluation.facemix", *sys.argv[1:]]), "git_commit": git_commit(),
                **measure_facemix(args.data, args.limit, args.attacker_images, reference=args.reference)}
     write_facemix(results, args.out)

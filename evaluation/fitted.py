@@ -31,7 +31,7 @@ def queries(record: dict) -> int:
 
 def cpu_hours(record: dict) -> float:
     """The fitting process's CPU time (every thread, user and system) over every attempt of every stage,
-    interrupted ones included."""
+    interrupted ones included (``python -m pmc2.fit`` refuses to resume a record without it)."""
     return sum(attempt["cpu_seconds"] for attempt in [*record["stages"].values(), *record.get("interrupted", [])]) / 3600
 
 

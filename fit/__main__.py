@@ -91,6 +91,9 @@ def open_record(args: argparse.Namespace, command: str, settings: FitSettings, d
         record = json.loads(path.read_text())
         if (record["target"], record["access"], record["settings"]) != (args.target, kind, settings_json):
             raise SystemExit(f"{path} records another run (target, access or settings differ); use another --out")
+        if any("cpu_seconds" not in stage for stage in record["stages"].values()):
+            raise SystemExit(f"{path} was written before fits recorded their CPU time: start the run again in another "
+                             "--out (copy its target_answers.npz there so that no answer is paid for twice)")
         record.setdefault("resumed_by", []).append(command)
         return record
     return {"command": command, "git_commit": git_commit(),
@@ -123,20 +126,35 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def sigterm_deferred() -> Iterator[None]:
+    """Within: a SIGTERM waits (blocked) until the block ends, so that what the block writes is written whole."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
 def run_stages(out: Path, record: dict, run: FitRun) -> None:
-    """Every stage not yet in ``record``, in order, the record rewritten after each (and after an interrupted one)."""
+    """Every stage not yet in ``record``, in order, with its wall and CPU time; the record is rewritten after each.
+    An attempt that ends early (Ctrl-C, SIGTERM, an error) leaves its time and cause under ``interrupted``: its
+    queries and CPU are spent too, and the totals count them."""
     for stage in STAGES:
         if stage.name in record["stages"]:
             continue
-        logging.info("fit: %s", stage.name)
         attempt = Attempt()
         try:
-            record["stages"][stage.name] = run_stage(run, stage, attempt)
-        finally:  # an interrupted stage's queries and time are spent too: the totals count them
-            if stage.name not in record["stages"]:
-                record.setdefault("interrupted", []).append({"stage": stage.name, **attempt.spent()})
-            record["queries_total"] = asdict(getattr(run.access, "count", QueryCount()))
-            write_record(out / RECORD, record)
+            logging.info("fit: %s", stage.name)
+            record["stages"][stage.name] = {**run_stage(run, stage), **attempt.spent()}
+        except BaseException as error:
+            record.setdefault("interrupted", []).append({"stage": stage.name, "ended_by": type(error).__name__,
+                                                         **attempt.spent()})
+            raise
+        finally:
+            with sigterm_deferred():
+                record["queries_total"] = asdict(getattr(run.access, "count", QueryCount()))
+                write_record(out / RECORD, record)
 
 
 def main(argv: list[str] | None = None) -> None:

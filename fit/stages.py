@@ -217,19 +217,21 @@ STAGES = tuple(Stage(function.__name__, function) for function in (
     answers, edge_classifier, end_to_end, codebook, bundle, evaluation, attacks))
 
 
+@dataclass(frozen=True)
 class Attempt:
-    """The wall and CPU time (this process's, every thread, user and system) since it began."""
+    """When an attempt at a stage began: wall clock, and this process's CPU time (every thread, user and system)."""
 
-    def __init__(self) -> None:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
+    wall_start: float = field(default_factory=time.perf_counter)
+    cpu_start: float = field(default_factory=time.process_time)
 
     def spent(self) -> dict[str, float]:
-        return {"seconds": round(time.perf_counter() - self.wall, 1), "cpu_seconds": round(time.process_time() - self.cpu, 1)}
+        return {"seconds": round(time.perf_counter() - self.wall_start, 1),
+                "cpu_seconds": round(time.process_time() - self.cpu_start, 1)}
 
 
-def run_stage(run: FitRun, stage: Stage, attempt: Attempt) -> dict:
-    """``stage``'s summary, with the time its ``attempt`` took and the target queries it made. Each stage starts
-    from the run's seed, so a resumed run trains what an uninterrupted one would."""
+def run_stage(run: FitRun, stage: Stage) -> dict:
+    """``stage``'s summary, with the target queries it made. Each stage starts from the run's seed, so a resumed
+    run trains what an uninterrupted one would."""
     torch.manual_seed(run.settings.seed)
     before = QueryCount(**asdict(getattr(run.access, "count", QueryCount())))
     try:
@@ -238,4 +240,4 @@ def run_stage(run: FitRun, stage: Stage, attempt: Attempt) -> dict:
         run.keep_answers()
     after = getattr(run.access, "count", QueryCount())
     spent = {key: getattr(after, key) - value for key, value in asdict(before).items()}
-    return {**summary, **attempt.spent(), "queries": spent}
+    return {**summary, "queries": spent}

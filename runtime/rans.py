@@ -81,10 +81,10 @@ class RansCoder:
     """rANS streams over a latent of shape [N, C, H, W]: one per image, as CompressAI writes them, or
     one for a whole batch (the coder's final-state flush, ~4-8 bytes, is then paid once per batch).
 
-    CompressAI's encoder sizes its output at one 32-bit word per symbol, then writes its 64-bit final state:
-    a stream of fewer than ``MIN_STREAM_SYMBOLS`` symbols (an empty batch, a latent of one element) can
-    overrun that buffer and corrupt the heap, so such a stream is refused before the encoder sees it. From
-    four symbols on it fits: at most 16 bits a symbol plus the state is at most N/2 + 2 words."""
+    CompressAI's encoder sizes its output at one 32-bit word per symbol, then writes its 64-bit final state. A
+    symbol carries at most 16 bits (the tables' precision), so N symbols need at most N/2 + 2 words: an empty
+    batch or a one-element latent overruns the buffer and corrupts the heap (the process dies). Streams of
+    fewer than ``MIN_STREAM_SYMBOLS`` symbols, a margin above that bound, are refused before the encoder sees them."""
 
     def __init__(self, tables: EntropyTables) -> None:
         ans = load_ans()

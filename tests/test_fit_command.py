@@ -177,23 +177,30 @@ def test_a_fit_refuses_to_overwrite_or_to_resume_another_run(tiny_cifar: Path, t
         fit_main(["--target", "compact_resnet", "--out", str(tmp_path / "new"), *TINY])
 
 
-def test_a_fit_ended_by_sigterm_keeps_the_interrupted_attempts_time_for_the_cpu_hours(tiny_cifar: Path,
-                                                                                      tmp_path: Path) -> None:
-    out = tmp_path / "fit"
-    command = [sys.executable, "-m", "pmc2.fit", "--target", "fastnet", "--out", str(out), "--data", str(tiny_cifar),
-               "--threads", "1", *TINY]
-    fitting = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def test_a_fit_ended_by_sigterm_keeps_the_attempts_time_and_a_record_without_cpu_times_is_not_resumed(
+        tiny_cifar: Path, tmp_path: Path) -> None:
+    out, log = tmp_path / "fit", tmp_path / "fit.log"
+    arguments = ["--target", "fastnet", "--out", str(out), "--data", str(tiny_cifar), *TINY]
+    command = [sys.executable, "-m", "pmc2.fit", *arguments, "--threads", "1"]
+    with log.open("w") as stderr:
+        fitting = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         deadline = time.monotonic() + 300
         while "answers" not in (run_record(out)["stages"] if (out / "fit.json").exists() else {}):
-            assert fitting.poll() is None and time.monotonic() < deadline, "the fit ended before its first stage did"
+            assert fitting.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.2)
+        time.sleep(1.0)  # well into the next stage
         fitting.send_signal(signal.SIGTERM)
-        assert fitting.wait(timeout=120) == 128 + signal.SIGTERM
+        assert fitting.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()[-2000:]
     finally:
         fitting.kill()
     record = run_record(out)
     [interrupted] = record["interrupted"]
-    assert interrupted["stage"] not in record["stages"] and interrupted["cpu_seconds"] > 0
+    assert interrupted["stage"] not in record["stages"] and interrupted["ended_by"] == "SystemExit"
+    assert interrupted["cpu_seconds"] > 0
     spent = sum(stage["cpu_seconds"] for stage in record["stages"].values()) + interrupted["cpu_seconds"]
     assert cpu_hours(record) == pytest.approx(spent / 3600)
+    del record["stages"]["answers"]["cpu_seconds"]  # as a record written before fits kept CPU times
+    (out / "fit.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="before fits recorded their CPU time"):
+        fit_main([*arguments, "--resume"])

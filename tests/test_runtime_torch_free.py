@@ -183,8 +183,10 @@ for coder, latent, batch in ((RansCoder(tables), np.zeros((0, 96, 2, 2), np.floa
         assert "too few" in str(error), error
     else:
         raise AssertionError(f"{latent.shape} was encoded")
-unlikely = np.full((1, 1, 2, 2), 1e4, np.float32)  # four escaped values: the most bits four symbols can take
+rarest = int(np.diff(tables.quantized_cdf[0, : tables.cdf_length[0] - 1]).argmin())  # in range, 16 bits
+unlikely = np.full((1, 1, 2, 2), tables.offset[0] + rarest + tables.medians[0], np.float32)
 stream = one_channel.encode(unlikely)[0]
+assert len(stream) <= 4 * 4, len(stream)  # the buffer CompressAI sizes for four symbols
 assert (one_channel.decode([stream], (2, 2)) == one_channel.dequantize(one_channel.symbols(unlikely))).all()
 print("survived")
 """

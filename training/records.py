@@ -105,9 +105,9 @@ def load_initial_weights(model: torch.nn.Module, checkpoint: Path) -> dict[str, 
     """Copy a shipped checkpoint's weights into ``model`` (fine-tuning) and return what the new
     record should say about where they came from: the file, its sha256 and its own record."""
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
-    record = record_path(checkpoint)
+    record_file = record_path(checkpoint)
     return {
         "file": str(checkpoint),
         "sha256": sha256_file(checkpoint),
-        "record": json.loads(record.read_text()) if record.exists() else None,
+        "record": json.loads(record_file.read_text()) if record_file.exists() else None,
     }
