@@ -1,4 +1,9 @@
-"""Regenerate the evaluation report (Markdown, JSON and plots) from the shipped models."""
+"""Regenerate the evaluation report (Markdown, JSON and plots) from the shipped models.
+
+    python -m pmc2.evaluation [--parts runs/evaluation_parts [--resume]]   → reports/evaluation/
+
+``--parts`` keeps each part (a pair's measurements, the latency runs, FaceMix, the privacy attacks) as it
+finishes, and ``--resume`` continues such a run after a stop (``pmc2.evaluation.resumable``)."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from pmc2.evaluation.facemix import measure_facemix, write_facemix
 from pmc2.evaluation.flops import pair_gflops
 from pmc2.evaluation.markdown import render, render_before_after
 from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
+from pmc2.evaluation.resumable import PartStore, code_state
 from pmc2.evaluation.measurements import (
     COMPRESSORS, CodecResult, EdgeImages, at_defaults, compressor_settings, compressor_with_config, link_result,
     links_in_measuring_order, lowest_matching_quality, result_key,
@@ -91,25 +97,43 @@ def subsampling_ablation(link: Callable[..., CodecResult], tuned: CodecResult) -
             for quality in qualities for subsampling in ("4:4:4", "4:2:0")]
 
 
+RUN_ARGUMENTS = ("data", "limit", "phone_quality", "latency_images", "attacker_images", "retrain_attacks")
+
+
+def part_store(args: argparse.Namespace, data: LabelledImages) -> PartStore:
+    """Where this run keeps its parts (``--parts``), keyed by the code, the data and the arguments that shape them."""
+    if args.parts is None:
+        return PartStore(None, {}, args.resume)
+    key = {"code": code_state(), "data_sha256": data.sha256(),
+           **{name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()
+              if name in RUN_ARGUMENTS}}
+    return PartStore(args.parts, key, args.resume)
+
+
 def measure(args: argparse.Namespace) -> dict:
     data = load_evaluation(args.data)
     if args.limit:
         data = data.subset(slice(0, args.limit))
-    targets = [measure_pair(variant, data, args.phone_quality, full=variant == DEFAULT_PAIR)
+    if args.attacker_images and args.data is None:
+        raise SystemExit("the privacy attacks need the public training images: give --data (or --attacker-images 0)")
+    parts = part_store(args, data)
+    targets = [parts.get(f"target {variant.name}",
+                         functools.partial(measure_pair, variant, data, args.phone_quality, full=variant == DEFAULT_PAIR))
                for pair in PAIRS.values() for variant in pair.with_every_protector()]
     latency = None
     if args.latency_images:
-        latency = run_all_modes(data.subset(slice(0, args.latency_images)), phone_quality=args.phone_quality)
+        latency = parts.get("latency", lambda: run_all_modes(data.subset(slice(0, args.latency_images)),
+                                                             phone_quality=args.phone_quality))
     facemix = None
     if "facemix" in dict(DEFAULT_PAIR.split_protectors):
-        facemix = measure_facemix(args.data, args.limit, args.attacker_images if args.data else 0, args.phone_quality)
+        facemix = parts.get("facemix", lambda: measure_facemix(args.data, args.limit,
+                                                               args.attacker_images if args.data else 0,
+                                                               args.phone_quality))
     privacy = None
     if args.attacker_images:
-        if args.data is None:
-            raise SystemExit("the privacy attacks need the public training images: give --data (or --attacker-images 0)")
         config = PrivacyConfig(attacker_images=args.attacker_images, phone_quality=args.phone_quality,
                                retrain=args.retrain_attacks)
-        privacy = measure_privacy(args.data, args.limit, config)
+        privacy = parts.get("privacy", lambda: measure_privacy(args.data, args.limit, config))
     return {
         "command": " ".join(["python -m pmc2.evaluation", *sys.argv[1:]]),
         "git_commit": git_commit(),
@@ -161,6 +185,9 @@ def main() -> None:
     parser.add_argument("--attacker-images", type=non_negative_int, default=PrivacyConfig.attacker_images,
                         help="public images the privacy attacks train on (0: skip the privacy attacks)")
     parser.add_argument("--retrain-attacks", action="store_true", help="train the inverse networks again")
+    parser.add_argument("--parts", type=Path, default=None,
+                        help="keep each part of the run here as it finishes (pmc2.evaluation.resumable)")
+    parser.add_argument("--resume", action="store_true", help="continue the run kept in --parts: measure what is missing")
     parser.add_argument("--out", type=Path, default=REPORTS / "evaluation")
     parser.add_argument("--before", type=Path, default=REPORTS / "evaluation" / "before",
                         help="the folder of an earlier models' recorded results.json to show beside this report")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from pmc2.evaluation.markdown import PRIVACY_HEADING, PRIVACY_SKIPPED, bandwidth
 from pmc2.evaluation.measurements import (
     CodecResult, link_result, lowest_matching_quality,
 )
+from pmc2.evaluation.resumable import PartStore
 from pmc2.training.evaluate import TrainedPipeline, evaluate, format_table
 from pmc2.training.pairs import DEFAULT_PAIR, PAIRS
 from pmc2.runtime.cifar10 import load_evaluation
@@ -58,14 +59,30 @@ def assert_every_codec_is_listed(text: str, protectors: list[str]) -> None:
         assert links == list(LINK_CODECS) * (len(links) // len(LINK_CODECS)) and links, protector
 
 
+SMALL_RUN = ["--limit", "60", "--latency-images", "6", "--attacker-images", "0"]
+
+
+def evaluation_run(*arguments: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "pmc2.evaluation", *arguments], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small run, each part kept in ``parts/`` beside the report as it finishes."""
     out = tmp_path_factory.mktemp("report")
-    command = [sys.executable, "-m", "pmc2.evaluation", "--limit", "60", "--latency-images", "6", "--attacker-images", "0",
-               "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
+    evaluation_run(*SMALL_RUN, "--out", str(out), "--parts", str(out / "parts"))
     return out
+
+
+def test_a_resumed_run_measures_nothing_again_and_writes_the_same_results(report: Path, tmp_path: Path) -> None:
+    resumed = evaluation_run(*SMALL_RUN, "--out", str(tmp_path), "--parts", str(report / "parts"), "--resume")
+    assert "phone JPEG (S1)" not in resumed.stderr and "JPEG 4:4:4 sweep" not in resumed.stderr  # no part measured
+    first, second = (json.loads((folder / "results.json").read_text()) for folder in (report, tmp_path))
+    assert first.pop("command") != second.pop("command") and first == second
+    assert (tmp_path / "report.md").read_text().split("\n", 3)[3] == (report / "report.md").read_text().split("\n", 3)[3]
 
 
 def test_report_files_and_sections(report: Path) -> None:
@@ -168,3 +185,25 @@ def test_table_3_follows_a_target_the_paper_evaluated_with_the_papers_row() -> N
     assert costs["edge"] > costs["target"] > 0  # the generator + g_a cost the edge more than FastNet costs the cloud
     assert f"| {target['privacy']['target_clean']:.2f}% | {costs['edge']:.3f} | {costs['target']:.3f} |" in ours
     assert "≥ 90.20%" in goal_sentence(as_resnet18) and "≥ 90.00%" in goal_sentence(target)
+
+
+def test_a_part_is_measured_once_and_taken_back_only_by_the_same_run(tmp_path: Path) -> None:
+    measured = []
+
+    def part(value: int) -> Callable[[], dict]:
+        return lambda: measured.append(value) or {"value": value}
+
+    key = {"code": "abc", "limit": 60}
+    assert PartStore(tmp_path, key, resume=False).get("target fastnet", part(1)) == {"value": 1}
+    resumed = PartStore(tmp_path, key, resume=True)
+    assert resumed.get("target fastnet", part(2)) == {"value": 1} and measured == [1]  # kept, not measured again
+    assert resumed.get("latency", part(3)) == {"value": 3} and measured == [1, 3]
+    with pytest.raises(SystemExit, match="give --resume"):
+        PartStore(tmp_path, key, resume=False)
+    with pytest.raises(SystemExit, match="its code, limit differ"):
+        PartStore(tmp_path, {"code": "def", "limit": 100}, resume=True)
+    with pytest.raises(SystemExit, match="holds no run"):
+        PartStore(tmp_path / "empty", key, resume=True)
+    with pytest.raises(SystemExit, match="give --parts"):
+        PartStore(None, {}, resume=True)
+    assert PartStore(None, {}, resume=False).get("latency", part(4)) == {"value": 4} and measured == [1, 3, 4]
