@@ -25,7 +25,7 @@ from pmc2.evaluation.facemix import measure_facemix, write_facemix
 from pmc2.evaluation.flops import pair_gflops
 from pmc2.evaluation.markdown import render, render_before_after
 from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
-from pmc2.evaluation.resumable import PartStore, code_state
+from pmc2.evaluation.resumable import PartStore, run_state
 from pmc2.evaluation.measurements import (
     COMPRESSORS, CodecResult, EdgeImages, at_defaults, compressor_settings, compressor_with_config, link_result,
     links_in_measuring_order, lowest_matching_quality, result_key,
@@ -33,7 +33,7 @@ from pmc2.evaluation.measurements import (
 from pmc2.training.evaluate import TrainedPipeline
 from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.training.records import git_commit
-from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
+from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
 from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
 from pmc2.runtime.link_codecs import LINK_CODECS, JpegLink, WebpLink, codec_named
 from pmc2.runtime.paths import REPORTS, SHARED_DATA
@@ -44,6 +44,7 @@ BATCH_SIZES = tuple(sorted({16, *(codec.evaluated_images_per_stream for codec in
 EDGE_COST_IMAGES = 1024
 PAPER_SUBSAMPLING_QUALITY = 89
 WEBP_QUALITIES = range(10, 101, 10)
+NOT_IN_THE_KEY = {"parts", "resume", "out", "before"}  # where a run keeps and writes things, not what it measures
 
 
 def measure_pair(pair: ModelPair, data: LabelledImages, phone_quality: int, full: bool) -> dict:
@@ -97,20 +98,21 @@ def subsampling_ablation(link: Callable[..., CodecResult], tuned: CodecResult) -
             for quality in qualities for subsampling in ("4:4:4", "4:2:0")]
 
 
-RUN_ARGUMENTS = ("data", "limit", "phone_quality", "latency_images", "attacker_images", "retrain_attacks")
-
-
 def part_store(args: argparse.Namespace, data: LabelledImages) -> PartStore:
-    """Where this run keeps its parts (``--parts``), keyed by the code, the data and the arguments that shape them."""
+    """Where this run keeps its parts (``--parts``), keyed by every argument but where things are written, the data
+    (the public training images too when the attacks run) and ``run_state()``."""
     if args.parts is None:
         return PartStore(None, {}, args.resume)
-    key = {"code": code_state(), "data_sha256": data.sha256(),
-           **{name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()
-              if name in RUN_ARGUMENTS}}
+    arguments = {name: str(value.resolve()) if isinstance(value, Path) else value
+                 for name, value in vars(args).items() if name not in NOT_IN_THE_KEY}
+    public = load_split(args.data, "train").sha256() if args.attacker_images else None
+    key = {**run_state(args.parts), **arguments, "data_sha256": data.sha256(), "public_sha256": public}
     return PartStore(args.parts, key, args.resume)
 
 
 def measure(args: argparse.Namespace) -> dict:
+    """Every part of the report (each pair's measurements, latency, FaceMix, the privacy attacks) and where the
+    run stood (``--parts``: which parts an earlier invocation of the same run measured)."""
     data = load_evaluation(args.data)
     if args.limit:
         data = data.subset(slice(0, args.limit))
@@ -126,8 +128,7 @@ def measure(args: argparse.Namespace) -> dict:
                                                              phone_quality=args.phone_quality))
     facemix = None
     if "facemix" in dict(DEFAULT_PAIR.split_protectors):
-        facemix = parts.get("facemix", lambda: measure_facemix(args.data, args.limit,
-                                                               args.attacker_images if args.data else 0,
+        facemix = parts.get("facemix", lambda: measure_facemix(args.data, args.limit, args.attacker_images,
                                                                args.phone_quality))
     privacy = None
     if args.attacker_images:
@@ -140,7 +141,7 @@ def measure(args: argparse.Namespace) -> dict:
         "data": "bundled 500-image sample" if args.data is None else str(args.data),
         "images": len(data), "cpu": cpu_model(), "targets": targets, "latency": latency,
         "latency_images": args.latency_images,
-        "privacy_attacks": privacy, "facemix": facemix,
+        "privacy_attacks": privacy, "facemix": facemix, "parts_taken_back": parts.taken_back,
     }
 
 

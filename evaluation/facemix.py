@@ -156,8 +156,9 @@ def attack(link: FaceMixLink, evaluation: LabelledImages, returned: np.ndarray, 
         "two_choice_inverse": two_choice_success(reconstructed, originals, originals[partners]),
         "rank1_of_1000_inverse": rank1_reidentification(reconstructed, originals, labels, public_originals,
                                                        torch.from_numpy(public.labels.astype(np.int64)), generator=rng),
-        "_grid": {"dominant original": originals[:GRID_IMAGES], "inverse attack": reconstructed[:GRID_IMAGES],
-                  "label-only baseline": label_only[:GRID_IMAGES]},
+        "_grid": {title: rows[:GRID_IMAGES].clone()  # a copy: a slice would keep (and pickle) all the rows
+                  for title, rows in (("dominant original", originals), ("inverse attack", reconstructed),
+                                      ("label-only baseline", label_only))},
     }
 
 

@@ -122,7 +122,7 @@ def render(results: dict) -> str:
         + ", ".join(f"`{t['target']}`/`{t['aux']}`" for t in targets if t.get("protector", DEFAULT_PROTECTOR) == DEFAULT_PROTECTOR)
         + ", each with its own generator and compressor (rows marked · dapter put DAPter's converter in the "
         "generator's slot). Every number below is measured by that command; "
-        "`results.json` holds them all.",
+        "`results.json` holds them all." + resumed_note(results.get("parts_taken_back")),
         "## Bandwidth and accuracy (PMC² Table 3 analogue)",
         f"S1: the phone's JPEG (quality {s1.settings['quality']}, Pillow defaults) of the original image; "
         "the edge perturbs the decoded S1 image. S2: the perturbed image on the edge→cloud link, bytes as "
@@ -180,6 +180,14 @@ def render(results: dict) -> str:
     if results.get("latency"):
         sections.append(latency_section(results["latency"], results["latency_images"]))
     return "\n\n".join(sections) + "\n"
+
+
+def resumed_note(taken_back: list[str] | None) -> str:
+    """What the header says of a resumed run's parts that an earlier invocation measured (``--resume``)."""
+    if not taken_back:
+        return ""
+    return (f" It resumed a run stopped part-way (`--parts`): {', '.join(taken_back)} were measured by an earlier "
+            "invocation of the same run (same code, models, data, arguments, libraries and machine).")
 
 
 def _percent(value: float) -> str:

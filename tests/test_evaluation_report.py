@@ -16,7 +16,7 @@ from pmc2.evaluation.markdown import PRIVACY_HEADING, PRIVACY_SKIPPED, bandwidth
 from pmc2.evaluation.measurements import (
     CodecResult, link_result, lowest_matching_quality,
 )
-from pmc2.evaluation.resumable import PartStore
+from pmc2.evaluation.resumable import PartStore, code_state
 from pmc2.training.evaluate import TrainedPipeline, evaluate, format_table
 from pmc2.training.pairs import DEFAULT_PAIR, PAIRS
 from pmc2.runtime.cifar10 import load_evaluation
@@ -69,20 +69,34 @@ def evaluation_run(*arguments: str) -> subprocess.CompletedProcess:
     return result
 
 
+MEASURING = ("phone JPEG (S1)", "JPEG 4:4:4 sweep")  # progress bars of a pair's measurement
+
+
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small run, each part kept in ``parts/`` beside the report as it finishes."""
+def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A small run, each part kept in ``parts/`` beside the report as it finishes, and what it printed."""
     out = tmp_path_factory.mktemp("report")
-    evaluation_run(*SMALL_RUN, "--out", str(out), "--parts", str(out / "parts"))
-    return out
+    first = evaluation_run(*SMALL_RUN, "--out", str(out), "--parts", str(out / "parts"))
+    return out, first.stderr
 
 
-def test_a_resumed_run_measures_nothing_again_and_writes_the_same_results(report: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def report(measured: tuple[Path, str]) -> Path:
+    return measured[0]
+
+
+def test_a_resumed_run_measures_nothing_again_and_writes_the_same_results(measured: tuple[Path, str],
+                                                                           tmp_path: Path) -> None:
+    report, printed = measured
     resumed = evaluation_run(*SMALL_RUN, "--out", str(tmp_path), "--parts", str(report / "parts"), "--resume")
-    assert "phone JPEG (S1)" not in resumed.stderr and "JPEG 4:4:4 sweep" not in resumed.stderr  # no part measured
+    assert all(bar in printed and bar not in resumed.stderr for bar in MEASURING)  # no part measured again
     first, second = (json.loads((folder / "results.json").read_text()) for folder in (report, tmp_path))
-    assert first.pop("command") != second.pop("command") and first == second
-    assert (tmp_path / "report.md").read_text().split("\n", 3)[3] == (report / "report.md").read_text().split("\n", 3)[3]
+    variants = [variant.name for pair in PAIRS.values() for variant in pair.with_every_protector()]
+    assert first.pop("parts_taken_back") == [] and second.pop("parts_taken_back") == [
+        *(f"target {name}" for name in variants), "latency", "facemix"]
+    assert first.pop("command") != second.pop("command") and first == second  # timings too: nothing measured again
+    header, rest = (tmp_path / "report.md").read_text().split("\n", 3)[2:]
+    assert "It resumed a run stopped part-way" in header and rest == (report / "report.md").read_text().split("\n", 3)[3]
 
 
 def test_report_files_and_sections(report: Path) -> None:
@@ -207,3 +221,32 @@ def test_a_part_is_measured_once_and_taken_back_only_by_the_same_run(tmp_path: P
     with pytest.raises(SystemExit, match="give --parts"):
         PartStore(None, {}, resume=True)
     assert PartStore(None, {}, resume=False).get("latency", part(4)) == {"value": 4} and measured == [1, 3, 4]
+    with pytest.raises(ZeroDivisionError):
+        resumed.get("facemix", lambda: 1 / 0)
+    assert resumed.get("facemix", part(5)) == {"value": 5}  # a part that raised was not kept
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "latency.pickle").write_bytes(b"")
+    with pytest.raises(SystemExit, match="not empty"):
+        PartStore(tmp_path / "other", key, resume=False)
+
+
+def test_the_code_state_changes_with_tracked_edits_and_untracked_files(tmp_path: Path) -> None:
+    def git(*arguments: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *arguments], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "model.py").write_text("a = 1\n")
+    git("add", "model.py")
+    git("commit", "-q", "-m", "one")
+    clean = code_state(tmp_path)
+    (tmp_path / "new_checkpoint.pt").write_bytes(b"weights")
+    untracked = code_state(tmp_path)
+    (tmp_path / "new_checkpoint.pt").write_bytes(b"other weights")
+    retrained = code_state(tmp_path)
+    (tmp_path / "model.py").write_text("a = 2\n")
+    edited = code_state(tmp_path)
+    assert len({clean, untracked, retrained, edited}) == 4 and untracked.startswith(clean + "+")
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "latency.pickle").write_bytes(b"a part")
+    assert code_state(tmp_path, ignoring=tmp_path / "parts") == edited  # the run's own parts are not code
