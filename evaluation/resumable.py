@@ -57,7 +57,8 @@ def code_state(root: Path = REPO_ROOT, ignoring: Path | None = None) -> str:
                        if name and not (ignoring and (root / name.decode()).resolve().is_relative_to(ignoring.resolve())))
     if not diff and not untracked:
         return head
-    return f"{head}+{_digest([diff, *(part for name in untracked for part in (name, (root / name.decode()).read_bytes()))])}"
+    untracked_files = (part for name in untracked for part in (name, (root / name.decode()).read_bytes()))
+    return f"{head}+{_digest([diff, *untracked_files])}"
 
 
 def folder_digest(folder: Path) -> str:
@@ -68,8 +69,8 @@ def folder_digest(folder: Path) -> str:
 
 def run_state(parts: Path) -> dict:
     """What shapes every part besides the run's own arguments and data: code, models, libraries, machine."""
-    return {"code": code_state(ignoring=parts), "checkpoints": folder_digest(CHECKPOINTS), "models": folder_digest(ONNX_MODELS),
-            "libraries": {name: importlib.metadata.version(name) for name in LIBRARIES},
+    return {"code": code_state(ignoring=parts), "checkpoints": folder_digest(CHECKPOINTS),
+            "models": folder_digest(ONNX_MODELS), "libraries": {name: importlib.metadata.version(name) for name in LIBRARIES},
             "cpu": cpu_model(), "cpus": available_cpus()}
 
 
