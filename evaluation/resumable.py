@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
 import pickle
 import re
 import subprocess
@@ -27,6 +26,7 @@ from typing import TypeVar
 from pmc2.machine import cpu_model
 from pmc2.runtime.cpu_budget import available_cpus
 from pmc2.runtime.paths import CHECKPOINTS, ONNX_MODELS, REPO_ROOT
+from pmc2.training.records import replace_atomically
 
 T = TypeVar("T")
 KEY_FILE = "key.json"
@@ -99,17 +99,7 @@ class PartStore:
         if folder.exists() and any(folder.iterdir()):
             raise SystemExit(f"--parts {folder} is not empty and holds no {KEY_FILE}: give an empty or new folder")
         folder.mkdir(parents=True, exist_ok=True)
-        self._write(key_file, json.dumps(key, indent=2).encode() + b"\n")
-
-    @staticmethod
-    def _write(path: Path, data: bytes) -> None:
-        """Replace ``path`` with ``data`` in one step, on disk before it takes the name."""
-        partial = path.with_suffix(".partial")
-        with partial.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        partial.replace(path)
+        replace_atomically(key_file, json.dumps(key, indent=2).encode() + b"\n")
 
     def _path(self, name: str) -> Path:
         return self.folder / f"{re.sub(r'[^A-Za-z0-9+._-]', '_', name)}.pickle"
@@ -129,5 +119,5 @@ class PartStore:
             self.taken_back.append(name)
             return value
         value = compute()
-        self._write(path, pickle.dumps(value))
+        replace_atomically(path, pickle.dumps(value))
         return value

@@ -31,7 +31,7 @@ from pmc2.fit.input_spaces import INPUT_SPACES
 from pmc2.fit.targets import TargetError, TargetOptions, resolve_target
 from pmc2.machine import cpu_model
 from pmc2.runtime.paths import CHECKPOINTS, SHARED_DATA
-from pmc2.training.records import git_commit
+from pmc2.training.records import git_commit, replace_atomically
 from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.training.train_end_to_end import EndToEndConfig
 from pmc2.value_ranges import non_negative_int, positive_int
@@ -101,13 +101,6 @@ def open_record(args: argparse.Namespace, command: str, settings: FitSettings, d
             "cpu": cpu_model(), "threads": torch.get_num_threads(), "stages": {}}
 
 
-def write_record(path: Path, record: dict) -> None:
-    """Replace ``path`` with ``record`` in one step, so that a reader never sees half of it."""
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    partial.replace(path)
-
-
 def stop_on_sigterm(signum: int, _frame) -> None:
     raise SystemExit(128 + signum)
 
@@ -154,7 +147,7 @@ def run_stages(out: Path, record: dict, run: FitRun) -> None:
         finally:
             with sigterm_deferred():
                 record["queries_total"] = asdict(getattr(run.access, "count", QueryCount()))
-                write_record(out / RECORD, record)
+                replace_atomically(out / RECORD, json.dumps(record, indent=2).encode() + b"\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,6 +19,17 @@ from pmc2.runtime.paths import REPO_ROOT
 def record_path(checkpoint: Path) -> Path:
     """Where the record of the run that wrote ``checkpoint`` lives: beside it, ``<name>.record.json``."""
     return checkpoint.with_suffix(".record.json")
+
+
+def replace_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` in one step, on disk before it takes the name: a reader (or a run resumed after
+    a crash) never sees half of it."""
+    partial = path.with_suffix(path.suffix + ".partial")
+    with partial.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    partial.replace(path)
 
 
 def sha256_file(path: Path) -> str:
