@@ -27,7 +27,7 @@ from pmc2.training.train_generator import warmup_cosine
 
 @dataclass
 class InverseAttackConfig(UNetTrainingConfig):
-    """The defaults of ``UNetTrainingConfig``: 8 epochs of 128, AdamW at 2e-3, bf16."""
+    """The defaults of ``UNetTrainingConfig``: 8 epochs of 128, AdamW at 2e-3, bf16 where the CPU has it."""
 
 
 class FeatureInverse(nn.Sequential):

@@ -13,3 +13,16 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # CPU features that make bf16 matrix products fast
+
+
+def bf16_is_fast(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX or AVX-512-BF16). Elsewhere bf16 autocast is
+    emulated: on an AVX2 EPYC a FastNet training step took 17× as long as in float32."""
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return not BF16_FLAGS.isdisjoint(line.split(":", 1)[1].split())
+    return False

@@ -76,7 +76,7 @@ class EndToEndObjective:
 
     def __init__(self, config: EndToEndLossConfig, generator: nn.Module, compressor: FactorizedPrior,
                  target: nn.Module, aux: nn.Module, inverse: InverseNetwork, class_means: torch.Tensor,
-                 bf16: bool = True) -> None:
+                 bf16: bool) -> None:
         self.config, self.generator, self.compressor = config, generator, compressor
         self.target, self.aux, self.inverse, self.class_means = target, aux, inverse, class_means
         self.bf16 = bf16

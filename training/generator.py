@@ -32,12 +32,13 @@ trained with DAPter's own loss (``training/perturbation_loss.py``), it runs in t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from pmc2.machine import bf16_is_fast
 from pmc2.training.fast_classifiers import FastNet
 from pmc2.runtime.normalization import CIFAR10_MEAN, CIFAR10_STD
 
@@ -51,7 +52,7 @@ class UNetTrainingConfig:
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    bf16: bool = True
+    bf16: bool = field(default_factory=bf16_is_fast)  # bf16 autocast where the CPU has it in hardware
     seed: int = 0
 
 

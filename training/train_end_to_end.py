@@ -3,7 +3,7 @@
 The edge's input is the phone's JPEG (quality 90) of each training image, flipped and translated.
 The objective is ``end_to_end_objective`` (target CE on x̂, rate, aux hinge on shifted/erased x̂, an
 inverse-network adversary trained alongside). λ warms up linearly over ``--rate-warmup-epochs``;
-learning rates warm up for 200 steps, then decay on a cosine. bf16 autocast for the networks, float32
+learning rates warm up for 200 steps, then decay on a cosine. bf16 autocast (where the CPU has it) for the networks, float32
 for the compressor. After each epoch the validation images are coded as the runtime codes them
 (rounded latent; bits = −log2 of their likelihoods) and the best epoch's generator and compressor go
 to ``--out/{generator,compressor}.pt``; the compressor's entropy tables are computed there, once.
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from pmc2.machine import bf16_is_fast
 from pmc2.training.classifiers import load_classifier, load_target_and_aux
 from pmc2.training.compressor import CPU_M, CPU_N, build_compressor, clear_entropy_tables, save_compressor
 from pmc2.training.data import (as_received_tensors, class_mean_images, denormalize, flip_and_translate, normalize,
@@ -29,7 +30,7 @@ from pmc2.training.perturbation_loss import per_image_ssim
 from pmc2.training.loop import fit, shuffled
 from pmc2.training.records import RunLog, load_initial_weights, shipping_weights
 from pmc2.training.train_generator import warmup_cosine
-from pmc2.training.training_cli import parse_training_args, training_parser
+from pmc2.training.training_cli import add_bf16_option, parse_training_args, training_parser
 from pmc2.runtime.cifar10 import LabelledImages
 
 LINK_IMAGE = {"decoded": "decoded", "distortion": "perturbed"}  # tie → the image the PNG/JPEG links carry
@@ -51,7 +52,7 @@ class EndToEndConfig:
     weight_decay: float = 5e-4
     rate_warmup_epochs: float = 2.0
     clip: float = 1.0
-    bf16: bool = True
+    bf16: bool = field(default_factory=bf16_is_fast)  # bf16 autocast where the CPU has it in hardware
     seed: int = 0
     limit: int | None = None
     loss: EndToEndLossConfig = field(default_factory=EndToEndLossConfig)
@@ -216,7 +217,7 @@ def main() -> None:
     parser.add_argument("--inverse-weight", type=float, default=loss_defaults.inverse_weight)
     parser.add_argument("--tie", choices=("decoded", "distortion"), default=loss_defaults.tie)
     parser.add_argument("--distortion-weight", type=float, default=loss_defaults.distortion_weight)
-    parser.add_argument("--no-bf16", dest="bf16", action="store_false")
+    add_bf16_option(parser, defaults.bf16)
     args = parse_training_args(parser)
     loss = EndToEndLossConfig(rate_weight=args.rate_weight, aux_weight=args.aux_weight,
                               inverse_weight=args.inverse_weight, tie=args.tie, distortion_weight=args.distortion_weight)

@@ -4,7 +4,7 @@ The MMSys'22 generator by default; ``--architecture dapter --objective dapter`` 
 with its own loss instead (the related system, compared under the same attacks).
 
 AdamW (lr 5e-3, wd 5e-4), linear warm-up then cosine decay per step, flip + translate augmentation,
-bf16 autocast; ``--phone-jpeg Q`` trains and validates on the images as the edge receives them (after the
+bf16 autocast where the CPU has it; ``--phone-jpeg Q`` trains and validates on the images as the edge receives them (after the
 phone's JPEG at quality Q, as the end-to-end recipe does) instead of the stored ones; after every epoch the loss
 on the 5,000 validation images decides the best epoch, whose weights are written to ``--out/generator.pt`` with a
 record (as MMSys'22).
@@ -25,7 +25,7 @@ from pmc2.training.loop import fit
 from pmc2.training.perturbation_loss import (OBJECTIVES, PerturbationLossConfig, ProtectorOutputs, per_image_ssim,
                                            perturbation_loss)
 from pmc2.training.records import RunLog, load_initial_weights, shipping_weights
-from pmc2.training.training_cli import parse_training_args, training_parser
+from pmc2.training.training_cli import add_bf16_option, parse_training_args, training_parser
 from pmc2.value_ranges import jpeg_quality
 
 
@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs)
     parser.add_argument("--phone-jpeg", type=jpeg_quality, default=None, metavar="Q",
                         help="train on the images after the phone's JPEG at quality Q (default: as stored)")
-    parser.add_argument("--no-bf16", dest="bf16", action="store_false")
+    add_bf16_option(parser, defaults.bf16)
     args = parse_training_args(parser)
     loss = PerturbationLossConfig(
         args.target_weight, args.aux_weight, args.similarity_weight, args.aux_term, args.aux_margin, args.similarity,

@@ -38,6 +38,11 @@ def training_parser(description: str, defaults: SharedDefaults) -> argparse.Argu
     return parser
 
 
+def add_bf16_option(parser: argparse.ArgumentParser, default: bool) -> None:
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=default,
+                        help="bf16 autocast (default here: %(default)s, on where the CPU has AMX or AVX-512-BF16)")
+
+
 def parse_training_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     args = parser.parse_args()
     if args.threads:
