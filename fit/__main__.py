@@ -26,13 +26,15 @@ import torch
 
 from pmc2.evaluation.fitted import render_fit
 from pmc2.fit.access import BLACK_BOX, WHITE_BOX, QueryCount
-from pmc2.fit.stages import STAGES, Attempt, FitRun, FitSettings, run_stage
+from pmc2.fit.stages import COMPRESSOR_START_EPOCHS, STAGES, Attempt, FitRun, FitSettings, run_stage
 from pmc2.fit.input_spaces import INPUT_SPACES
 from pmc2.fit.targets import TargetError, TargetOptions, resolve_target
 from pmc2.machine import cpu_model
+from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
 from pmc2.runtime.paths import CHECKPOINTS, SHARED_DATA
 from pmc2.training.records import git_commit, replace_atomically
 from pmc2.training.train_classifier import ClassifierConfig
+from pmc2.training.train_compressor import CompressorConfig
 from pmc2.training.train_end_to_end import EndToEndConfig
 from pmc2.value_ranges import non_negative_int, positive_int
 
@@ -53,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a public classifier that must learn nothing from what the cloud decodes")
     parser.add_argument("--limit", type=positive_int, default=None, help="public images used (smoke runs)")
     parser.add_argument("--edge-classifier-epochs", type=positive_int, default=classifier.epochs)
+    parser.add_argument("--compressor-start-epochs", type=positive_int, default=COMPRESSOR_START_EPOCHS,
+                        help="rate-distortion epochs of the compressor before the end-to-end training")
     parser.add_argument("--epochs", type=positive_int, default=end_to_end.epochs, help="end-to-end epochs")
     parser.add_argument("--batch-size", type=positive_int, default=end_to_end.batch_size, help="end-to-end batch")
     parser.add_argument("--codebook-images", type=positive_int, default=FitSettings.codebook_images)
@@ -77,24 +81,31 @@ def settings_from(args: argparse.Namespace) -> FitSettings:
         evaluation_limit=args.evaluation_limit, attacker_images=args.attacker_images,
         attack_epochs=args.attack_epochs, seed=args.seed,
         edge_classifier=ClassifierConfig(model="fastnet", epochs=args.edge_classifier_epochs, seed=args.seed),
+        compressor_start=CompressorConfig(epochs=args.compressor_start_epochs, phone_jpeg=PHONE_JPEG_QUALITY,
+                                          seed=args.seed),
         end_to_end=EndToEndConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed),
     )
 
 
 def open_record(args: argparse.Namespace, command: str, settings: FitSettings, described: str, kind: str) -> dict:
-    """The run's record: a new one, or (``--resume``) the one in ``<out>``, which must be of the same run."""
+    """The run's record: a new one, or (``--resume``) the one in ``<out>``, which must be of the same run; settings
+    that a later version added (for stages it added) take their values from this invocation, which is noted."""
     path = args.out / RECORD
     settings_json = json.loads(json.dumps(asdict(settings), default=str))
     if path.exists():
         if not args.resume:
             raise SystemExit(f"{path} exists: give --resume to continue that run, or another --out")
         record = json.loads(path.read_text())
-        if (record["target"], record["access"], record["settings"]) != (args.target, kind, settings_json):
+        recorded = {key: value for key, value in settings_json.items() if key in record["settings"]}
+        if (record["target"], record["access"], record["settings"]) != (args.target, kind, recorded):
             raise SystemExit(f"{path} records another run (target, access or settings differ); use another --out")
         if any("cpu_seconds" not in stage for stage in record["stages"].values()):
             raise SystemExit(f"{path} was written before fits recorded their CPU time: start the run again in another "
                              "--out (copy its target_answers.npz there so that no answer is paid for twice)")
-        record.setdefault("resumed_by", []).append(command)
+        added = sorted(settings_json.keys() - recorded.keys())  # settings of stages a later version added
+        record["settings"] = settings_json
+        record.setdefault("resumed_by", []).append(
+            {"command": command, "git_commit": git_commit(), **({"settings_added": added} if added else {})})
         return record
     return {"command": command, "git_commit": git_commit(),
             "target": args.target, "access": kind, "reached_as": described, "settings": settings_json,

@@ -2,6 +2,7 @@
 
     answers ───────── the target's labels of the public images (black-box: every image a counted query)
     edge_classifier ─ FastNet trained from scratch on those answers: the generator's starting features
+    compressor_start  the compressor trained for rate and distortion on the public images as the edge receives them
     end_to_end ────── generator + compressor trained against the target (white-box) or that classifier (black-box)
     codebook ──────── one latent per class; g_s shaped until the target itself reads every code image
     bundle ────────── ONNX export of generator, g_a, g_s and the entropy tables, checked against torch
@@ -9,7 +10,9 @@
     attacks ───────── the report's privacy attacks on what the cloud receives, beside the label-only baseline
 
 Nothing a black-box run ships starts from the target's weights: the edge classifier is trained here, from a
-random initialisation, on the target's answers; the compressor starts from a random initialisation.
+random initialisation, on the target's answers; the compressor starts from a random initialisation, trained first
+for rate and distortion alone (end to end from random weights, the rate term outgrew the task and the target read
+chance).
 """
 
 from __future__ import annotations
@@ -34,17 +37,19 @@ from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
 from pmc2.runtime.paths import CHECKPOINTS
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.compressor import load_compressor
-from pmc2.training.data import seeded_training_data
+from pmc2.training.data import as_received_tensors, seeded_training_data, to_unit
 from pmc2.training.generator import load_generator
 from pmc2.training.latent_codebook import (CodeShaping, choose_codebook, decoded_entries, shape_decoded_entries,
                                           store_codebook, unit_images)
 from pmc2.training.pairs import ModelPair
 from pmc2.training.train_classifier import ClassifierConfig, train_on as train_classifier_on
+from pmc2.training.train_compressor import CompressorConfig, train_on as train_compressor_on
 from pmc2.training.train_end_to_end import EndToEndConfig, train_on as train_end_to_end_on
 
 EXPORTED = ("generator", "g_a", "g_s")  # the edge's models; the cloud adds its own target
 ANSWER_CHUNK = 5_000  # images a black-box target answers between two saves of its answers
 CLASSES = len(CIFAR10_CLASSES)
+COMPRESSOR_START_EPOCHS = 4
 
 
 @dataclass
@@ -52,6 +57,8 @@ class FitSettings:
     data: Path
     aux: Path = CHECKPOINTS / "compact_resnet.pt"  # a public classifier the decoded images must not inform
     edge_classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    compressor_start: CompressorConfig = field(default_factory=lambda: CompressorConfig(
+        epochs=COMPRESSOR_START_EPOCHS, phone_jpeg=PHONE_JPEG_QUALITY))
     end_to_end: EndToEndConfig = field(default_factory=EndToEndConfig)
     limit: int | None = None  # public images (training and validation each); None: all
     codebook_images: int = 20_000
@@ -110,6 +117,10 @@ class FitRun:
         return self.out / "edge_classifier" / f"{self.settings.edge_classifier.model}.pt"
 
     @property
+    def compressor_start(self) -> Path:
+        return self.out / "compressor_start" / "compressor.pt"
+
+    @property
     def generator(self) -> Path:
         return self.out / "end_to_end" / "generator.pt"
 
@@ -153,12 +164,27 @@ def edge_classifier(run: FitRun) -> dict:
     return {"agreement_with_target_on_validation": metrics["validation_accuracy"], "epochs": metrics["epoch"]}
 
 
+def compressor_start(run: FitRun) -> dict:
+    config = run.settings.compressor_start
+    train_set, validation = run.public
+    teacher, described = run.teacher()
+    train_images, train_labels = as_received_tensors(train_set, config.phone_jpeg)
+    val_images, val_labels = as_received_tensors(validation, config.phone_jpeg)
+    sources = {"images": "the public images as the edge receives them", "scored_by": described}
+    metrics = train_compressor_on(config, (to_unit(train_images), train_labels), (to_unit(val_images), val_labels),
+                                  train_set.sha256(), teacher, sources, run.compressor_start.parent, resume=True)
+    return {"epoch_kept": metrics["epoch"], "validation_bpp": metrics["validation_bpp"],
+            "validation_mse": metrics["validation_mse"],
+            "validation_teacher_accuracy": metrics["validation_target_accuracy"]}
+
+
 def end_to_end(run: FitRun) -> dict:
     train_set, validation = run.public
     teacher, described = run.teacher()
     metrics = train_end_to_end_on(run.settings.end_to_end, train_set, validation, teacher,
                                   load_classifier(run.settings.aux), {"target": described, "aux": str(run.settings.aux)},
-                                  run.generator.parent, resume=True, encoder_init=run.edge_classifier)
+                                  run.generator.parent, resume=True, encoder_init=run.edge_classifier,
+                                  compressor_init=run.compressor_start)
     return {"teacher": described, "epoch_kept": metrics["epoch"],
             "validation_target_accuracy": metrics["validation_target_accuracy"],
             "validation_bytes_ideal": metrics["validation_bytes_ideal"]}
@@ -214,7 +240,7 @@ class Stage:
 
 
 STAGES = tuple(Stage(function.__name__, function) for function in (
-    answers, edge_classifier, end_to_end, codebook, bundle, evaluation, attacks))
+    answers, edge_classifier, compressor_start, end_to_end, codebook, bundle, evaluation, attacks))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import aiohttp
@@ -21,7 +22,7 @@ from pmc2.cloud_server.app import create_app as create_cloud_app
 from pmc2.edge_server.app import create_app as create_edge_app
 from pmc2.cloud_server.config import CloudConfig
 from pmc2.evaluation.fitted import committed_fit_records, cpu_hours, fitted_row, fitted_section
-from pmc2.fit.__main__ import main as fit_main
+from pmc2.fit.__main__ import main as fit_main, open_record, parse_args, settings_from
 from pmc2.fit.access import BLACK_BOX, WHITE_BOX
 from pmc2.fit.cloud_models import cloud_models
 from pmc2.fit.fitted_bundle import edge_of, through_link
@@ -41,7 +42,8 @@ from tests.test_servers import SAMPLE, edge_config, jpeg, post_edge
 SESSIONS = SessionSettings(intra_op_threads=1)
 TARGET_ONNX = ONNX_MODELS / "target.onnx"
 PUBLIC, EVALUATED = 48, 24
-TINY = ["--limit", str(PUBLIC), "--edge-classifier-epochs", "1", "--epochs", "1", "--batch-size", "16",
+TINY = ["--limit", str(PUBLIC), "--edge-classifier-epochs", "1", "--compressor-start-epochs", "1", "--epochs", "1",
+        "--batch-size", "16",
         "--codebook-images", str(PUBLIC), "--shaping-rounds", "1", "--evaluation-limit", str(EVALUATED),
         "--attacker-images", "32", "--attack-epochs", "1"]  # no --threads: it would set torch's for the whole session
 
@@ -72,18 +74,21 @@ def assert_serves_and_describes(out: Path, record: dict) -> None:
     bundle = ModelBundle.open(out / "bundle")
     bundle.verify_all()
     assert set(bundle.manifest["models"]) == {"generator", "g_a", "g_s"} and bundle.link_image == "decoded"
-    assert list(record["stages"]) == ["answers", "edge_classifier", "end_to_end", "codebook", "bundle", "evaluation",
-                                      "attacks"]
+    assert list(record["stages"]) == ["answers", "edge_classifier", "compressor_start", "end_to_end", "codebook",
+                                      "bundle", "evaluation", "attacks"]
     row = record["stages"]["evaluation"]
-    assert row["images"] == EVALUATED and 0 < row["neural"]["bytes_mean"] <= row["png"]["bytes_mean"]
+    assert row["images"] == EVALUATED and row["neural"]["bytes_mean"] > 0 and row["png"]["bytes_mean"] > 0
     assert row["neural"]["distinct_decoded_images"] <= 10  # the codebook: one decoded image per class at most
     assert "| target | access |" in (out / "fit.md").read_text()
     assert "| " + " | ".join(fitted_row(record)) + " |" in fitted_section(committed_fit_records(out.parent))
     # nothing starts from the target: the edge classifier from scratch, the generator from it, the compressor afresh
+    # (rate and distortion on the public images), then both end to end
     edge_classifier = json.loads((out / "edge_classifier" / "fastnet.record.json").read_text())
-    assert edge_classifier["config"]["init"] is None
+    compressor_start = json.loads((out / "compressor_start" / "compressor.record.json").read_text())
+    assert edge_classifier["config"]["init"] is None and compressor_start["config"]["init"] is None
     generator = json.loads((out / "end_to_end" / "generator.record.json").read_text())
-    assert generator["config"]["init"] == {"encoder": str(out / "edge_classifier" / "fastnet.pt")}
+    assert generator["config"]["init"]["encoder"] == str(out / "edge_classifier" / "fastnet.pt")
+    assert generator["config"]["init"]["compressor"]["file"] == str(out / "compressor_start" / "compressor.pt")
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +125,7 @@ def test_a_black_box_fit_through_the_real_cloud_counts_every_query_and_ships_non
     assert 0 < asked["codebook"] <= 10 * 2  # ten code images, one round of shaping at most
     assert asked["evaluation"] <= EVALUATED + 10  # the phone's JPEGs, then the few images the cloud decodes
     assert asked["attacks"] == 0  # the attacker's cloud labels: images already answered
-    assert asked["edge_classifier"] == asked["end_to_end"] == asked["bundle"] == 0
+    assert asked["edge_classifier"] == asked["compressor_start"] == asked["end_to_end"] == asked["bundle"] == 0
     assert shared_tensors(TARGET_ONNX, out / "bundle") == 0
     assert_serves_and_describes(out, record)
 
@@ -175,6 +180,23 @@ def test_a_fit_refuses_to_overwrite_or_to_resume_another_run(tiny_cifar: Path, t
         fit_main(["--target", "no-such-model", "--out", str(tmp_path / "new"), *TINY])
     with pytest.raises(SystemExit, match="is the target itself"):
         fit_main(["--target", "compact_resnet", "--out", str(tmp_path / "new"), *TINY])
+
+
+def test_a_resumed_record_takes_the_settings_of_stages_a_later_version_added_and_no_changed_one(
+        tiny_cifar: Path, tmp_path: Path) -> None:
+    args = parse_args(["--target", "fastnet", "--out", str(tmp_path), "--data", str(tiny_cifar), "--resume", *TINY])
+    settings = settings_from(args)
+    current = json.loads(json.dumps(asdict(settings), default=str))
+    earlier = {key: value for key, value in current.items() if key != "compressor_start"}
+    (tmp_path / "fit.json").write_text(json.dumps({"target": "fastnet", "access": WHITE_BOX, "settings": earlier,
+                                                   "stages": {"answers": {"cpu_seconds": 1.0}}}))
+    record = open_record(args, "python -m pmc2.fit …", settings, "fastnet", WHITE_BOX)
+    assert record["settings"] == current and record["resumed_by"][-1]["settings_added"] == ["compressor_start"]
+    changed = {**earlier, "codebook_images": earlier["codebook_images"] + 1}
+    (tmp_path / "fit.json").write_text(json.dumps({"target": "fastnet", "access": WHITE_BOX, "settings": changed,
+                                                   "stages": {}}))
+    with pytest.raises(SystemExit, match="records another run"):
+        open_record(args, "python -m pmc2.fit …", settings, "fastnet", WHITE_BOX)
 
 
 def test_a_fit_ended_by_sigterm_keeps_the_attempts_time_and_a_record_without_cpu_times_is_not_resumed(

@@ -95,7 +95,8 @@ class CompressorObjective:
 
 
 @torch.inference_mode()
-def validate(model, objective: CompressorObjective, target: nn.Module, images, labels) -> dict[str, float]:
+def validate(model, objective: CompressorObjective, target: nn.Module | None, images, labels) -> dict[str, float]:
+    """Loss, bits per pixel and MSE of the validation images and, given a target, its accuracy on them decoded."""
     model.eval()
     sums = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "correct": 0.0}
     for start in range(0, len(images), 500):
@@ -104,24 +105,35 @@ def validate(model, objective: CompressorObjective, target: nn.Module, images, l
         terms = objective(output, batch, batch_labels)
         for key in ("loss", "bpp", "mse"):
             sums[key] += terms[key].item() * len(batch)
-        logits = target(normalize(output["x_hat"].clamp(0, 1)))
-        sums["correct"] += (logits.argmax(1) == batch_labels).sum().item()
+        if target is not None:
+            logits = target(normalize(output["x_hat"].clamp(0, 1)))
+            sums["correct"] += (logits.argmax(1) == batch_labels).sum().item()
     n = len(images)
-    return {
-        "validation_loss": sums["loss"] / n, "validation_bpp": sums["bpp"] / n,
-        "validation_mse": sums["mse"] / n, "validation_target_accuracy": 100 * sums["correct"] / n,
-    }
+    metrics = {"validation_loss": sums["loss"] / n, "validation_bpp": sums["bpp"] / n, "validation_mse": sums["mse"] / n}
+    return metrics | ({"validation_target_accuracy": 100 * sums["correct"] / n} if target is not None else {})
 
 
 def train(config: CompressorConfig, data: Path, generator_path: Path, target_path: Path, out: Path, resume: bool,
           init: Path | None = None) -> dict:
+    """Train on the generator's images of ``data``'s training split (as received, with ``config.phone_jpeg``)."""
     train_set, validation = seeded_training_data(data, config.seed, config.limit)
     generator, target = load_generator(generator_path), load_classifier(target_path)
     train_images, train_labels = as_received_tensors(train_set, config.phone_jpeg)
     val_images, val_labels = as_received_tensors(validation, config.phone_jpeg)
-    train_perturbed = perturb_all(generator, train_images, train_labels)
-    val_perturbed = perturb_all(generator, val_images, val_labels)
+    return train_on(config, (perturb_all(generator, train_images, train_labels), train_labels),
+                    (perturb_all(generator, val_images, val_labels), val_labels), train_set.sha256(), target,
+                    {"generator": str(generator_path)}, out, resume, init)
 
+
+def train_on(config: CompressorConfig, train: tuple[torch.Tensor, torch.Tensor],
+             validation: tuple[torch.Tensor, torch.Tensor], data_sha256: str, target: nn.Module | None,
+             sources: dict[str, str], out: Path, resume: bool, init: Path | None = None) -> dict:
+    """Train on [0, 1] images and their labels (what the compressor will code), made from the data whose digest
+    is ``data_sha256``. ``target`` (needed by the task loss) scores the decoded validation images; ``sources`` says
+    in the record and the checkpoint where the images came from."""
+    (train_images, train_labels), (val_images, val_labels) = train, validation
+    if config.loss == "task" and target is None:
+        raise ValueError("the task loss needs a target")
     model = build_compressor(config.n, config.m)
     origin = load_initial_weights(model, init) if init else None
     main_params = [p for name, p in model.named_parameters() if not name.endswith(".quantiles")]
@@ -131,7 +143,7 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min")
     objective = CompressorObjective(config, target)
     rng = torch.Generator().manual_seed(config.seed)
-    log = RunLog(out, "compressor", train_set.sha256(), {**asdict(config), "generator": str(generator_path), "init": origin})
+    log = RunLog(out, "compressor", data_sha256, {**asdict(config), **sources, "init": origin})
     if resume:  # the training state's tables (if any) replace those of the initial weights
         clear_entropy_tables(model)
 
@@ -150,20 +162,20 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
         return {key: terms[key].item() for key in ("loss", "bpp", "mse", "aux_loss", "ce") if key in terms}
 
     def validate_and_adapt_lr() -> dict[str, float]:
-        metrics = validate(model, objective, target, val_perturbed, val_labels)
+        metrics = validate(model, objective, target, val_images, val_labels)
         scheduler.step(metrics["validation_loss"])
         return metrics
 
     def save(best: dict) -> list[Path]:
         checkpoint = out / "compressor.pt"
-        save_compressor(copy.deepcopy(model), checkpoint, {"loss": config.loss, "lmbda": config.lmbda,
-                                                           "generator": str(generator_path), "epoch": best["epoch"]})
+        save_compressor(copy.deepcopy(model), checkpoint, {"loss": config.loss, "lmbda": config.lmbda, **sources,
+                                                           "epoch": best["epoch"]})
         return [checkpoint]
 
     return fit(
         log, {"model": model, "optimizer": optimizer, "aux_optimizer": aux_optimizer, "scheduler": scheduler, "rng": rng},
-        resume, epochs=config.epochs, steps_per_epoch=-(-len(train_perturbed) // config.batch_size),
-        epoch_batches=lambda _epoch: shuffled(train_perturbed, train_labels, config.batch_size, rng),
+        resume, epochs=config.epochs, steps_per_epoch=-(-len(train_images) // config.batch_size),
+        epoch_batches=lambda _epoch: shuffled(train_images, train_labels, config.batch_size, rng),
         step=step, validate=validate_and_adapt_lr, save=save, keep_best_by="validation_loss",
     )
 
