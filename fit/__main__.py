@@ -36,6 +36,7 @@ from pmc2.training.records import git_commit, replace_atomically
 from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.training.train_compressor import CompressorConfig
 from pmc2.training.train_end_to_end import EndToEndConfig
+from pmc2.training.training_cli import add_bf16_option
 from pmc2.value_ranges import non_negative_int, positive_int
 
 RECORD = "fit.json"
@@ -71,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--client-cert", type=Path, default=None, help="PEM (with key) for a cloud's mutual TLS")
     parser.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
+    add_bf16_option(parser, classifier.bf16)  # a run resumed on another CPU keeps its own choice by naming it
     return parser.parse_args(argv)
 
 
@@ -80,10 +82,11 @@ def settings_from(args: argparse.Namespace) -> FitSettings:
         shaping_rounds=args.shaping_rounds,
         evaluation_limit=args.evaluation_limit, attacker_images=args.attacker_images,
         attack_epochs=args.attack_epochs, seed=args.seed,
-        edge_classifier=ClassifierConfig(model="fastnet", epochs=args.edge_classifier_epochs, seed=args.seed),
+        edge_classifier=ClassifierConfig(model="fastnet", epochs=args.edge_classifier_epochs, bf16=args.bf16,
+                                         seed=args.seed),
         compressor_start=CompressorConfig(epochs=args.compressor_start_epochs, phone_jpeg=PHONE_JPEG_QUALITY,
                                           seed=args.seed),
-        end_to_end=EndToEndConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed),
+        end_to_end=EndToEndConfig(epochs=args.epochs, batch_size=args.batch_size, bf16=args.bf16, seed=args.seed),
     )
 
 
