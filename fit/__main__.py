@@ -90,6 +90,18 @@ def settings_from(args: argparse.Namespace) -> FitSettings:
     )
 
 
+def differing_settings(recorded: dict, ours: dict, prefix: str = "") -> list[str]:
+    """The dotted names of the settings in which two records differ (a key only one has counts)."""
+    names = []
+    for key in sorted(recorded.keys() | ours.keys()):
+        theirs, mine = recorded.get(key), ours.get(key)
+        if isinstance(theirs, dict) and isinstance(mine, dict):
+            names += differing_settings(theirs, mine, f"{prefix}{key}.")
+        elif theirs != mine or (key in recorded) != (key in ours):
+            names.append(f"{prefix}{key}")
+    return names
+
+
 def open_record(args: argparse.Namespace, command: str, settings: FitSettings, described: str, kind: str) -> dict:
     """The run's record: a new one, or (``--resume``) the one in ``<out>``, which must be of the same run; settings
     that a later version added (for stages it added) take their values from this invocation, which is noted."""
@@ -100,8 +112,11 @@ def open_record(args: argparse.Namespace, command: str, settings: FitSettings, d
             raise SystemExit(f"{path} exists: give --resume to continue that run, or another --out")
         record = json.loads(path.read_text())
         recorded = {key: value for key, value in settings_json.items() if key in record["settings"]}
-        if (record["target"], record["access"], record["settings"]) != (args.target, kind, recorded):
-            raise SystemExit(f"{path} records another run (target, access or settings differ); use another --out")
+        differing = [name for name, ours, theirs in (("target", args.target, record["target"]),
+                                                      ("access", kind, record["access"]))
+                     if ours != theirs] + differing_settings(record["settings"], recorded)
+        if differing:
+            raise SystemExit(f"{path} records another run ({', '.join(differing)} differ); use another --out")
         if any("cpu_seconds" not in stage for stage in record["stages"].values()):
             raise SystemExit(f"{path} was written before fits recorded their CPU time: start the run again in another "
                              "--out (copy its target_answers.npz there so that no answer is paid for twice)")

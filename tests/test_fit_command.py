@@ -192,10 +192,11 @@ def test_a_resumed_record_takes_the_settings_of_stages_a_later_version_added_and
                                                    "stages": {"answers": {"cpu_seconds": 1.0}}}))
     record = open_record(args, "python -m pmc2.fit …", settings, "fastnet", WHITE_BOX)
     assert record["settings"] == current and record["resumed_by"][-1]["settings_added"] == ["compressor_start"]
-    changed = {**earlier, "codebook_images": earlier["codebook_images"] + 1}
+    changed = {**earlier, "codebook_images": earlier["codebook_images"] + 1,
+               "end_to_end": {**earlier["end_to_end"], "bf16": not earlier["end_to_end"]["bf16"]}}
     (tmp_path / "fit.json").write_text(json.dumps({"target": "fastnet", "access": WHITE_BOX, "settings": changed,
                                                    "stages": {}}))
-    with pytest.raises(SystemExit, match="records another run"):
+    with pytest.raises(SystemExit, match=r"records another run \(codebook_images, end_to_end.bf16 differ\)"):
         open_record(args, "python -m pmc2.fit …", settings, "fastnet", WHITE_BOX)
 
 
