@@ -22,6 +22,7 @@ from pmc2.machine import cpu_model
 from pmc2.evaluation import plots
 from pmc2.evaluation.edge_cost import edge_ms_per_image
 from pmc2.evaluation.facemix import measure_facemix, write_facemix
+from pmc2.evaluation.inverse_attack import InverseAttackConfig
 from pmc2.evaluation.flops import pair_gflops
 from pmc2.evaluation.markdown import render, render_before_after
 from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
@@ -33,6 +34,7 @@ from pmc2.evaluation.measurements import (
 from pmc2.training.evaluate import TrainedPipeline
 from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.training.records import git_commit
+from pmc2.training.training_cli import add_bf16_option
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
 from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
 from pmc2.runtime.link_codecs import LINK_CODECS, JpegLink, WebpLink, codec_named
@@ -119,6 +121,7 @@ def measure(args: argparse.Namespace) -> dict:
     if args.attacker_images and args.data is None:
         raise SystemExit("the privacy attacks need the public training images: give --data (or --attacker-images 0)")
     parts = part_store(args, data)
+    inverse = InverseAttackConfig(bf16=args.bf16)
     targets = [parts.get(f"target {variant.name}",
                          functools.partial(measure_pair, variant, data, args.phone_quality, full=variant == DEFAULT_PAIR))
                for pair in PAIRS.values() for variant in pair.with_every_protector()]
@@ -129,11 +132,11 @@ def measure(args: argparse.Namespace) -> dict:
     facemix = None
     if "facemix" in dict(DEFAULT_PAIR.split_protectors):
         facemix = parts.get("facemix", lambda: measure_facemix(args.data, args.limit, args.attacker_images,
-                                                               args.phone_quality))
+                                                               args.phone_quality, inverse=inverse))
     privacy = None
     if args.attacker_images:
         config = PrivacyConfig(attacker_images=args.attacker_images, phone_quality=args.phone_quality,
-                               retrain=args.retrain_attacks)
+                               inverse=inverse, retrain=args.retrain_attacks)
         privacy = parts.get("privacy", lambda: measure_privacy(args.data, args.limit, config))
     return {
         "command": " ".join(["python -m pmc2.evaluation", *sys.argv[1:]]),
@@ -186,6 +189,7 @@ def main() -> None:
     parser.add_argument("--attacker-images", type=non_negative_int, default=PrivacyConfig.attacker_images,
                         help="public images the privacy attacks train on (0: skip the privacy attacks)")
     parser.add_argument("--retrain-attacks", action="store_true", help="train the inverse networks again")
+    add_bf16_option(parser, InverseAttackConfig().bf16)  # the inverse networks' (the committed report's: under bf16)
     parser.add_argument("--parts", type=Path, default=None,
                         help="keep each part of the run here as it finishes (pmc2.evaluation.resumable)")
     parser.add_argument("--resume", action="store_true", help="continue the run kept in --parts: measure what is missing")

@@ -184,9 +184,10 @@ def reference_accuracy(reference: Path, facemix_recipe: dict, received_uint8: np
 
 
 def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_quality: int = PHONE_JPEG_QUALITY,
-                    pair: ModelPair = DEFAULT_PAIR, seed: int = 0, reference: Path | None = None) -> dict:
+                    pair: ModelPair = DEFAULT_PAIR, seed: int = 0, reference: Path | None = None,
+                    inverse: InverseAttackConfig | None = None) -> dict:
     """Accuracy, bytes, edge cost and the attacks, on ``data``'s evaluation images; ``reference``: the same network
-    trained without mixing (default: the pair's target)."""
+    trained without mixing (default: the pair's target); ``inverse``: the attack's training (default: its own)."""
     evaluation = load_evaluation(data)
     if limit:
         evaluation = evaluation.subset(slice(0, limit))
@@ -211,7 +212,7 @@ def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_q
         public = public_all.subset(np.random.default_rng(seed).permutation(len(public_all))[:attacker_images])
         class_means = class_mean_images(*as_tensors(public_all))
         results["attacks"] = attack(link, evaluation, returned, view, dominant, public, class_means,
-                                    InverseAttackConfig(), phone_quality)
+                                    inverse or InverseAttackConfig(), phone_quality)
     return results
 
 

@@ -30,7 +30,6 @@ from pmc2.fit.stages import COMPRESSOR_START_EPOCHS, STAGES, Attempt, FitRun, Fi
 from pmc2.fit.input_spaces import INPUT_SPACES
 from pmc2.fit.targets import TargetError, TargetOptions, resolve_target
 from pmc2.machine import cpu_model
-from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
 from pmc2.runtime.paths import CHECKPOINTS, SHARED_DATA
 from pmc2.training.records import git_commit, replace_atomically
 from pmc2.training.train_classifier import ClassifierConfig
@@ -84,8 +83,8 @@ def settings_from(args: argparse.Namespace) -> FitSettings:
         attack_epochs=args.attack_epochs, seed=args.seed,
         edge_classifier=ClassifierConfig(model="fastnet", epochs=args.edge_classifier_epochs, bf16=args.bf16,
                                          seed=args.seed),
-        compressor_start=CompressorConfig(epochs=args.compressor_start_epochs, phone_jpeg=PHONE_JPEG_QUALITY,
-                                          seed=args.seed),
+        compressor_start=CompressorConfig(epochs=args.compressor_start_epochs, phone_jpeg=FitSettings.phone_quality,
+                                          seed=args.seed, limit=args.limit),
         end_to_end=EndToEndConfig(epochs=args.epochs, batch_size=args.batch_size, bf16=args.bf16, seed=args.seed),
     )
 
@@ -102,32 +101,57 @@ def differing_settings(recorded: dict, ours: dict, prefix: str = "") -> list[str
     return names
 
 
+def waivable_settings(record: dict, settings_json: dict) -> set[str]:
+    """The settings a record may lack: those of stages (settings named after their stage) that a later version
+    added, when the run has begun no stage from the first of them on (so that nothing it did was shaped by them)."""
+    begun = record.get("stages", {}).keys() | {attempt["stage"] for attempt in record.get("interrupted", [])}
+    names = [stage.name for stage in STAGES]
+    missing = [name for name in names if name in settings_json and name not in record["settings"]]
+    if not missing:
+        return set()
+    return set(missing) if begun.isdisjoint(names[names.index(missing[0]):]) else set()
+
+
+def resume_refusal(record: dict, target: str, kind: str, settings_json: dict) -> str | None:
+    """Why ``record`` is not of the run these arguments describe, or None."""
+    waivable = waivable_settings(record, settings_json)
+    comparable = {key: value for key, value in settings_json.items()
+                  if key in record["settings"] or key not in waivable}
+    differing = [name for name, ours, theirs in (("target", target, record["target"]), ("access", kind, record["access"]))
+                 if ours != theirs] + differing_settings(record["settings"], comparable)
+    if not differing:
+        return None
+    hint = " (a run resumed on another CPU: name its --bf16/--no-bf16)" if any(
+        name.endswith(".bf16") for name in differing) else ""
+    return f"records another run ({', '.join(differing)} differ{hint}); use another --out"
+
+
 def open_record(args: argparse.Namespace, command: str, settings: FitSettings, described: str, kind: str) -> dict:
-    """The run's record: a new one, or (``--resume``) the one in ``<out>``, which must be of the same run; settings
-    that a later version added (for stages it added) take their values from this invocation, which is noted."""
+    """The run's record: a new one, or (``--resume``) the one in ``<out>``, which must be of the same run. Settings
+    of stages that a later version added, none of them begun, take their values from this invocation (noted under
+    ``resumed_by``)."""
     path = args.out / RECORD
     settings_json = json.loads(json.dumps(asdict(settings), default=str))
-    if path.exists():
-        if not args.resume:
-            raise SystemExit(f"{path} exists: give --resume to continue that run, or another --out")
-        record = json.loads(path.read_text())
-        recorded = {key: value for key, value in settings_json.items() if key in record["settings"]}
-        differing = [name for name, ours, theirs in (("target", args.target, record["target"]),
-                                                      ("access", kind, record["access"]))
-                     if ours != theirs] + differing_settings(record["settings"], recorded)
-        if differing:
-            raise SystemExit(f"{path} records another run ({', '.join(differing)} differ); use another --out")
-        if any("cpu_seconds" not in stage for stage in record["stages"].values()):
-            raise SystemExit(f"{path} was written before fits recorded their CPU time: start the run again in another "
-                             "--out (copy its target_answers.npz there so that no answer is paid for twice)")
-        added = sorted(settings_json.keys() - recorded.keys())  # settings of stages a later version added
-        record["settings"] = settings_json
-        record.setdefault("resumed_by", []).append(
-            {"command": command, "git_commit": git_commit(), **({"settings_added": added} if added else {})})
-        return record
-    return {"command": command, "git_commit": git_commit(),
-            "target": args.target, "access": kind, "reached_as": described, "settings": settings_json,
-            "cpu": cpu_model(), "threads": torch.get_num_threads(), "stages": {}}
+    if not path.exists():
+        return {"command": command, "git_commit": git_commit(),
+                "target": args.target, "access": kind, "reached_as": described, "settings": settings_json,
+                "cpu": cpu_model(), "threads": torch.get_num_threads(), "stages": {}}
+    if not args.resume:
+        raise SystemExit(f"{path} exists: give --resume to continue that run, or another --out")
+    record = json.loads(path.read_text())
+    refusal = resume_refusal(record, args.target, kind, settings_json)
+    if refusal:
+        raise SystemExit(f"{path} {refusal}")
+    if any("cpu_seconds" not in stage for stage in record["stages"].values()):
+        raise SystemExit(f"{path} was written before fits recorded their CPU time: start the run again in another "
+                         "--out (copy its target_answers.npz there so that no answer is paid for twice)")
+    added = sorted(settings_json.keys() - record["settings"].keys())
+    record["settings"] = settings_json
+    record["resumed_by"] = [entry if isinstance(entry, dict) else {"command": entry}  # older records: commands only
+                            for entry in record.get("resumed_by", [])]
+    record["resumed_by"].append(
+        {"command": command, "git_commit": git_commit(), **({"settings_added": added} if added else {})})
+    return record
 
 
 def stop_on_sigterm(signum: int, _frame) -> None:

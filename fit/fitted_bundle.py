@@ -73,7 +73,8 @@ def bundle_row(folder: Path, access: TargetAccess, evaluation: LabelledImages, p
 
 def bundle_attacks(folder: Path, access: TargetAccess, evaluation: LabelledImages, settings, cache: Path) -> dict:
     """The report's attacks on the neural view of the bundle in ``folder``; ``settings``: the run's FitSettings
-    (data, aux, attacker_images, attack_epochs, phone_quality, seed)."""
+    (data, aux, attacker_images, attack_epochs, phone_quality, seed; the inverse network trains with the
+    end-to-end training's bf16 choice)."""
     edge = edge_of(folder)
     public_all = load_split(settings.data, "train")
     order = np.random.default_rng(settings.seed).permutation(len(public_all))[: settings.attacker_images]
@@ -81,7 +82,8 @@ def bundle_attacks(folder: Path, access: TargetAccess, evaluation: LabelledImage
     views = {name: through_link(edge, through_phone_jpeg(images.images, settings.phone_quality), VIEW)[0]
              for name, images in (("evaluation", evaluation), ("public", public))}
     config = PrivacyConfig(attacker_images=settings.attacker_images, phone_quality=settings.phone_quality,
-                           inverse=InverseAttackConfig(epochs=settings.attack_epochs), seed=settings.seed, cache=cache)
+                           inverse=InverseAttackConfig(epochs=settings.attack_epochs, bf16=settings.end_to_end.bf16),
+                           seed=settings.seed, cache=cache)
     images, labels = as_tensors(evaluation)
     public_images, public_labels = as_tensors(public)
     context = {

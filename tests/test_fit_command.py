@@ -77,6 +77,8 @@ def assert_serves_and_describes(out: Path, record: dict) -> None:
     assert list(record["stages"]) == ["answers", "edge_classifier", "compressor_start", "end_to_end", "codebook",
                                       "bundle", "evaluation", "attacks"]
     row = record["stages"]["evaluation"]
+    # bytes only > 0: one epoch on 48 images leaves the compressor near its rate-distortion start, whose code can
+    # outweigh the PNG of a near-flat decoded image; the bytes goal is the full fit's (reports/fit)
     assert row["images"] == EVALUATED and row["neural"]["bytes_mean"] > 0 and row["png"]["bytes_mean"] > 0
     assert row["neural"]["distinct_decoded_images"] <= 10  # the codebook: one decoded image per class at most
     assert "| target | access |" in (out / "fit.md").read_text()
@@ -188,16 +190,24 @@ def test_a_resumed_record_takes_the_settings_of_stages_a_later_version_added_and
     settings = settings_from(args)
     current = json.loads(json.dumps(asdict(settings), default=str))
     earlier = {key: value for key, value in current.items() if key != "compressor_start"}
-    (tmp_path / "fit.json").write_text(json.dumps({"target": "fastnet", "access": WHITE_BOX, "settings": earlier,
-                                                   "stages": {"answers": {"cpu_seconds": 1.0}}}))
-    record = open_record(args, "python -m pmc2.fit …", settings, "fastnet", WHITE_BOX)
-    assert record["settings"] == current and record["resumed_by"][-1]["settings_added"] == ["compressor_start"]
+
+    def resumed(settings_recorded: dict, stages_begun: list[str]) -> dict:
+        (tmp_path / "fit.json").write_text(json.dumps({
+            "target": "fastnet", "access": WHITE_BOX, "settings": settings_recorded, "resumed_by": ["python -m pmc2.fit"],
+            "stages": {name: {"cpu_seconds": 1.0} for name in stages_begun}}))
+        return open_record(args, "python -m pmc2.fit --resume", settings, "fastnet", WHITE_BOX)
+
+    record = resumed(earlier, ["answers", "edge_classifier"])
+    assert record["settings"] == current
+    assert record["resumed_by"][0] == {"command": "python -m pmc2.fit"}  # an older record's entry, kept
+    assert record["resumed_by"][-1]["settings_added"] == ["compressor_start"] and record["resumed_by"][-1]["git_commit"]
+    assert "settings_added" not in resumed(current, ["answers"])["resumed_by"][-1]
+    with pytest.raises(SystemExit, match=r"records another run \(compressor_start differ\)"):
+        resumed(earlier, ["answers", "edge_classifier", "end_to_end"])  # a stage after the added one has begun
     changed = {**earlier, "codebook_images": earlier["codebook_images"] + 1,
                "end_to_end": {**earlier["end_to_end"], "bf16": not earlier["end_to_end"]["bf16"]}}
-    (tmp_path / "fit.json").write_text(json.dumps({"target": "fastnet", "access": WHITE_BOX, "settings": changed,
-                                                   "stages": {}}))
-    with pytest.raises(SystemExit, match=r"records another run \(codebook_images, end_to_end.bf16 differ\)"):
-        open_record(args, "python -m pmc2.fit …", settings, "fastnet", WHITE_BOX)
+    with pytest.raises(SystemExit, match=r"records another run \(codebook_images, end_to_end.bf16 differ \(.*--bf16"):
+        resumed(changed, [])
 
 
 def test_a_fit_ended_by_sigterm_keeps_the_attempts_time_and_a_record_without_cpu_times_is_not_resumed(

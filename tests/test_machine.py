@@ -17,6 +17,11 @@ def test_bf16_is_fast_only_with_hardware_bf16(tmp_path: Path, extra_flags: str, 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(AVX2_EPYC.replace("fma\n", f"fma{extra_flags}\n"))
     assert bf16_is_fast(cpuinfo) is fast
+
+
+def test_the_cpu_model_is_read_off_cpuinfo(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(AVX2_EPYC)
     assert cpu_model(cpuinfo) == "AMD EPYC"
 
 

@@ -125,13 +125,13 @@ def train(config: CompressorConfig, data: Path, generator_path: Path, target_pat
                     {"generator": str(generator_path)}, out, resume, init)
 
 
-def train_on(config: CompressorConfig, train: tuple[torch.Tensor, torch.Tensor],
+def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tensor],
              validation: tuple[torch.Tensor, torch.Tensor], data_sha256: str, target: nn.Module | None,
              sources: dict[str, str], out: Path, resume: bool, init: Path | None = None) -> dict:
     """Train on [0, 1] images and their labels (what the compressor will code), made from the data whose digest
     is ``data_sha256``. ``target`` (needed by the task loss) scores the decoded validation images; ``sources`` says
     in the record and the checkpoint where the images came from."""
-    (train_images, train_labels), (val_images, val_labels) = train, validation
+    (train_images, train_labels), (val_images, val_labels) = training, validation
     if config.loss == "task" and target is None:
         raise ValueError("the task loss needs a target")
     model = build_compressor(config.n, config.m)

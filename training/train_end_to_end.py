@@ -2,11 +2,11 @@
 
 The edge's input is the phone's JPEG (quality 90) of each training image, flipped and translated.
 The objective is ``end_to_end_objective`` (target CE on x̂, rate, aux hinge on shifted/erased x̂, an
-inverse-network adversary trained alongside). λ warms up linearly over ``--rate-warmup-epochs``;
-learning rates warm up for 200 steps, then decay on a cosine. bf16 autocast (where the CPU has it) for the networks, float32
-for the compressor. After each epoch the validation images are coded as the runtime codes them
-(rounded latent; bits = −log2 of their likelihoods) and the best epoch's generator and compressor go
-to ``--out/{generator,compressor}.pt``; the compressor's entropy tables are computed there, once.
+inverse-network adversary trained alongside). λ warms up linearly over ``--rate-warmup-epochs``; learning
+rates warm up for 200 steps, then decay on a cosine. bf16 autocast (where the CPU has it) for the networks,
+float32 for the compressor. After each epoch the validation images are coded as the runtime codes them
+(rounded latent; bits = −log2 of their likelihoods) and the best epoch's generator and compressor go to
+``--out/{generator,compressor}.pt``; the compressor's entropy tables are computed there, once.
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 The MMSys'22 generator by default; ``--architecture dapter --objective dapter`` trains DAPter's converter
 with its own loss instead (the related system, compared under the same attacks).
 
-AdamW (lr 5e-3, wd 5e-4), linear warm-up then cosine decay per step, flip + translate augmentation,
-bf16 autocast where the CPU has it; ``--phone-jpeg Q`` trains and validates on the images as the edge receives them (after the
-phone's JPEG at quality Q, as the end-to-end recipe does) instead of the stored ones; after every epoch the loss
-on the 5,000 validation images decides the best epoch, whose weights are written to ``--out/generator.pt`` with a
-record (as MMSys'22).
+AdamW (lr 5e-3, wd 5e-4), linear warm-up then cosine decay per step, flip + translate augmentation, bf16
+autocast where the CPU has it; ``--phone-jpeg Q`` trains and validates on the images as the edge receives them
+(after the phone's JPEG at quality Q, as the end-to-end recipe does) instead of the stored ones; after every
+epoch the loss on the 5,000 validation images decides the best epoch, whose weights are written to
+``--out/generator.pt`` with a record (as MMSys'22).
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ def training_parser(description: str, defaults: SharedDefaults) -> argparse.Argu
 
 
 def add_bf16_option(parser: argparse.ArgumentParser, default: bool) -> None:
+    """``--bf16/--no-bf16`` (``args.bf16``), defaulting to ``default``: a config's, which is the CPU's."""
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=default,
                         help="bf16 autocast (default here: %(default)s, on where the CPU has AMX or AVX-512-BF16)")
 
