@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -97,9 +98,9 @@ def save_state(path: Path, parts: dict[str, Any], epoch: int, seconds: float, be
     torch.Generator) plus the epoch reached, the seconds spent and the best metrics so far."""
     state = {name: part.get_state() if isinstance(part, torch.Generator) else part.state_dict()
              for name, part in parts.items()}
-    tmp = path.with_suffix(".tmp")
-    torch.save({**state, "epoch": epoch, "seconds": seconds, "best": best}, tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    torch.save({**state, "epoch": epoch, "seconds": seconds, "best": best}, buffer)
+    replace_atomically(path, buffer.getvalue())
 
 
 def restore_state(path: Path, parts: dict[str, Any]) -> tuple[int, float, dict | None]:
