@@ -31,8 +31,9 @@ def queries(record: dict) -> int:
 
 def cpu_hours(record: dict) -> float:
     """The fitting process's CPU time (every thread, user and system) over every attempt of every stage,
-    interrupted ones included (``python -m pmc2.fit`` refuses to resume a record without it)."""
-    return sum(attempt["cpu_seconds"] for attempt in [*record["stages"].values(), *record.get("interrupted", [])]) / 3600
+    interrupted and superseded ones included (``python -m pmc2.fit`` refuses to resume a record without it)."""
+    attempts = [*record["stages"].values(), *record.get("interrupted", []), *record.get("superseded", [])]
+    return sum(attempt["cpu_seconds"] for attempt in attempts) / 3600
 
 
 def fitted_row(record: dict) -> list[str]:

@@ -27,6 +27,7 @@ import torch
 from pmc2.evaluation.fitted import render_fit
 from pmc2.fit.access import BLACK_BOX, WHITE_BOX, QueryCount
 from pmc2.fit.stages import COMPRESSOR_START_EPOCHS, STAGES, Attempt, FitRun, FitSettings, run_stage
+from pmc2.fit.code_steering import Steering
 from pmc2.fit.input_spaces import INPUT_SPACES
 from pmc2.fit.targets import TargetError, TargetOptions, resolve_target
 from pmc2.machine import cpu_model
@@ -50,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="default: the best the target offers (white-box where the model itself is at hand)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--resume", action="store_true", help="continue the run recorded in <out>/fit.json")
+    parser.add_argument("--redo-from", choices=[stage.name for stage in STAGES], default=None,
+                        help="with --resume: run this stage and every later one again (their settings may change; "
+                             "their earlier summaries and CPU time are kept under 'superseded')")
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="CIFAR-10 folder: the public images")
     parser.add_argument("--aux", type=Path, default=CHECKPOINTS / "compact_resnet.pt",
                         help="a public classifier that must learn nothing from what the cloud decodes")
@@ -61,7 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int, default=end_to_end.batch_size, help="end-to-end batch")
     parser.add_argument("--codebook-images", type=positive_int, default=FitSettings.codebook_images)
     parser.add_argument("--shaping-rounds", type=non_negative_int, default=FitSettings.shaping_rounds,
-                        help="rounds of shaping g_s again while the target misreads a code image")
+                        help="rounds of shaping g_s again while the teacher misreads a code image")
+    parser.add_argument("--steering-rounds", type=non_negative_int, default=Steering.rounds,
+                        help="rounds of steering code images the target misreads into its classes, asking it")
+    parser.add_argument("--steering-attack-steps", type=positive_int, default=Steering.attack_steps,
+                        help="HopSkipJump's iterations per misread code image and round")
     parser.add_argument("--evaluation-limit", type=positive_int, default=None, help="evaluation images (all 5,000)")
     parser.add_argument("--attacker-images", type=positive_int, default=FitSettings.attacker_images)
     parser.add_argument("--attack-epochs", type=positive_int, default=FitSettings.attack_epochs)
@@ -79,6 +87,7 @@ def settings_from(args: argparse.Namespace) -> FitSettings:
     return FitSettings(
         data=args.data, aux=args.aux, limit=args.limit, codebook_images=args.codebook_images,
         shaping_rounds=args.shaping_rounds,
+        codebook=Steering(rounds=args.steering_rounds, attack_steps=args.steering_attack_steps),
         evaluation_limit=args.evaluation_limit, attacker_images=args.attacker_images,
         attack_epochs=args.attack_epochs, seed=args.seed,
         edge_classifier=ClassifierConfig(model="fastnet", epochs=args.edge_classifier_epochs, bf16=args.bf16,
@@ -126,6 +135,19 @@ def resume_refusal(record: dict, target: str, kind: str, settings_json: dict) ->
     return f"records another run ({', '.join(differing)} differ{hint}); use another --out"
 
 
+def set_aside(record: dict, first: str) -> None:
+    """Move ``first`` and every later stage (done or interrupted) under ``superseded``, where their CPU time still
+    counts, and drop those stages' own settings: the run then goes on as if it had never begun them."""
+    names = [stage.name for stage in STAGES]
+    again = set(names[names.index(first):])
+    superseded = [{"stage": name, **summary} for name, summary in record["stages"].items() if name in again]
+    superseded += [attempt for attempt in record.get("interrupted", []) if attempt["stage"] in again]
+    record["superseded"] = record.get("superseded", []) + [{**entry, "superseded_at": git_commit()} for entry in superseded]
+    record["stages"] = {name: summary for name, summary in record["stages"].items() if name not in again}
+    record["interrupted"] = [attempt for attempt in record.get("interrupted", []) if attempt["stage"] not in again]
+    record["settings"] = {key: value for key, value in record["settings"].items() if key not in again}
+
+
 def open_record(args: argparse.Namespace, command: str, settings: FitSettings, described: str, kind: str) -> dict:
     """The run's record: a new one, or (``--resume``) the one in ``<out>``, which must be of the same run. Settings
     of stages that a later version added, none of them begun, take their values from this invocation (noted under
@@ -133,12 +155,16 @@ def open_record(args: argparse.Namespace, command: str, settings: FitSettings, d
     path = args.out / RECORD
     settings_json = json.loads(json.dumps(asdict(settings), default=str))
     if not path.exists():
+        if args.redo_from:
+            raise SystemExit(f"--redo-from: {path} does not exist; there is no run to redo stages of")
         return {"command": command, "git_commit": git_commit(),
                 "target": args.target, "access": kind, "reached_as": described, "settings": settings_json,
                 "cpu": cpu_model(), "threads": torch.get_num_threads(), "stages": {}}
     if not args.resume:
         raise SystemExit(f"{path} exists: give --resume to continue that run, or another --out")
     record = json.loads(path.read_text())
+    if args.redo_from:
+        set_aside(record, args.redo_from)
     refusal = resume_refusal(record, args.target, kind, settings_json)
     if refusal:
         raise SystemExit(f"{path} {refusal}")

@@ -4,7 +4,8 @@
     edge_classifier ─ FastNet trained from scratch on those answers: the generator's starting features
     compressor_start  the compressor trained for rate and distortion on the public images as the edge receives them
     end_to_end ────── generator + compressor trained against the target (white-box) or that classifier (black-box)
-    codebook ──────── one latent per class; g_s shaped until the target itself reads every code image
+    codebook ──────── one latent per class; g_s shaped against the teacher, then code images the target
+                      misreads steered by its labels alone (code_steering), in a copy of the compressor
     bundle ────────── ONNX export of generator, g_a, g_s and the entropy tables, checked against torch
     evaluation ────── Table 3's row, the target answering for every image the cloud would decode
     attacks ───────── the report's privacy attacks on what the cloud receives, beside the label-only baseline
@@ -17,6 +18,7 @@ chance).
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,17 +33,20 @@ from pmc2.evaluation.inverse_attack import InverseAttackConfig
 from pmc2.export.onnx_parity import check_parity
 from pmc2.export.to_onnx import export_all
 from pmc2.fit.access import WHITE_BOX, BlackBoxLabeler, QueryCount, TargetAccess
+from pmc2.fit.code_steering import Steering, nearest_of_class, steer_into_classes
 from pmc2.fit.fitted_bundle import bundle_attacks, bundle_row
 from pmc2.runtime.cifar10 import CLASSES as CIFAR10_CLASSES, LabelledImages, load_evaluation
 from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
+from pmc2.runtime.normalization import to_unit_nchw
 from pmc2.runtime.paths import CHECKPOINTS
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.compressor import load_compressor
 from pmc2.training.data import as_received_tensors, seeded_training_data, to_unit
 from pmc2.training.generator import load_generator
-from pmc2.training.latent_codebook import (CodeShaping, choose_codebook, decoded_entries, shape_decoded_entries,
-                                          store_codebook, unit_images)
+from pmc2.training.latent_codebook import (CodeShaping, choose_codebook, decoded_entries, decoded_entry_terms,
+                                          fit_decoded_entries, shape_decoded_entries, store_codebook, unit_images)
 from pmc2.training.pairs import ModelPair
+from pmc2.training.records import record_path
 from pmc2.training.train_classifier import ClassifierConfig, train_on as train_classifier_on
 from pmc2.training.train_compressor import CompressorConfig, train_on as train_compressor_on
 from pmc2.training.train_end_to_end import EndToEndConfig, train_on as train_end_to_end_on
@@ -62,7 +67,8 @@ class FitSettings:
     end_to_end: EndToEndConfig = field(default_factory=EndToEndConfig)
     limit: int | None = None  # public images (training and validation each); None: all
     codebook_images: int = 20_000
-    shaping_rounds: int = 4  # g_s is shaped for another round while the target misreads a code image
+    shaping_rounds: int = 4  # g_s is shaped for another round while the teacher misreads a code image
+    codebook: Steering = field(default_factory=Steering)  # then steered while the target itself misreads one
     evaluation_limit: int | None = None  # evaluation images; None: all 5,000
     attacker_images: int = 20_000
     attack_epochs: int = InverseAttackConfig.epochs
@@ -125,8 +131,13 @@ class FitRun:
         return self.out / "end_to_end" / "generator.pt"
 
     @property
-    def compressor(self) -> Path:
+    def trained_compressor(self) -> Path:
         return self.out / "end_to_end" / "compressor.pt"
+
+    @property
+    def compressor(self) -> Path:
+        """The trained compressor with its codebook (a copy: the end-to-end stage's output stays as it wrote it)."""
+        return self.out / "codebook" / "compressor.pt"
 
     @property
     def bundle(self) -> Path:
@@ -195,24 +206,55 @@ def _reads(run: FitRun, compressor, symbols: torch.Tensor) -> list[bool]:
     return (run.access.labels(decoded_entries(compressor, symbols)) == np.arange(len(symbols))).tolist()
 
 
+def steer_misread(run: FitRun, compressor, symbols: torch.Tensor, reads: list[bool], depth: float) -> dict:
+    """One steering round (``code_steering``): the misread entries' goals from the target's labels alone, the
+    public images it answered each class as starting points, then g_s fitted to every entry's goal."""
+    train_set, _ = run.public
+    count = min(run.settings.codebook_images, len(train_set.images))
+    public = torch.from_numpy(to_unit_nchw(train_set.images[:count]))
+    answered = torch.from_numpy(np.load(run.answers_file)["train"][:count]).long()
+    goals = torch.from_numpy(to_unit_nchw(decoded_entries(compressor, symbols)))
+    misread = torch.tensor([k for k, read in enumerate(reads) if not read])
+    starts = nearest_of_class(public, answered, goals[misread], misread)
+    steered = steer_into_classes(run.access.labels, goals[misread], misread, starts, run.settings.codebook, depth, CLASSES)
+    moved = (steered - goals[misread]).flatten(1).norm(dim=1)
+    goals[misread] = steered
+    error = fit_decoded_entries(compressor, symbols, goals, run.settings.codebook.decoder_steps)
+    return {"entries": misread.tolist(), "depth": depth, "l2_moved": moved.tolist(), "g_s_error_uint8_levels": error}
+
+
 def codebook(run: FitRun) -> dict:
     train_set, _ = run.public
     images = train_set.subset(slice(0, run.settings.codebook_images))
-    compressor = load_compressor(run.compressor, with_codebook=False)
+    compressor = load_compressor(run.trained_compressor, with_codebook=False)
     chosen, found = choose_codebook(load_generator(run.generator), compressor, images)
     teacher, _ = run.teacher()
     aux, (unit, labels) = load_classifier(run.settings.aux), unit_images(images)
-    shapings, reads = [], []
+    shapings = []
     for shaping_round in range(1 + run.settings.shaping_rounds):
         shapings.append(shape_decoded_entries(compressor, teacher, aux, chosen["symbols"], unit, labels,
                                               CodeShaping(seed=shaping_round)))
-        reads.append(_reads(run, compressor, chosen["symbols"]))
-        run.keep_answers()
+        if all(shapings[-1]["target_reads"]["after"]):  # the teacher's reading
+            break
+    reads, steering = [_reads(run, compressor, chosen["symbols"])], []
+    for steering_round in range(run.settings.codebook.rounds):
         if all(reads[-1]):
             break
-    store_codebook(run.compressor, compressor, chosen, {"images": len(images), "data_sha256": images.sha256(), **found,
-                                                        "shaping": shapings, "read_by_the_target_per_round": reads})
-    return {"entries": len(reads[-1]), "read_by_the_target": sum(reads[-1]), "shaping_rounds": len(reads),
+        depth = run.settings.codebook.depth_in(steering_round)
+        steering.append(steer_misread(run, compressor, chosen["symbols"], reads[-1], depth))
+        reads.append(_reads(run, compressor, chosen["symbols"]))
+        run.keep_answers()
+    run.compressor.parent.mkdir(parents=True, exist_ok=True)
+    for source in (run.trained_compressor, record_path(run.trained_compressor)):
+        shutil.copyfile(source, run.compressor.parent / source.name)
+    store_codebook(run.compressor, compressor, chosen, {
+        "images": len(images), "data_sha256": images.sha256(), **found, "shaping": shapings,
+        "steering": steering, "read_by_the_target_per_round": reads})
+    with torch.no_grad():
+        after = decoded_entry_terms(compressor, teacher, aux, chosen["symbols"], [unit[labels == k] for k in range(CLASSES)])
+    return {"entries": len(reads[-1]), "read_by_the_target": sum(reads[-1]), "shaping_rounds": len(shapings),
+            "steering_rounds": len(steering), "aux_reads": int(after["aux_reads"].sum()),
+            "mean_abs_ssim_to_class": float(after["abs_ssim"].mean()),
             "held_out_rule_accuracy": max(found["held_out_accuracy_by_weight_decay"].values())}
 
 

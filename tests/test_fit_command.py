@@ -44,7 +44,8 @@ TARGET_ONNX = ONNX_MODELS / "target.onnx"
 PUBLIC, EVALUATED = 48, 24
 TINY = ["--limit", str(PUBLIC), "--edge-classifier-epochs", "1", "--compressor-start-epochs", "1", "--epochs", "1",
         "--batch-size", "16",
-        "--codebook-images", str(PUBLIC), "--shaping-rounds", "1", "--evaluation-limit", str(EVALUATED),
+        "--codebook-images", str(PUBLIC), "--shaping-rounds", "1", "--steering-rounds", "1", "--steering-attack-steps", "1",
+        "--evaluation-limit", str(EVALUATED),
         "--attacker-images", "32", "--attack-epochs", "1"]  # no --threads: it would set torch's for the whole session
 
 
@@ -124,7 +125,10 @@ def test_a_black_box_fit_through_the_real_cloud_counts_every_query_and_ships_non
     assert sum(asked.values()) == record["queries_total"]["images_queried"] == classified  # what the cloud classified
     answers = stages["answers"]["queries"]
     assert answers["images_queried"] + answers["images_from_cache"] == 2 * PUBLIC  # training and validation images
-    assert 0 < asked["codebook"] <= 10 * 2  # ten code images, one round of shaping at most
+    codebook = stages["codebook"]
+    checked = codebook["queries"]["images_queried"] + codebook["queries"]["images_from_cache"]
+    assert checked >= 10 * (1 + codebook["steering_rounds"])  # the ten code images, after shaping and each steering
+    assert asked["codebook"] > 10 if codebook["steering_rounds"] else 0 < asked["codebook"] <= 10  # the attack asks
     assert asked["evaluation"] <= EVALUATED + 10  # the phone's JPEGs, then the few images the cloud decodes
     assert asked["attacks"] == 0  # the attacker's cloud labels: images already answered
     assert asked["edge_classifier"] == asked["compressor_start"] == asked["end_to_end"] == asked["bundle"] == 0

@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -120,11 +122,16 @@ class CodeShaping:
     seed: int = 0
 
 
+def decode_entries(compressor: FactorizedPrior, symbols: torch.Tensor) -> torch.Tensor:
+    """What g_s makes of each entry, [K, 3, H, W] in [0, 1] (differentiable in g_s's weights)."""
+    return compressor.g_s(symbols.float() + compressor.entropy_bottleneck._get_medians()).clamp(0, 1)
+
+
 def decoded_entry_terms(compressor: FactorizedPrior, target: nn.Module, aux: nn.Module, symbols: torch.Tensor,
                    class_images: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per entry: its decoded image's mean |SSIM| to its class's images, the target's CE and whether it reads the
     class, and how far the aux model's logit of the class lies above its best other."""
-    decoded = compressor.g_s(symbols.float() + compressor.entropy_bottleneck._get_medians()).clamp(0, 1)
+    decoded = decode_entries(compressor, symbols)
     classes = torch.arange(len(symbols))
     similarity = torch.stack([ssim(images, decoded[k : k + 1].expand_as(images), data_range=1.0, size_average=False).abs().mean()
                               for k, images in enumerate(class_images)])
@@ -135,6 +142,16 @@ def decoded_entry_terms(compressor: FactorizedPrior, target: nn.Module, aux: nn.
             "target_reads": target_logits.argmax(1) == classes, "aux_reads": aux_logits.argmax(1) == classes}
 
 
+@contextmanager
+def decoder_in_training(compressor: FactorizedPrior, lr: float) -> Iterator[torch.optim.Optimizer]:
+    """Within: g_s alone trainable, by the Adam optimiser given; after: g_s frozen at float16 precision, as it ships."""
+    compressor.requires_grad_(False)
+    compressor.g_s.requires_grad_(True)
+    yield torch.optim.Adam(compressor.g_s.parameters(), lr=lr)
+    compressor.g_s.load_state_dict(shipping_weights(compressor.g_s.state_dict()))
+    compressor.g_s.float().requires_grad_(False)
+
+
 def shape_decoded_entries(compressor: FactorizedPrior, target: nn.Module, aux: nn.Module, symbols: torch.Tensor,
                           public_unit: torch.Tensor, public_labels: torch.Tensor, config: CodeShaping = CodeShaping()) -> dict:
     """Fine-tune g_s (in place) so that each entry's decoded image resembles no natural image of its class
@@ -143,24 +160,36 @@ def shape_decoded_entries(compressor: FactorizedPrior, target: nn.Module, aux: n
     generator = torch.Generator().manual_seed(config.seed)
     class_images = [public_unit[public_labels == k][torch.randperm(int((public_labels == k).sum()), generator=generator)
                                                    [: config.images_per_class]] for k in range(len(symbols))]
-    compressor.requires_grad_(False)
-    compressor.g_s.requires_grad_(True)
-    optimizer = torch.optim.Adam(compressor.g_s.parameters(), lr=config.lr)
     with torch.no_grad():
         before = decoded_entry_terms(compressor, target, aux, symbols, class_images)
-    for _ in tqdm(range(config.steps), desc="shaping the entries' decoded images"):
-        terms = decoded_entry_terms(compressor, target, aux, symbols, class_images)
-        loss = (terms["target_ce"] + config.similarity_weight * terms["abs_ssim"]
-                + torch.relu(terms["aux_gap"] + config.aux_margin)).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    compressor.g_s.load_state_dict(shipping_weights(compressor.g_s.state_dict()))
-    compressor.g_s.float().requires_grad_(False)
+    with decoder_in_training(compressor, config.lr) as optimizer:
+        for _ in tqdm(range(config.steps), desc="shaping the entries' decoded images"):
+            terms = decoded_entry_terms(compressor, target, aux, symbols, class_images)
+            loss = (terms["target_ce"] + config.similarity_weight * terms["abs_ssim"]
+                    + torch.relu(terms["aux_gap"] + config.aux_margin)).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     with torch.no_grad():
         after = decoded_entry_terms(compressor, target, aux, symbols, class_images)
     return {"config": asdict(config), **{name: {"before": before[name].float().tolist(), "after": after[name].float().tolist()}
                                          for name in ("abs_ssim", "target_reads", "aux_reads")}}
+
+
+def fit_decoded_entries(compressor: FactorizedPrior, symbols: torch.Tensor, goals: torch.Tensor, steps: int = 1500,
+                        lr: float = 3e-3) -> float:
+    """Fine-tune g_s (in place, kept at float16 as it ships) so that entry k decodes to ``goals[k]`` ([0, 1]
+    images); returns the largest remaining difference, in uint8 levels."""
+    with decoder_in_training(compressor, lr) as optimizer:
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+        for _ in tqdm(range(steps), desc="fitting g_s to the entries' images"):
+            loss = nn.functional.mse_loss(decode_entries(compressor, symbols), goals)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    with torch.no_grad():
+        return float((decode_entries(compressor, symbols) - goals).abs().max()) * 255
 
 
 def choose_codebook(generator: nn.Module, compressor: FactorizedPrior, training: LabelledImages) -> tuple[dict, dict]:
@@ -181,7 +210,7 @@ def unit_images(training: LabelledImages) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.inference_mode()
 def decoded_entries(compressor: FactorizedPrior, symbols: torch.Tensor) -> np.ndarray:
     """The image the cloud decodes for each entry, as uint8 HWC (what a PNG link would carry)."""
-    return to_uint8_nhwc(compressor.g_s(symbols.float() + compressor.entropy_bottleneck._get_medians()).numpy())
+    return to_uint8_nhwc(decode_entries(compressor, symbols).numpy())
 
 
 def store_codebook(compressor_path: Path, compressor: FactorizedPrior, codebook: dict, provenance: dict) -> None:
