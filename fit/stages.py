@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from compressai.models import FactorizedPrior
 from torch import nn
 
 from pmc2.evaluation.inverse_attack import InverseAttackConfig
@@ -201,12 +202,13 @@ def end_to_end(run: FitRun) -> dict:
             "validation_bytes_ideal": metrics["validation_bytes_ideal"]}
 
 
-def _reads(run: FitRun, compressor, symbols: torch.Tensor) -> list[bool]:
+def _reads(run: FitRun, compressor: FactorizedPrior, symbols: torch.Tensor) -> list[bool]:
     """Whether the target itself (through its access) answers each entry's class for the entry's decoded image."""
     return (run.access.labels(decoded_entries(compressor, symbols)) == np.arange(len(symbols))).tolist()
 
 
-def steer_misread(run: FitRun, compressor, symbols: torch.Tensor, reads: list[bool], depth: float) -> dict:
+def steer_misread(run: FitRun, compressor: FactorizedPrior, symbols: torch.Tensor, reads: list[bool],
+                  depth: float) -> dict:
     """One steering round (``code_steering``): the misread entries' goals from the target's labels alone, the
     public images it answered each class as starting points, then g_s fitted to every entry's goal."""
     train_set, _ = run.public
