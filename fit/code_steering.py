@@ -8,7 +8,9 @@ pictures, where the two disagree, and the target reads them at chance. For each 
     region for k nearest to the entry's image ──``depth`` of the way back toward the public image──▶ goal k
 
 then g_s is fitted to decode every entry to its goal (the others to what they decode to now), and the target
-is asked again. HopSkipJump sees nothing but the labels the access returns, each image a counted query.
+is asked again. HopSkipJump sees nothing but the labels the access returns, each image a counted query. It
+starts from public images the aux model does not read as their class, so that the goals it finds, which lie
+between such an image and the entry's, tell a classifier of natural images as little as possible.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from dataclasses import dataclass
 import foolbox
 import numpy as np
 import torch
+from compressai.models import FactorizedPrior
 from torch import nn
 
-from pmc2.runtime.normalization import to_uint8_nhwc
+from pmc2.runtime.normalization import to_uint8_nhwc, to_unit_nchw
+from pmc2.training.latent_codebook import decoded_entries, fit_decoded_entries
 
 Labeler = Callable[[np.ndarray], np.ndarray]  # uint8 [N,H,W,3] -> the target's labels [N]
 
@@ -55,16 +59,33 @@ class LabelsAsScores(nn.Module):
         return nn.functional.one_hot(torch.from_numpy(np.asarray(answered)).long(), self.classes).float()
 
 
-def nearest_of_class(candidates: torch.Tensor, candidate_labels: torch.Tensor, images: torch.Tensor,
-                     classes: torch.Tensor) -> torch.Tensor:
-    """For each image, the candidate with its class (as the target labelled it) nearest in L2."""
-    picked = []
-    for image, k in zip(images, classes):
-        of_class = candidates[candidate_labels == k]
-        if not len(of_class):
-            raise RuntimeError(f"the target labelled no public image {int(k)}: nothing to steer that entry toward")
-        picked.append(of_class[(of_class - image).flatten(1).pow(2).sum(1).argmin()])
-    return torch.stack(picked)
+@dataclass(frozen=True)
+class StartingPool:
+    """Public images ([0, 1] NCHW) HopSkipJump may start from, each with the class the target answered for it."""
+
+    images: torch.Tensor
+    classes: torch.Tensor
+
+    @classmethod
+    def unread_by_aux(cls, images: torch.Tensor, answered: torch.Tensor, aux_labels: torch.Tensor) -> StartingPool:
+        """Of each class, the images the target answered so that the aux model reads otherwise; all of them
+        where the aux model reads every one."""
+        keep = answered != aux_labels
+        for k in answered.unique():
+            of_class = answered == k
+            if not keep[of_class].any():
+                keep |= of_class
+        return cls(images[keep], answered[keep])
+
+    def nearest_of_class(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """For each image, the pool's image of its class nearest in L2."""
+        picked = []
+        for image, k in zip(images, classes):
+            of_class = self.images[self.classes == k]
+            if not len(of_class):
+                raise RuntimeError(f"the target labelled no public image {int(k)}: nothing to steer that entry toward")
+            picked.append(of_class[(of_class - image).flatten(1).pow(2).sum(1).argmin()])
+        return torch.stack(picked)
 
 
 def steer_into_classes(labels: Labeler, images: torch.Tensor, classes: torch.Tensor, starts: torch.Tensor,
@@ -78,3 +99,31 @@ def steer_into_classes(labels: Labeler, images: torch.Tensor, classes: torch.Ten
     found, _, _ = attack(model, images, foolbox.criteria.TargetedMisclassification(classes), starting_points=starts,
                          epsilons=None)
     return (found + depth * (starts - found)).clamp(0, 1)
+
+
+def steer_codebook(labels: Labeler, compressor: FactorizedPrior, symbols: torch.Tensor, pool: StartingPool,
+                   config: Steering, after_round: Callable[[], None] = lambda: None) -> tuple[list[dict], list[list[bool]]]:
+    """Steer the entries the target misreads, refit g_s (in place) and ask again, for up to ``config.rounds``
+    rounds: each round's record, and whether the target read each entry before the first and after each."""
+    classes = torch.arange(len(symbols))
+
+    def reads() -> list[bool]:
+        return (labels(decoded_entries(compressor, symbols)) == classes.numpy()).tolist()
+
+    read_per_round, rounds = [reads()], []
+    for steering_round in range(config.rounds):
+        if all(read_per_round[-1]):
+            break
+        goals = torch.from_numpy(to_unit_nchw(decoded_entries(compressor, symbols)))
+        misread = classes[~torch.tensor(read_per_round[-1])]
+        starts = pool.nearest_of_class(goals[misread], misread)
+        depth = config.depth_in(steering_round)
+        steered = steer_into_classes(labels, goals[misread], misread, starts, config, depth, len(symbols))
+        rounds.append({"entries": misread.tolist(), "depth": depth,
+                       "l2_start": (starts - goals[misread]).flatten(1).norm(dim=1).tolist(),
+                       "l2_moved": (steered - goals[misread]).flatten(1).norm(dim=1).tolist()})
+        goals[misread] = steered
+        rounds[-1]["g_s_error_uint8_levels"] = fit_decoded_entries(compressor, symbols, goals, config.decoder_steps)
+        read_per_round.append(reads())
+        after_round()
+    return rounds, read_per_round

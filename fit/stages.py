@@ -31,21 +31,21 @@ from compressai.models import FactorizedPrior
 from torch import nn
 
 from pmc2.evaluation.inverse_attack import InverseAttackConfig
+from pmc2.evaluation.judges import predictions
 from pmc2.export.onnx_parity import check_parity
 from pmc2.export.to_onnx import export_all
 from pmc2.fit.access import WHITE_BOX, BlackBoxLabeler, QueryCount, TargetAccess
-from pmc2.fit.code_steering import Steering, nearest_of_class, steer_into_classes
+from pmc2.fit.code_steering import Steering, StartingPool, steer_codebook
 from pmc2.fit.fitted_bundle import bundle_attacks, bundle_row
 from pmc2.runtime.cifar10 import CLASSES as CIFAR10_CLASSES, LabelledImages, load_evaluation
 from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
-from pmc2.runtime.normalization import to_unit_nchw
 from pmc2.runtime.paths import CHECKPOINTS
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.compressor import load_compressor
 from pmc2.training.data import as_received_tensors, seeded_training_data, to_unit
 from pmc2.training.generator import load_generator
-from pmc2.training.latent_codebook import (CodeShaping, choose_codebook, decoded_entries, decoded_entry_terms,
-                                          fit_decoded_entries, shape_decoded_entries, store_codebook, unit_images)
+from pmc2.training.latent_codebook import (CodeShaping, choose_codebook, decoded_entry_terms, shape_decoded_entries,
+                                          store_codebook, unit_images)
 from pmc2.training.pairs import ModelPair
 from pmc2.training.records import record_path
 from pmc2.training.train_classifier import ClassifierConfig, train_on as train_classifier_on
@@ -202,29 +202,6 @@ def end_to_end(run: FitRun) -> dict:
             "validation_bytes_ideal": metrics["validation_bytes_ideal"]}
 
 
-def _reads(run: FitRun, compressor: FactorizedPrior, symbols: torch.Tensor) -> list[bool]:
-    """Whether the target itself (through its access) answers each entry's class for the entry's decoded image."""
-    return (run.access.labels(decoded_entries(compressor, symbols)) == np.arange(len(symbols))).tolist()
-
-
-def steer_misread(run: FitRun, compressor: FactorizedPrior, symbols: torch.Tensor, reads: list[bool],
-                  depth: float) -> dict:
-    """One steering round (``code_steering``): the misread entries' goals from the target's labels alone, the
-    public images it answered each class as starting points, then g_s fitted to every entry's goal."""
-    train_set, _ = run.public
-    count = min(run.settings.codebook_images, len(train_set.images))
-    public = torch.from_numpy(to_unit_nchw(train_set.images[:count]))
-    answered = torch.from_numpy(np.load(run.answers_file)["train"][:count]).long()
-    goals = torch.from_numpy(to_unit_nchw(decoded_entries(compressor, symbols)))
-    misread = torch.tensor([k for k, read in enumerate(reads) if not read])
-    starts = nearest_of_class(public, answered, goals[misread], misread)
-    steered = steer_into_classes(run.access.labels, goals[misread], misread, starts, run.settings.codebook, depth, CLASSES)
-    moved = (steered - goals[misread]).flatten(1).norm(dim=1)
-    goals[misread] = steered
-    error = fit_decoded_entries(compressor, symbols, goals, run.settings.codebook.decoder_steps)
-    return {"entries": misread.tolist(), "depth": depth, "l2_moved": moved.tolist(), "g_s_error_uint8_levels": error}
-
-
 def codebook(run: FitRun) -> dict:
     train_set, _ = run.public
     images = train_set.subset(slice(0, run.settings.codebook_images))
@@ -238,20 +215,17 @@ def codebook(run: FitRun) -> dict:
                                               CodeShaping(seed=shaping_round)))
         if all(shapings[-1]["target_reads"]["after"]):  # the teacher's reading
             break
-    reads, steering = [_reads(run, compressor, chosen["symbols"])], []
-    for steering_round in range(run.settings.codebook.rounds):
-        if all(reads[-1]):
-            break
-        depth = run.settings.codebook.depth_in(steering_round)
-        steering.append(steer_misread(run, compressor, chosen["symbols"], reads[-1], depth))
-        reads.append(_reads(run, compressor, chosen["symbols"]))
-        run.keep_answers()
+    answered = torch.from_numpy(np.load(run.answers_file)["train"][: len(unit)]).long()
+    pool = StartingPool.unread_by_aux(unit, answered, predictions(aux, unit))
+    steering, reads = steer_codebook(run.access.labels, compressor, chosen["symbols"], pool, run.settings.codebook,
+                                     after_round=run.keep_answers)
     run.compressor.parent.mkdir(parents=True, exist_ok=True)
     for source in (run.trained_compressor, record_path(run.trained_compressor)):
         shutil.copyfile(source, run.compressor.parent / source.name)
     store_codebook(run.compressor, compressor, chosen, {
         "images": len(images), "data_sha256": images.sha256(), **found, "shaping": shapings,
-        "steering": steering, "read_by_the_target_per_round": reads})
+        "steering": steering, "steering_starts_per_class": torch.bincount(pool.classes, minlength=CLASSES).tolist(),
+        "read_by_the_target_per_round": reads})
     with torch.no_grad():
         after = decoded_entry_terms(compressor, teacher, aux, chosen["symbols"], [unit[labels == k] for k in range(CLASSES)])
     return {"entries": len(reads[-1]), "read_by_the_target": sum(reads[-1]), "shaping_rounds": len(shapings),

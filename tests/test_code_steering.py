@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pmc2.fit.code_steering import Steering, nearest_of_class, steer_into_classes
+from pmc2.fit.code_steering import StartingPool, Steering, steer_codebook
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.normalization import to_unit_nchw
 from pmc2.runtime.paths import CHECKPOINTS
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.compressor import load_compressor
 from pmc2.training.data import normalize
-from pmc2.training.latent_codebook import decoded_entries, fit_decoded_entries
 from tests.test_latent_codebook import _compressor_with_codebook
 
 SMALL = Steering(rounds=6, attack_steps=3, initial_evaluations=20, max_evaluations=60)
@@ -37,22 +36,28 @@ def test_misread_entries_are_steered_until_the_target_reads_every_one(tmp_path: 
     path, symbols = _compressor_with_codebook(tmp_path)
     compressor, target = load_compressor(path, with_codebook=False), CountingTarget()
     public = load_evaluation(None).subset(slice(0, 200)).images
-    candidates = torch.from_numpy(to_unit_nchw(public))
     answered = torch.from_numpy(target(public)).long()
-    classes = torch.arange(len(symbols))
-    reads = [target(decoded_entries(compressor, symbols)) == classes.numpy()]
-    assert not reads[0].all()  # an untrained g_s: the target reads its images as few classes
-    for steering_round in range(SMALL.rounds):
-        goals = torch.from_numpy(to_unit_nchw(decoded_entries(compressor, symbols)))
-        misread = classes[~torch.from_numpy(reads[-1])]
-        starts = nearest_of_class(candidates, answered, goals[misread], misread)
-        asked = target.asked
-        steered = steer_into_classes(target, goals[misread], misread, starts, SMALL, SMALL.depth_in(steering_round), 10)
-        assert target.asked > asked + len(misread)  # the attack asked the target, label by label
-        assert ((steered - goals[misread]).flatten(1).norm(dim=1) <= (starts - goals[misread]).flatten(1).norm(dim=1)).all()
-        goals[misread] = steered
-        assert fit_decoded_entries(compressor, symbols, goals, SMALL.decoder_steps) < 32  # uint8 levels, at most
-        reads.append(target(decoded_entries(compressor, symbols)) == classes.numpy())
-        if reads[-1].all():
-            break
-    assert reads[-1].all(), reads
+    pool = StartingPool(torch.from_numpy(to_unit_nchw(public)), answered)
+    asked_per_round = []
+    rounds, reads = steer_codebook(target, compressor, symbols, pool, SMALL,
+                                   after_round=lambda: asked_per_round.append(target.asked))
+    assert not all(reads[0])  # an untrained g_s: the target reads its images as few classes
+    assert all(reads[-1]), reads
+    assert len(rounds) == len(reads) - 1 == len(asked_per_round) <= SMALL.rounds
+    for steering_round, asked_before, asked_after, read_before in zip(rounds, [len(public) + len(symbols), *asked_per_round],
+                                                                      asked_per_round, reads):
+        assert steering_round["entries"] == [k for k, read in enumerate(read_before) if not read]
+        # the attack asked the target, label by label, beyond the entries' reading after the round
+        assert asked_after > asked_before + len(steering_round["entries"]) + len(symbols)
+        assert all(moved <= start for moved, start in zip(steering_round["l2_moved"], steering_round["l2_start"]))
+        assert steering_round["g_s_error_uint8_levels"] < 32
+
+
+def test_the_pool_keeps_of_each_class_what_the_aux_model_misreads() -> None:
+    images = torch.arange(6.0).view(6, 1, 1, 1)
+    answered = torch.tensor([0, 0, 0, 1, 1, 2])
+    aux_labels = torch.tensor([0, 2, 0, 1, 1, 0])
+    pool = StartingPool.unread_by_aux(images, answered, aux_labels)
+    assert pool.images.flatten().tolist() == [1.0, 3.0, 4.0, 5.0]  # class 1: the aux reads every one, all kept
+    assert pool.classes.tolist() == [0, 1, 1, 2]
+    assert pool.nearest_of_class(torch.tensor([3.6, 0.0]).view(2, 1, 1, 1), torch.tensor([1, 0])).flatten().tolist() == [4.0, 1.0]

@@ -122,7 +122,7 @@ class CodeShaping:
     seed: int = 0
 
 
-def decode_entries(compressor: FactorizedPrior, symbols: torch.Tensor) -> torch.Tensor:
+def entry_images(compressor: FactorizedPrior, symbols: torch.Tensor) -> torch.Tensor:
     """What g_s makes of each entry, [K, 3, H, W] in [0, 1] (differentiable in g_s's weights)."""
     return compressor.g_s(symbols.float() + compressor.entropy_bottleneck._get_medians()).clamp(0, 1)
 
@@ -131,7 +131,7 @@ def decoded_entry_terms(compressor: FactorizedPrior, target: nn.Module, aux: nn.
                    class_images: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per entry: its decoded image's mean |SSIM| to its class's images, the target's CE and whether it reads the
     class, and how far the aux model's logit of the class lies above its best other."""
-    decoded = decode_entries(compressor, symbols)
+    decoded = entry_images(compressor, symbols)
     classes = torch.arange(len(symbols))
     similarity = torch.stack([ssim(images, decoded[k : k + 1].expand_as(images), data_range=1.0, size_average=False).abs().mean()
                               for k, images in enumerate(class_images)])
@@ -183,13 +183,13 @@ def fit_decoded_entries(compressor: FactorizedPrior, symbols: torch.Tensor, goal
     with decoder_in_training(compressor, lr) as optimizer:
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
         for _ in tqdm(range(steps), desc="fitting g_s to the entries' images"):
-            loss = nn.functional.mse_loss(decode_entries(compressor, symbols), goals)
+            loss = nn.functional.mse_loss(entry_images(compressor, symbols), goals)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
     with torch.no_grad():
-        return float((decode_entries(compressor, symbols) - goals).abs().max()) * 255
+        return float((entry_images(compressor, symbols) - goals).abs().max()) * 255
 
 
 def choose_codebook(generator: nn.Module, compressor: FactorizedPrior, training: LabelledImages) -> tuple[dict, dict]:
@@ -210,7 +210,7 @@ def unit_images(training: LabelledImages) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.inference_mode()
 def decoded_entries(compressor: FactorizedPrior, symbols: torch.Tensor) -> np.ndarray:
     """The image the cloud decodes for each entry, as uint8 HWC (what a PNG link would carry)."""
-    return to_uint8_nhwc(decode_entries(compressor, symbols).numpy())
+    return to_uint8_nhwc(entry_images(compressor, symbols).numpy())
 
 
 def store_codebook(compressor_path: Path, compressor: FactorizedPrior, codebook: dict, provenance: dict) -> None:
