@@ -28,6 +28,7 @@ from pmc2.evaluation.fitted import render_fit
 from pmc2.fit.access import BLACK_BOX, WHITE_BOX, QueryCount
 from pmc2.fit.stages import COMPRESSOR_START_EPOCHS, STAGES, Attempt, FitRun, FitSettings, run_stage
 from pmc2.fit.code_steering import Steering
+from pmc2.fit.heartbeat import file_killed_attempt, forget_heartbeat, heartbeat
 from pmc2.fit.input_spaces import INPUT_SPACES
 from pmc2.fit.targets import TargetError, TargetOptions, resolve_target
 from pmc2.machine import cpu_model
@@ -37,7 +38,7 @@ from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.training.train_compressor import CompressorConfig
 from pmc2.training.train_end_to_end import EndToEndConfig
 from pmc2.training.training_cli import add_bf16_option
-from pmc2.value_ranges import non_negative_int, positive_int
+from pmc2.value_ranges import non_negative_int, positive_float, positive_int
 
 RECORD = "fit.json"
 
@@ -79,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--client-cert", type=Path, default=None, help="PEM (with key) for a cloud's mutual TLS")
     parser.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--heartbeat-seconds", type=positive_float, default=60.0,
+                        help="how often the running attempt's time is written down, for a run killed outright")
     add_bf16_option(parser, classifier.bf16)  # a run resumed on another CPU keeps its own choice by naming it
     return parser.parse_args(argv)
 
@@ -163,6 +166,7 @@ def open_record(args: argparse.Namespace, command: str, settings: FitSettings, d
     if not args.resume:
         raise SystemExit(f"{path} exists: give --resume to continue that run, or another --out")
     record = json.loads(path.read_text())
+    file_killed_attempt(args.out, record)
     if args.redo_from:
         set_aside(record, args.redo_from)
     refusal = resume_refusal(record, args.target, kind, settings_json)
@@ -208,25 +212,30 @@ def sigterm_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
-def run_stages(out: Path, record: dict, run: FitRun) -> None:
+def write_record(out: Path, record: dict) -> None:
+    replace_atomically(out / RECORD, json.dumps(record, indent=2).encode() + b"\n")
+
+
+def run_stages(out: Path, record: dict, run: FitRun, heartbeat_seconds: float) -> None:
     """Every stage not yet in ``record``, in order, with its wall and CPU time; the record is rewritten after each.
     An attempt that ends early (Ctrl-C, SIGTERM, an error) leaves its time and cause under ``interrupted``: its
-    queries and CPU are spent too, and the totals count them."""
+    queries and CPU are spent too, and the totals count them; one killed outright, its heartbeat (``heartbeat``)."""
     for stage in STAGES:
         if stage.name in record["stages"]:
             continue
         attempt = Attempt()
-        try:
-            logging.info("fit: %s", stage.name)
-            record["stages"][stage.name] = {**run_stage(run, stage), **attempt.spent()}
-        except BaseException as error:
-            record.setdefault("interrupted", []).append({"stage": stage.name, "ended_by": type(error).__name__,
-                                                         **attempt.spent()})
-            raise
-        finally:
-            with sigterm_deferred():
-                record["queries_total"] = asdict(getattr(run.access, "count", QueryCount()))
-                replace_atomically(out / RECORD, json.dumps(record, indent=2).encode() + b"\n")
+        with heartbeat(out, stage.name, attempt, heartbeat_seconds):
+            try:
+                logging.info("fit: %s", stage.name)
+                record["stages"][stage.name] = {**run_stage(run, stage), **attempt.spent()}
+            except BaseException as error:
+                record.setdefault("interrupted", []).append({"stage": stage.name, "ended_by": type(error).__name__,
+                                                             **attempt.spent()})
+                raise
+            finally:
+                with sigterm_deferred():
+                    record["queries_total"] = asdict(getattr(run.access, "count", QueryCount()))
+                    write_record(out, record)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -245,9 +254,11 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python -m pmc2.fit", *(sys.argv[1:] if argv is None else argv)])
     record = open_record(args, command, settings, access.description, access.kind)
+    write_record(args.out, record)  # with the attempt a killed run left, if any: its heartbeat can go
+    forget_heartbeat(args.out)
     run = FitRun(args.out, settings, access)
     with sigterm_as_exit():
-        run_stages(args.out, record, run)
+        run_stages(args.out, record, run, args.heartbeat_seconds)
     summary = render_fit(record)
     (args.out / "fit.md").write_text(summary + "\n")
     print(summary)

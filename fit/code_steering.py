@@ -34,12 +34,13 @@ Labeler = Callable[[np.ndarray], np.ndarray]  # uint8 [N,H,W,3] -> the target's 
 class Steering:
     """How misread code images are steered into the target's regions (the fit's ``codebook`` settings)."""
 
-    rounds: int = 4  # steer, refit g_s and ask again, while the target misreads an entry
+    rounds: int = 6  # steer, refit g_s and ask again, while the target misreads an entry
     attack_steps: int = 10  # HopSkipJump's iterations per entry
     initial_evaluations: int = 50  # its boundary-gradient estimate's queries, at first
     max_evaluations: int = 400  # and at most
-    depth: float = 0.05  # how far back toward the public image the goal lies, in the first round
-    decoder_steps: int = 1500  # Adam steps fitting g_s to the goals
+    depth: float = 0.25  # how far back toward the public image the goal lies, in the first round: a margin
+    # inside the target's region that g_s's fitting error (tens of uint8 levels at worst) does not cross
+    decoder_steps: int = 3000  # Adam steps fitting g_s to the goals
 
     def depth_in(self, steering_round: int) -> float:
         """``depth``, doubled each round, up to the public image itself (1)."""

@@ -16,7 +16,7 @@ from pmc2.training.compressor import load_compressor
 from pmc2.training.data import normalize
 from tests.test_latent_codebook import _compressor_with_codebook
 
-SMALL = Steering(rounds=6, attack_steps=3, initial_evaluations=20, max_evaluations=60)
+SMALL = Steering(rounds=6, attack_steps=3, initial_evaluations=20, max_evaluations=60, depth=0.05, decoder_steps=1500)
 
 
 class CountingTarget:

@@ -26,6 +26,7 @@ from pmc2.fit.__main__ import main as fit_main, open_record, parse_args, setting
 from pmc2.fit.access import BLACK_BOX, WHITE_BOX
 from pmc2.fit.cloud_models import cloud_models
 from pmc2.fit.fitted_bundle import edge_of, through_link
+from pmc2.fit.heartbeat import HEARTBEAT, KILLED
 from pmc2.fit.input_spaces import INPUT_SPACES
 from pmc2.fit.onnx_labeler import OnnxLabeler
 from pmc2.runtime.image_decoding import decode_image
@@ -214,11 +215,13 @@ def test_a_resumed_record_takes_the_settings_of_stages_a_later_version_added_and
         resumed(changed, [])
 
 
-def test_a_fit_ended_by_sigterm_keeps_the_attempts_time_and_a_record_without_cpu_times_is_not_resumed(
-        tiny_cifar: Path, tmp_path: Path) -> None:
+def stopped_in_edge_classifier(tiny_cifar: Path, tmp_path: Path, stop: signal.Signals) -> tuple[Path, list[str], int]:
+    """A tiny white-box fit sent ``stop`` a second into its edge classifier's training: its folder, its arguments
+    and its exit code."""
     out, log = tmp_path / "fit", tmp_path / "fit.log"
     long_stage = ["--edge-classifier-epochs", "1000"]  # minutes on 48 images: the signal lands well inside it
-    arguments = ["--target", "fastnet", "--out", str(out), "--data", str(tiny_cifar), *TINY, *long_stage]
+    arguments = ["--target", "fastnet", "--out", str(out), "--data", str(tiny_cifar), *TINY, *long_stage,
+                 "--heartbeat-seconds", "0.2"]
     command = [sys.executable, "-m", "pmc2.fit", *arguments, "--threads", "1"]
     with log.open("w") as stderr:
         fitting = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -228,10 +231,17 @@ def test_a_fit_ended_by_sigterm_keeps_the_attempts_time_and_a_record_without_cpu
             assert fitting.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.2)
         time.sleep(1.0)  # a second of training, so CPU time the attempt must keep
-        fitting.send_signal(signal.SIGTERM)
-        assert fitting.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()[-2000:]
+        fitting.send_signal(stop)
+        return out, arguments, fitting.wait(timeout=120)
     finally:
         fitting.kill()
+
+
+def test_a_fit_ended_by_sigterm_keeps_the_attempts_time_and_a_record_without_cpu_times_is_not_resumed(
+        tiny_cifar: Path, tmp_path: Path) -> None:
+    out, arguments, exit_code = stopped_in_edge_classifier(tiny_cifar, tmp_path, signal.SIGTERM)
+    assert exit_code == 128 + signal.SIGTERM
+    assert not (out / HEARTBEAT).exists()  # the record holds the attempt
     record = run_record(out)
     [interrupted] = record["interrupted"]
     assert interrupted["stage"] == "edge_classifier" not in record["stages"] and interrupted["ended_by"] == "SystemExit"
@@ -242,3 +252,15 @@ def test_a_fit_ended_by_sigterm_keeps_the_attempts_time_and_a_record_without_cpu
     (out / "fit.json").write_text(json.dumps(record))
     with pytest.raises(SystemExit, match="before fits recorded their CPU time"):
         fit_main([*arguments, "--resume"])
+
+
+def test_a_fit_killed_outright_has_its_attempt_filed_from_its_heartbeat_when_resumed(tiny_cifar: Path,
+                                                                                   tmp_path: Path) -> None:
+    out, arguments, exit_code = stopped_in_edge_classifier(tiny_cifar, tmp_path, signal.SIGKILL)
+    assert exit_code == -signal.SIGKILL
+    beat = json.loads((out / HEARTBEAT).read_text())
+    assert beat["stage"] == "edge_classifier" and beat["cpu_seconds"] > 0
+    args = parse_args([*arguments, "--resume"])
+    record = open_record(args, "python -m pmc2.fit --resume", settings_from(args), "fastnet", WHITE_BOX)
+    assert record["interrupted"] == [{**beat, "ended_by": KILLED}]
+    assert cpu_hours(record) >= beat["cpu_seconds"] / 3600
