@@ -264,3 +264,11 @@ def test_a_fit_killed_outright_has_its_attempt_filed_from_its_heartbeat_when_res
     record = open_record(args, "python -m pmc2.fit --resume", settings_from(args), "fastnet", WHITE_BOX)
     assert record["interrupted"] == [{**beat, "ended_by": KILLED}]
     assert cpu_hours(record) >= beat["cpu_seconds"] / 3600
+
+
+def test_a_fit_row_says_how_many_queries_went_to_stages_redone() -> None:
+    record = {"target": "t", "access": BLACK_BOX, "queries_total": {"images_queried": 1200}, "stages": {},
+              "superseded": [{"stage": "codebook", "queries": {"images_queried": 200}, "cpu_seconds": 3600.0},
+                             {"stage": "bundle", "ended_by": "SystemExit", "cpu_seconds": 1800.0}]}
+    assert fitted_row(record)[2] == "1,200 (200 in stages redone)" and fitted_row(record)[-1] == "1.50"
+    assert fitted_row({**record, "superseded": []})[2] == "1,200"
