@@ -85,10 +85,12 @@ def fitted_section(records: list[dict]) -> str:
         HEADING,
         "Each row is one run of `python -m pmc2.fit` (its record: `reports/fit/<run>/fit.json`, its command and "
         "machine: `fit.md` beside it), measured on the evaluation images with the phone's JPEG in front. Queries "
-        "count the images the target answered over the whole run (0 for white-box access); inverse SSIM / PSNR "
+        "count the images the target answered over the whole run (0 for white-box access), with those asked by "
+        "stages a `--redo-from` ran again; inverse SSIM / PSNR "
         "are the learned inverse attack on the neural view beside the label-only baseline of the target's answers; "
         "CPU-hours are the fitting process's CPU time (all its threads) over every attempt of every stage, "
-        "interrupted ones included; a cloud's time answering a black-box fit is the cloud's, not counted here.",
+        "interrupted, killed (as of the last heartbeat) and redone ones included; a cloud's time answering a "
+        "black-box fit is the cloud's, not counted here.",
         fitted_table(records),
     ])
 
