@@ -23,7 +23,7 @@ HEADER = ["target", "access", "target queries (images)", "S1 acc.", "PNG bytes /
           "256 per stream bytes", "inverse SSIM / PSNR dB (label-only)", "two-choice", "goals", "CPU-hours"]
 
 
-def queries(record: dict) -> str:
+def queries_cell(record: dict) -> str:
     """Images the target answered over the whole run, interrupted attempts included (0 for white-box access:
     nothing is asked), and of those, the ones asked by stages a ``--redo-from`` set aside."""
     total = record["queries_total"]["images_queried"]
@@ -41,7 +41,7 @@ def cpu_hours(record: dict) -> float:
 def fitted_row(record: dict) -> list[str]:
     row, stages = record["stages"].get("evaluation"), record["stages"]
     if row is None:
-        return [record["target"], record["access"], queries(record), *["not yet"] * 7, f"{cpu_hours(record):.2f}"]
+        return [record["target"], record["access"], queries_cell(record), *["not yet"] * 7, f"{cpu_hours(record):.2f}"]
     attack = stages.get("attacks")
     attacked = ["not measured"] * 3 if attack is None else [
         f"{attack['inverse_attack']['ssim']:.3f} / {attack['inverse_attack']['psnr_db']:.2f} "
@@ -50,7 +50,7 @@ def fitted_row(record: dict) -> list[str]:
         " ".join(name for name, met in attack["goals_met"].items() if not met) or "all met"]
     if attack is not None and attacked[2] != "all met":
         attacked[2] = f"not met: {attacked[2]}"
-    return [record["target"], record["access"], queries(record), f"{row['s1']['accuracy']:.2f}%",
+    return [record["target"], record["access"], queries_cell(record), f"{row['s1']['accuracy']:.2f}%",
             f"{row['png']['bytes_mean']:.0f} / {row['png']['accuracy']:.2f}%",
             f"{row['neural']['bytes_mean']:.2f} / {row['neural']['accuracy']:.2f}%",
             f"{row['neural-batch']['bytes_mean']:.2f}", *attacked, f"{cpu_hours(record):.2f}"]
