@@ -26,7 +26,7 @@ from typing import TypeVar
 from pmc2.machine import cpu_model
 from pmc2.runtime.cpu_budget import available_cpus
 from pmc2.runtime.paths import CHECKPOINTS, ONNX_MODELS, REPO_ROOT
-from pmc2.training.records import replace_atomically
+from pmc2.training.atomic_files import replace_atomically
 
 T = TypeVar("T")
 KEY_FILE = "key.json"

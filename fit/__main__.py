@@ -33,7 +33,8 @@ from pmc2.fit.input_spaces import INPUT_SPACES
 from pmc2.fit.targets import TargetError, TargetOptions, resolve_target
 from pmc2.machine import cpu_model
 from pmc2.runtime.paths import CHECKPOINTS, SHARED_DATA
-from pmc2.training.records import git_commit, replace_atomically
+from pmc2.training.atomic_files import replace_atomically
+from pmc2.training.records import git_commit
 from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.training.train_compressor import CompressorConfig
 from pmc2.training.train_end_to_end import EndToEndConfig

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from pmc2.training.records import replace_atomically
+from pmc2.training.atomic_files import replace_atomically
 
 HEARTBEAT = "attempt.json"
 KILLED = "killed (time as of its last heartbeat)"

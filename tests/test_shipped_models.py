@@ -52,17 +52,19 @@ def test_records_name_the_real_training_data(shared_cifar: Path) -> None:
 def test_shipped_model_files_stay_small() -> None:
     """Each model file of ours at most 10 MiB, and all of them together (two pairs, three other protector
     models, two judges) inside the repository's 64 MiB budget for weights. The paper's targets are the size
-    their architecture fixes: float16, 2 bytes a parameter (plus the container's few KiB), and under GitHub's
-    50 MB warning."""
+    their architecture fixes: float16, 2 bytes a parameter (plus the container's few KiB a file), each file (a
+    checkpoint's first file or a shard of it, ``weight_shards``) under GitHub's 50 MB warning."""
     files = [*CHECKPOINTS.rglob("*.pt"), *ONNX_MODELS.rglob("*.onnx")]
     sizes = {f: f.stat().st_size for f in files if not f.name.endswith(".state.pt")}
-    paper = {f: size for f, size in sizes.items() if f.stem in PAPER_CLASSIFIERS}
+    paper = {f: size for f, size in sizes.items() if f.name.split(".")[0] in PAPER_CLASSIFIERS}
     ours = {f: size for f, size in sizes.items() if f not in paper}
     assert max(ours.values()) < 10 * 1024 * 1024, max(ours, key=ours.get)
     assert sum(ours.values()) < 64 * 1024 * 1024
-    for path, size in paper.items():
-        parameters = sum(p.numel() for p in build_classifier(path.stem).parameters())
-        assert size <= 2 * parameters + 256 * 1024 and size < 50_000_000, path
+    assert all(size < 50_000_000 for size in paper.values()), paper
+    for name in {path.name.split(".")[0] for path in paper}:
+        parameters = sum(p.numel() for p in build_classifier(name).parameters())
+        of_name = [size for path, size in paper.items() if path.name.split(".")[0] == name]
+        assert sum(of_name) <= 2 * parameters + 256 * 1024 * len(of_name), name
 
 
 def test_the_papers_first_target_is_shipped_with_its_clean_accuracy() -> None:

@@ -11,6 +11,7 @@ from torch import nn
 from pmc2.training.facemix import FaceMixFastNet
 from pmc2.training.fast_classifiers import CompactResNet, FastNet
 from pmc2.training.paper_classifiers import PAPER_CLASSIFIERS
+from pmc2.training.weight_shards import load_sharded
 
 CLASSIFIERS: dict[str, Callable[[], nn.Module]] = {
     "fastnet": FastNet,
@@ -33,7 +34,7 @@ def load_target_and_aux(target: Path, aux: Path) -> tuple[nn.Module, nn.Module]:
 
 def load_classifier(path: Path) -> nn.Module:
     """Rebuild a trained classifier from a checkpoint written by ``train_classifier``; eval mode, frozen."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_sharded(path)
     model = build_classifier(checkpoint["name"])
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval().requires_grad_(False)

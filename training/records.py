@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import subprocess
 import sys
 import time
@@ -15,22 +14,13 @@ from typing import Any
 import torch
 
 from pmc2.runtime.paths import REPO_ROOT
+from pmc2.training.atomic_files import replace_atomically
+from pmc2.training.weight_shards import load_sharded
 
 
 def record_path(checkpoint: Path) -> Path:
     """Where the record of the run that wrote ``checkpoint`` lives: beside it, ``<name>.record.json``."""
     return checkpoint.with_suffix(".record.json")
-
-
-def replace_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one step, on disk before it takes the name: a reader (or a run resumed after
-    a crash) never sees half of it."""
-    partial = path.with_suffix(path.suffix + ".partial")
-    with partial.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
 
 
 def sha256_file(path: Path) -> str:
@@ -117,7 +107,7 @@ def restore_state(path: Path, parts: dict[str, Any]) -> tuple[int, float, dict |
 def load_initial_weights(model: torch.nn.Module, checkpoint: Path) -> dict[str, Any]:
     """Copy a shipped checkpoint's weights into ``model`` (fine-tuning) and return what the new
     record should say about where they came from: the file, its sha256 and its own record."""
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+    model.load_state_dict(load_sharded(checkpoint)["state_dict"])
     record_file = record_path(checkpoint)
     return {
         "file": str(checkpoint),

@@ -19,6 +19,7 @@ from pmc2.training.data import as_tensors, batches, erase_squares, normalize, se
 from pmc2.training.fast_classifiers import FastNet
 from pmc2.training.loop import fit
 from pmc2.training.records import RunLog, load_initial_weights, shipping_weights
+from pmc2.training.weight_shards import save_sharded
 from pmc2.training.training_cli import add_bf16_option, parse_training_args, training_parser
 from pmc2.runtime.cifar10 import LabelledImages
 
@@ -114,8 +115,8 @@ def train_on(config: ClassifierConfig, train_set: LabelledImages, validation: La
 
     def save(_last_epoch: dict) -> list[Path]:
         checkpoint = out / f"{config.model}.pt"
-        torch.save({"name": config.model, "state_dict": shipping_weights(model.state_dict())}, checkpoint)
-        return [checkpoint]
+        save_sharded({"name": config.model, "state_dict": shipping_weights(model.state_dict())}, checkpoint)
+        return [checkpoint]  # its record's SHA-256 covers the shards' too (weight_shards)
 
     return fit(
         log, {"model": model, "optimizer": optimizer, "scheduler": scheduler, "generator": generator}, resume,
