@@ -26,9 +26,9 @@ import torch
 
 from pmc2.evaluation.fitted import render_fit
 from pmc2.fit.access import BLACK_BOX, WHITE_BOX, QueryCount
-from pmc2.fit.stages import COMPRESSOR_START_EPOCHS, STAGES, Attempt, FitRun, FitSettings, run_stage
+from pmc2.fit.stages import COMPRESSOR_START_EPOCHS, STAGES, FitRun, FitSettings, run_stage
 from pmc2.fit.code_steering import Steering
-from pmc2.fit.heartbeat import file_killed_attempt, forget_heartbeat, heartbeat
+from pmc2.fit.attempts import Attempt, file_killed_attempt, forget_heartbeat, heartbeat
 from pmc2.fit.input_spaces import INPUT_SPACES
 from pmc2.fit.targets import TargetError, TargetOptions, resolve_target
 from pmc2.machine import cpu_model
@@ -205,12 +205,20 @@ def sigterm_as_exit() -> Iterator[None]:
 
 @contextmanager
 def sigterm_deferred() -> Iterator[None]:
-    """Within: a SIGTERM waits (blocked) until the block ends, so that what the block writes is written whole."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    """Within: a SIGTERM is only noted, and acted on (as its handler before the block would have) when the block
+    ends, so that what the block writes is written whole, whichever of the process's threads the kernel delivered
+    it to. Only the main thread can set handlers; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: received.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        signal.signal(signal.SIGTERM, previous)
+        if received:
+            signal.raise_signal(signal.SIGTERM)
 
 
 def write_record(out: Path, record: dict) -> None:
@@ -225,18 +233,19 @@ def run_stages(out: Path, record: dict, run: FitRun, heartbeat_seconds: float) -
         if stage.name in record["stages"]:
             continue
         attempt = Attempt()
-        with heartbeat(out, stage.name, attempt, heartbeat_seconds):
-            try:
+        try:
+            with heartbeat(out, stage.name, attempt, heartbeat_seconds):
                 logging.info("fit: %s", stage.name)
                 record["stages"][stage.name] = {**run_stage(run, stage), **attempt.spent()}
-            except BaseException as error:
-                record.setdefault("interrupted", []).append({"stage": stage.name, "ended_by": type(error).__name__,
-                                                             **attempt.spent()})
-                raise
-            finally:
-                with sigterm_deferred():
-                    record["queries_total"] = asdict(getattr(run.access, "count", QueryCount()))
-                    write_record(out, record)
+        except BaseException as error:
+            record.setdefault("interrupted", []).append({"stage": stage.name, "ended_by": type(error).__name__,
+                                                         **attempt.spent()})
+            raise
+        finally:
+            with sigterm_deferred():
+                record["queries_total"] = asdict(getattr(run.access, "count", QueryCount()))
+                write_record(out, record)
+                forget_heartbeat(out)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,8 +9,10 @@ pictures, where the two disagree, and the target reads them at chance. For each 
 
 then g_s is fitted to decode every entry to its goal (the others to what they decode to now), and the target
 is asked again. HopSkipJump sees nothing but the labels the access returns, each image a counted query. It
-starts from public images the aux model does not read as their class, so that the goals it finds, which lie
-between such an image and the entry's, tell a classifier of natural images as little as possible.
+starts from public images the aux model does not read as their class (all of a class's, where it reads every
+one), so that the goals it finds, which lie between such an image and the entry's, tell a classifier of natural
+images as little as possible. The depth doubles each round; once it reaches 1 the goal is the public image itself,
+and the round asks nothing but whether the target now reads the entries.
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ def steer_codebook(labels: Labeler, compressor: FactorizedPrior, symbols: torch.
         misread = classes[~torch.tensor(read_per_round[-1])]
         starts = pool.nearest_of_class(goals[misread], misread)
         depth = config.depth_in(steering_round)
-        steered = steer_into_classes(labels, goals[misread], misread, starts, config, depth, len(symbols))
+        steered = (starts if depth >= 1  # the public images themselves: nothing to ask
+                   else steer_into_classes(labels, goals[misread], misread, starts, config, depth, len(symbols)))
         rounds.append({"entries": misread.tolist(), "depth": depth,
                        "l2_start": (starts - goals[misread]).flatten(1).norm(dim=1).tolist(),
                        "l2_moved": (steered - goals[misread]).flatten(1).norm(dim=1).tolist()})

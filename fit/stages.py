@@ -19,7 +19,6 @@ chance).
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -259,18 +258,6 @@ class Stage:
 
 STAGES = tuple(Stage(function.__name__, function) for function in (
     answers, edge_classifier, compressor_start, end_to_end, codebook, bundle, evaluation, attacks))
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """When an attempt at a stage began: wall clock, and this process's CPU time (every thread, user and system)."""
-
-    wall_start: float = field(default_factory=time.perf_counter)
-    cpu_start: float = field(default_factory=time.process_time)
-
-    def spent(self) -> dict[str, float]:
-        return {"seconds": round(time.perf_counter() - self.wall_start, 1),
-                "cpu_seconds": round(time.process_time() - self.cpu_start, 1)}
 
 
 def run_stage(run: FitRun, stage: Stage) -> dict:

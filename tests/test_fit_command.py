@@ -26,7 +26,7 @@ from pmc2.fit.__main__ import main as fit_main, open_record, parse_args, setting
 from pmc2.fit.access import BLACK_BOX, WHITE_BOX
 from pmc2.fit.cloud_models import cloud_models
 from pmc2.fit.fitted_bundle import edge_of, through_link
-from pmc2.fit.heartbeat import HEARTBEAT, KILLED
+from pmc2.fit.attempts import HEARTBEAT, KILLED, file_killed_attempt
 from pmc2.fit.input_spaces import INPUT_SPACES
 from pmc2.fit.onnx_labeler import OnnxLabeler
 from pmc2.runtime.image_decoding import decode_image
@@ -263,6 +263,8 @@ def test_a_fit_killed_outright_has_its_attempt_filed_from_its_heartbeat_when_res
     args = parse_args([*arguments, "--resume"])
     record = open_record(args, "python -m pmc2.fit --resume", settings_from(args), "fastnet", WHITE_BOX)
     assert record["interrupted"] == [{**beat, "ended_by": KILLED}]
+    file_killed_attempt(out, record)  # as if killed again after writing this record, before removing the heartbeat
+    assert len(record["interrupted"]) == 1
     assert cpu_hours(record) >= beat["cpu_seconds"] / 3600
 
 

@@ -46,21 +46,22 @@ def key_groups(state_dict: dict[str, torch.Tensor], limit: int) -> list[list[str
 
 
 def save_sharded(checkpoint: dict, path: Path, limit: int = SHARD_BYTES) -> list[Path]:
-    """Write ``checkpoint`` (with a ``state_dict``) as ``path`` and as many shards as its size needs; shards an
-    earlier save left beyond those are removed. Returns every file written."""
+    """Write ``checkpoint`` (with a ``state_dict``) as ``path`` and as many shards as its size needs, the shards
+    first and the file naming them last; then remove shards an earlier save left that it does not name. A save cut
+    short leaves a first file whose shards load or are refused, never a silently mixed checkpoint. Returns every
+    file written."""
     state_dict = checkpoint["state_dict"]
     first, *rest = key_groups(state_dict, limit)
-    for stale in path.parent.glob(f"{path.stem}.shard*{path.suffix}"):
-        stale.unlink()
-    written, digests = [], {}
-    for index, keys in enumerate(rest, start=1):
+    shards, digests = [shard_path(path, index) for index in range(1, len(rest) + 1)], {}
+    for shard, keys in zip(shards, rest):
         data = _serialized({key: state_dict[key] for key in keys})
-        replace_atomically(shard_path(path, index), data)
-        written.append(shard_path(path, index))
-        digests[shard_path(path, index).name] = hashlib.sha256(data).hexdigest()
+        replace_atomically(shard, data)
+        digests[shard.name] = hashlib.sha256(data).hexdigest()
     head = {**checkpoint, "state_dict": {key: state_dict[key] for key in first}, **({SHARDS_KEY: digests} if rest else {})}
     replace_atomically(path, _serialized(head))
-    return [path, *written]
+    for stale in set(path.parent.glob(f"{path.stem}.shard*{path.suffix}")) - set(shards):
+        stale.unlink()
+    return [path, *shards]
 
 
 def load_sharded(path: Path) -> dict:
