@@ -57,8 +57,9 @@ def test_shipped_model_files_stay_small() -> None:
     files = [*CHECKPOINTS.rglob("*.pt"), *ONNX_MODELS.rglob("*.onnx")]
     sizes = {f: f.stat().st_size for f in files if not f.name.endswith(".state.pt")}
     paper: dict[str, list[int]] = {}  # a paper target's name: the sizes of its file and shards
-    for path in [f for f in sizes if f.name.split(".")[0] in PAPER_CLASSIFIERS]:
-        paper.setdefault(path.name.split(".")[0], []).append(sizes.pop(path))
+    for path in list(sizes):
+        if (name := path.name.split(".")[0]) in PAPER_CLASSIFIERS:
+            paper.setdefault(name, []).append(sizes.pop(path))
     assert max(sizes.values()) < 10 * 1024 * 1024, max(sizes, key=sizes.get)
     assert sum(sizes.values()) < 64 * 1024 * 1024
     for name, file_sizes in paper.items():
