@@ -114,24 +114,21 @@ def differing_settings(recorded: dict, ours: dict, prefix: str = "") -> list[str
     return names
 
 
-def waivable_settings(record: dict, settings_json: dict) -> set[str]:
-    """The settings a record may lack: those of stages (settings named after their stage) that a later version
-    added, when the run has begun no stage from the first of them on (so that nothing it did was shaped by them)."""
+def open_settings(record: dict, settings_json: dict) -> set[str]:
+    """The settings a resumed run may add or change: those of stages (settings named after their stage) that neither
+    the run nor any later stage has begun, so that nothing it did was shaped by them."""
     begun = record.get("stages", {}).keys() | {attempt["stage"] for attempt in record.get("interrupted", [])}
     names = [stage.name for stage in STAGES]
-    missing = [name for name in names if name in settings_json and name not in record["settings"]]
-    if not missing:
-        return set()
-    return set(missing) if begun.isdisjoint(names[names.index(missing[0]):]) else set()
+    return {name for index, name in enumerate(names) if name in settings_json and begun.isdisjoint(names[index:])}
 
 
 def resume_refusal(record: dict, target: str, kind: str, settings_json: dict) -> str | None:
     """Why ``record`` is not of the run these arguments describe, or None."""
-    waivable = waivable_settings(record, settings_json)
-    comparable = {key: value for key, value in settings_json.items()
-                  if key in record["settings"] or key not in waivable}
+    unshaped = open_settings(record, settings_json)
+    recorded = {key: value for key, value in record["settings"].items() if key not in unshaped}
+    comparable = {key: value for key, value in settings_json.items() if key not in unshaped}
     differing = [name for name, ours, theirs in (("target", target, record["target"]), ("access", kind, record["access"]))
-                 if ours != theirs] + differing_settings(record["settings"], comparable)
+                 if ours != theirs] + differing_settings(recorded, comparable)
     if not differing:
         return None
     hint = " (a run resumed on another CPU: name its --bf16/--no-bf16)" if any(
@@ -154,8 +151,8 @@ def set_aside(record: dict, first: str) -> None:
 
 def open_record(args: argparse.Namespace, command: str, settings: FitSettings, described: str, kind: str) -> dict:
     """The run's record: a new one, or (``--resume``) the one in ``<out>``, which must be of the same run. Settings
-    of stages that a later version added, none of them begun, take their values from this invocation (noted under
-    ``resumed_by``)."""
+    of stages not yet begun (added by a later version, or changed) take their values from this invocation (noted
+    under ``resumed_by``)."""
     path = args.out / RECORD
     settings_json = json.loads(json.dumps(asdict(settings), default=str))
     if not path.exists():
@@ -177,11 +174,14 @@ def open_record(args: argparse.Namespace, command: str, settings: FitSettings, d
         raise SystemExit(f"{path} was written before fits recorded their CPU time: start the run again in another "
                          "--out (copy its target_answers.npz there so that no answer is paid for twice)")
     added = sorted(settings_json.keys() - record["settings"].keys())
+    changed = sorted(key for key in settings_json.keys() & record["settings"].keys()
+                     if settings_json[key] != record["settings"][key])
     record["settings"] = settings_json
     record["resumed_by"] = [entry if isinstance(entry, dict) else {"command": entry}  # older records: commands only
                             for entry in record.get("resumed_by", [])]
     record["resumed_by"].append(
-        {"command": command, "git_commit": git_commit(), **({"settings_added": added} if added else {})})
+        {"command": command, "git_commit": git_commit(), **({"settings_added": added} if added else {}),
+         **({"settings_changed": changed} if changed else {})})
     return record
 
 

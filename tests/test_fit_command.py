@@ -189,7 +189,7 @@ def test_a_fit_refuses_to_overwrite_or_to_resume_another_run(tiny_cifar: Path, t
         fit_main(["--target", "compact_resnet", "--out", str(tmp_path / "new"), *TINY])
 
 
-def test_a_resumed_record_takes_the_settings_of_stages_a_later_version_added_and_no_changed_one(
+def test_a_resumed_record_takes_the_settings_of_stages_not_yet_begun_and_refuses_other_changes(
         tiny_cifar: Path, tmp_path: Path) -> None:
     args = parse_args(["--target", "fastnet", "--out", str(tmp_path), "--data", str(tiny_cifar), "--resume", *TINY])
     settings = settings_from(args)
@@ -209,10 +209,15 @@ def test_a_resumed_record_takes_the_settings_of_stages_a_later_version_added_and
     assert "settings_added" not in resumed(current, ["answers"])["resumed_by"][-1]
     with pytest.raises(SystemExit, match=r"records another run \(compressor_start differ\)"):
         resumed(earlier, ["answers", "edge_classifier", "end_to_end"])  # a stage after the added one has begun
-    changed = {**earlier, "codebook_images": earlier["codebook_images"] + 1,
-               "end_to_end": {**earlier["end_to_end"], "bf16": not earlier["end_to_end"]["bf16"]}}
+    steering = {**current, "codebook": {**current["codebook"], "depth": current["codebook"]["depth"] / 5}}
+    record = resumed(steering, ["answers", "edge_classifier", "compressor_start"])
+    assert record["settings"] == current and record["resumed_by"][-1]["settings_changed"] == ["codebook"]
+    with pytest.raises(SystemExit, match=r"records another run \(codebook.depth differ\)"):
+        resumed(steering, ["answers", "edge_classifier", "compressor_start", "end_to_end", "codebook"])
+    changed = {**current, "codebook_images": current["codebook_images"] + 1,
+               "end_to_end": {**current["end_to_end"], "bf16": not current["end_to_end"]["bf16"]}}
     with pytest.raises(SystemExit, match=r"records another run \(codebook_images, end_to_end.bf16 differ \(.*--bf16"):
-        resumed(changed, [])
+        resumed(changed, ["answers", "edge_classifier", "compressor_start", "end_to_end"])
 
 
 def stopped_in_edge_classifier(tiny_cifar: Path, tmp_path: Path, stop: signal.Signals) -> tuple[Path, list[str], int]:
