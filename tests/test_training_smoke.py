@@ -71,27 +71,39 @@ def _same_tensors(first: dict, second: dict) -> bool:
     return first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
 
 
-@pytest.mark.parametrize("trainer", ["classifier", "generator"])
-def test_a_run_stopped_after_an_epoch_resumes_to_what_the_uninterrupted_run_gives(
-        classifiers: Path, tiny_cifar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trainer: str) -> None:
+@pytest.mark.parametrize("stop", ["after an epoch", "inside an epoch"])
+@pytest.mark.parametrize("trainer", ["classifier", "generator", "end_to_end"])
+def test_a_stopped_run_resumes_to_what_the_uninterrupted_run_gives(
+        classifiers: Path, tiny_cifar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trainer: str,
+        stop: str) -> None:
     frozen = (classifiers / "fastnet.pt", classifiers / "compact_resnet.pt")
-    trainers = {  # a partial last batch (64 = 48 + 16); the classifier's cutout draws from its shuffling generator
-        "classifier": ("compact_resnet", "model", lambda out, resume: train_classifier(
+    trainers = {  # a partial last batch (64 = 48 + 16); the classifier's cutout and the end-to-end objective's
+        # erasing draw from the shuffling generator inside the steps
+        "classifier": ("compact_resnet", "model", "compact_resnet.pt", lambda out, resume: train_classifier(
             ClassifierConfig(model="compact_resnet", epochs=2, batch_size=48, cutout=8, limit=LIMIT), tiny_cifar, out, resume)),
-        "generator": ("generator", "generator", lambda out, resume: train_generator(
+        "generator": ("generator", "generator", "generator.pt", lambda out, resume: train_generator(
             GeneratorConfig(base_width=8, epochs=2, batch_size=48, limit=LIMIT), tiny_cifar, *frozen, out, resume)),
+        "end_to_end": ("end_to_end", "generator", "generator.pt", lambda out, resume: train_end_to_end(
+            EndToEndConfig(base_width=8, n=16, m=24, epochs=2, batch_size=48, limit=LIMIT, rate_warmup_epochs=1.0),
+            tiny_cifar, *frozen, out, resume)),
     }
-    name, weights, run = trainers[trainer]
+    name, weights, shipped_file, run = trainers[trainer]
+    monkeypatch.setattr(loop, "STATE_EVERY_SECONDS", 0.0)  # a state after every batch but an epoch's last
     straight = run(tmp_path / "straight", False)
+    written_inside = []
 
     def save_then_stop(*args, **kwargs) -> None:
         save_state(*args, **kwargs)
-        raise KeyboardInterrupt  # as if killed once the first epoch's state is written
+        inside = (args[5:] or [kwargs.get("within_epoch")])[0] is not None
+        written_inside.append(inside)
+        if inside == (stop == "inside an epoch"):
+            raise KeyboardInterrupt  # as if killed once that state is written
 
     with monkeypatch.context() as patched:
         patched.setattr(loop, "save_state", save_then_stop)
         with pytest.raises(KeyboardInterrupt):
             run(tmp_path / "resumed", False)
+    assert written_inside == ([True] if stop == "inside an epoch" else [True, False])
     resumed = run(tmp_path / "resumed", True)
 
     assert _metrics_without_seconds(tmp_path / "resumed" / f"{name}.metrics.jsonl") == \
@@ -99,7 +111,7 @@ def test_a_run_stopped_after_an_epoch_resumes_to_what_the_uninterrupted_run_give
     assert {k: v for k, v in resumed.items() if k != "seconds"} == {k: v for k, v in straight.items() if k != "seconds"}
     states = [torch.load(tmp_path / out / f"{name}.state.pt", weights_only=False) for out in ("straight", "resumed")]
     assert _same_tensors(states[0][weights], states[1][weights])
-    shipped = [torch.load(tmp_path / out / f"{name}.pt", weights_only=False)["state_dict"] for out in ("straight", "resumed")]
+    shipped = [torch.load(tmp_path / out / shipped_file, weights_only=False)["state_dict"] for out in ("straight", "resumed")]
     assert _same_tensors(*shipped)
 
 

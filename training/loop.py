@@ -2,9 +2,14 @@
 
     <name>.state.pt ──(--resume)──▶ for each remaining epoch:
         every module in train mode ─▶ step(batch) for each of epoch_batches(epoch)   (tqdm: running means)
+            └─ every STATE_EVERY_SECONDS ─▶ <name>.state.pt, with the batches done (resumed there)
         ─▶ {"epoch", "train_<step's keys>", **validate(), "seconds"} ─▶ <name>.metrics.jsonl
         ─▶ lowest keep_best_by so far? save() + record        ─▶ <name>.state.pt
     keep_best_by=None: after the last epoch, save() + record of the last epoch
+
+A state written inside an epoch keeps the random generators' states at the epoch's start: resuming replays the
+epoch's batches done (drawing its order and augmentations again, without their steps), then takes the generators'
+states as they were when it was written, so a resumed run takes the steps the uninterrupted run takes.
 
 A trainer builds its data, models and optimisers and hands ``fit`` only what is its own: the parts of the
 resumable state, an epoch's batches, one optimisation step, the validation, and how its weights are shipped.
@@ -13,6 +18,7 @@ resumable state, an epoch's batches, one optimisation step, the validation, and 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pmc2.training.records import RunLog, restore_state, save_state
+from pmc2.training.records import ResumePoint, RunLog, restore_state, save_state
+
+STATE_EVERY_SECONDS = 300.0  # wall time between the states written inside an epoch: what a kill loses at most
 
 
 class RunningMeans:
@@ -36,6 +44,15 @@ class RunningMeans:
         for key, value in values.items():
             mean = self.means.get(key, 0.0)
             self.means[key] = mean + (value - mean) * weight / self.seen  # incremental, as the trainers always logged
+
+    def state(self) -> dict:
+        return {"means": dict(self.means), "seen": self.seen}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "RunningMeans":
+        running = cls()
+        running.means, running.seen = dict(state["means"]), state["seen"]
+        return running
 
 
 def shuffled(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
@@ -61,9 +78,10 @@ def fit(log: RunLog, parts: dict[str, Any], resume: bool, *, epochs: int, steps_
     batch_weight(batch): how many times a batch counts in the running means (None: once each).
     """
     state_path = log.out / f"{log.name}.state.pt"
-    first_epoch, previous_seconds, best = 0, 0.0, None
+    start = ResumePoint(0, 0.0, None)
     if resume and state_path.exists():
-        first_epoch, previous_seconds, best = restore_state(state_path, parts)
+        start = restore_state(state_path, parts)
+    previous_seconds, best = start.seconds, start.best
     if keep_best_by:
         best = best or {keep_best_by: math.inf}
 
@@ -71,15 +89,23 @@ def fit(log: RunLog, parts: dict[str, Any], resume: bool, *, epochs: int, steps_
         for checkpoint in save(metrics):
             log.write_record(checkpoint, metrics, previous_seconds)
 
-    for epoch in range(first_epoch, epochs):
+    for epoch in range(start.epoch, epochs):
         for part in parts.values():
             if isinstance(part, nn.Module):
                 part.train()
-        running = RunningMeans()
-        progress = tqdm(epoch_batches(epoch), total=steps_per_epoch, desc=f"{log.name} epoch {epoch + 1}/{epochs}")
+        within = start.within_epoch if epoch == start.epoch else None
+        epoch_start = within["epoch_start"] if within else generator_states(parts)
+        batches, running = remaining_batches(parts, lambda: epoch_batches(epoch), within)
+        done, saved_at = within["batches"] if within else 0, time.monotonic()
+        progress = tqdm(batches, total=steps_per_epoch, initial=done, desc=f"{log.name} epoch {epoch + 1}/{epochs}")
         for batch in progress:
             running.add(step(batch), batch_weight(batch) if batch_weight else 1)
             progress.set_postfix({key: f"{value:.4g}" for key, value in running.means.items()})
+            done += 1
+            if time.monotonic() - saved_at >= STATE_EVERY_SECONDS and done < steps_per_epoch:
+                save_state(state_path, parts, epoch, round(previous_seconds + log.elapsed(), 1), best,
+                           {"batches": done, "running": running.state(), "epoch_start": epoch_start})
+                saved_at = time.monotonic()
         metrics = {"epoch": epoch + 1, **{f"train_{key}": value for key, value in running.means.items()}, **validate()}
         metrics["seconds"] = round(previous_seconds + log.elapsed(), 1)
         log.epoch(metrics)
@@ -95,3 +121,25 @@ def fit(log: RunLog, parts: dict[str, Any], resume: bool, *, epochs: int, steps_
     last = history[-1] if history else {}
     ship(last)
     return last
+
+
+def generator_states(parts: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return {name: part.get_state() for name, part in parts.items() if isinstance(part, torch.Generator)}
+
+
+def remaining_batches(parts: dict[str, Any], epoch_batches: Callable[[], Iterable[Any]],
+                      within: dict | None) -> tuple[Iterator[Any], RunningMeans]:
+    """The epoch's batches still to take and the running means so far: all of them and none, or, resuming inside
+    the epoch, those after the ``within["batches"]`` done (replayed from the generators' states at the epoch's
+    start, which are then set back to the states saved) and the means saved."""
+    if not within:
+        return iter(epoch_batches()), RunningMeans()
+    saved = generator_states(parts)
+    for name, state in within["epoch_start"].items():
+        parts[name].set_state(state)
+    batches = iter(epoch_batches())
+    for _ in range(within["batches"]):
+        next(batches)
+    for name, state in saved.items():
+        parts[name].set_state(state)
+    return batches, RunningMeans.from_state(within["running"])

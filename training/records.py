@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,25 +84,45 @@ def shipping_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return {key: value.half() if value.is_floating_point() else value for key, value in state_dict.items()}
 
 
-def save_state(path: Path, parts: dict[str, Any], epoch: int, seconds: float, best: dict | None = None) -> None:
+GLOBAL_GENERATOR = "torch_global_generator"  # a state's key for torch.get_rng_state()
+
+
+def save_state(path: Path, parts: dict[str, Any], epoch: int, seconds: float, best: dict | None = None,
+               within_epoch: dict | None = None) -> None:
     """Atomically write a resumable state: every part's state (modules, optimisers, schedulers,
-    torch.Generator) plus the epoch reached, the seconds spent and the best metrics so far."""
+    torch.Generator) and torch's global generator's (CompressAI's quantisation noise draws from it), plus the
+    epochs done, the seconds spent, the best metrics so far and, for a state written inside an epoch, what resuming
+    there takes (``training.loop``)."""
     state = {name: part.get_state() if isinstance(part, torch.Generator) else part.state_dict()
              for name, part in parts.items()}
     buffer = io.BytesIO()
-    torch.save({**state, "epoch": epoch, "seconds": seconds, "best": best}, buffer)
+    torch.save({**state, GLOBAL_GENERATOR: torch.get_rng_state(), "epoch": epoch, "seconds": seconds, "best": best,
+                "within_epoch": within_epoch}, buffer)
     replace_atomically(path, buffer.getvalue())
 
 
-def restore_state(path: Path, parts: dict[str, Any]) -> tuple[int, float, dict | None]:
-    """Load what ``save_state`` wrote into ``parts``; returns (epoch, seconds, best)."""
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a saved state resumes: after ``epoch`` epochs and, inside the next, as ``within_epoch`` says."""
+
+    epoch: int
+    seconds: float
+    best: dict | None
+    within_epoch: dict | None = None
+
+
+def restore_state(path: Path, parts: dict[str, Any]) -> ResumePoint:
+    """Load what ``save_state`` wrote into ``parts`` and torch's global generator (where it was saved: states
+    written before it was are resumed with the generator as seeded)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
     for name, part in parts.items():
         if isinstance(part, torch.Generator):
             part.set_state(state[name])
         else:
             part.load_state_dict(state[name])
-    return state["epoch"], state["seconds"], state.get("best")
+    if GLOBAL_GENERATOR in state:
+        torch.set_rng_state(state[GLOBAL_GENERATOR])
+    return ResumePoint(state["epoch"], state["seconds"], state.get("best"), state.get("within_epoch"))
 
 
 def load_initial_weights(model: torch.nn.Module, checkpoint: Path) -> dict[str, Any]:
