@@ -42,6 +42,7 @@ from pmc2.training.training_cli import add_bf16_option
 from pmc2.value_ranges import non_negative_int, positive_float, positive_int
 
 RECORD = "fit.json"
+SUPERSEDED = "superseded"  # <out>/superseded/<stage>.<n>: the folders of stages a --redo-from ran again
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -114,17 +115,21 @@ def differing_settings(recorded: dict, ours: dict, prefix: str = "") -> list[str
     return names
 
 
-def open_settings(record: dict, settings_json: dict) -> set[str]:
+def open_settings(out: Path, record: dict, settings_json: dict, redo_from: str | None = None) -> set[str]:
     """The settings a resumed run may add or change: those of stages (settings named after their stage) that neither
-    the run nor any later stage has begun, so that nothing it did was shaped by them."""
+    the run nor any later stage has begun (in its record, or by leaving its folder ``<out>/<stage>``, unless it is
+    to be redone), so that nothing it did was shaped by them."""
     begun = record.get("stages", {}).keys() | {attempt["stage"] for attempt in record.get("interrupted", [])}
     names = [stage.name for stage in STAGES]
+    kept = names[: names.index(redo_from)] if redo_from else names
+    begun |= {name for name in kept if (out / name).exists()}
     return {name for index, name in enumerate(names) if name in settings_json and begun.isdisjoint(names[index:])}
 
 
-def resume_refusal(record: dict, target: str, kind: str, settings_json: dict) -> str | None:
-    """Why ``record`` is not of the run these arguments describe, or None."""
-    unshaped = open_settings(record, settings_json)
+def resume_refusal(out: Path, record: dict, target: str, kind: str, settings_json: dict,
+                   redo_from: str | None = None) -> str | None:
+    """Why ``record`` is not of the run these arguments describe (``redo_from`` and later stages set aside), or None."""
+    unshaped = open_settings(out, record, settings_json, redo_from)
     recorded = {key: value for key, value in record["settings"].items() if key not in unshaped}
     comparable = {key: value for key, value in settings_json.items() if key not in unshaped}
     differing = [name for name, ours, theirs in (("target", target, record["target"]), ("access", kind, record["access"]))
@@ -134,6 +139,21 @@ def resume_refusal(record: dict, target: str, kind: str, settings_json: dict) ->
     hint = " (a run resumed on another CPU: name its --bf16/--no-bf16)" if any(
         name.endswith(".bf16") for name in differing) else ""
     return f"records another run ({', '.join(differing)} differ{hint}); use another --out"
+
+
+def set_aside_folders(out: Path, first: str) -> dict[str, str]:
+    """Move the folder of ``first`` and of every later stage (``<out>/<stage>``: checkpoints, training states,
+    metrics) to ``<out>/superseded/<stage>.<n>``, so that the stages train again from nothing; returns where each went."""
+    names = [stage.name for stage in STAGES]
+    moved = {}
+    for name in names[names.index(first):]:
+        if (out / name).exists():
+            number = 1 + sum(1 for _ in (out / SUPERSEDED).glob(f"{name}.*"))
+            destination = out / SUPERSEDED / f"{name}.{number}"
+            destination.parent.mkdir(exist_ok=True)
+            (out / name).rename(destination)
+            moved[name] = str(destination.relative_to(out))
+    return moved
 
 
 def set_aside(record: dict, first: str) -> None:
@@ -167,9 +187,13 @@ def open_record(args: argparse.Namespace, command: str, settings: FitSettings, d
     file_killed_attempt(args.out, record)
     if args.redo_from:
         set_aside(record, args.redo_from)
-    refusal = resume_refusal(record, args.target, kind, settings_json)
+    refusal = resume_refusal(args.out, record, args.target, kind, settings_json, args.redo_from)
     if refusal:
         raise SystemExit(f"{path} {refusal}")
+    if args.redo_from:
+        record["superseded_folders"] = record.get("superseded_folders", []) + [
+            {"stage": stage, "folder": folder, "superseded_at": git_commit()}
+            for stage, folder in set_aside_folders(args.out, args.redo_from).items()]
     if any("cpu_seconds" not in stage for stage in record["stages"].values()):
         raise SystemExit(f"{path} was written before fits recorded their CPU time: start the run again in another "
                          "--out (copy its target_answers.npz there so that no answer is paid for twice)")

@@ -35,13 +35,19 @@ class Attempt:
 
 @contextmanager
 def heartbeat(out: Path, stage: str, attempt: Attempt, every: float) -> Iterator[None]:
-    """Within: ``<out>/attempt.json`` rewritten every ``every`` seconds with the stage and ``attempt.spent()``;
-    the beats stop when the block ends, and the file goes once the record holds the attempt (``forget_heartbeat``)."""
+    """Within: ``<out>/attempt.json`` written at once and rewritten every ``every`` seconds with the stage and
+    ``attempt.spent()`` (so a run killed at any moment has begun the stage on disk); the beats stop when the block
+    ends, and the file goes once the record holds the attempt (``forget_heartbeat``)."""
     stop = threading.Event()
+
+    def write() -> None:
+        replace_atomically(out / HEARTBEAT, json.dumps({"stage": stage, **attempt.spent()}).encode())
 
     def beat() -> None:
         while not stop.wait(every):
-            replace_atomically(out / HEARTBEAT, json.dumps({"stage": stage, **attempt.spent()}).encode())
+            write()
+
+    write()
 
     thread = threading.Thread(target=beat, name="fit heartbeat", daemon=True)
     thread.start()

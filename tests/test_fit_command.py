@@ -220,6 +220,31 @@ def test_a_resumed_record_takes_the_settings_of_stages_not_yet_begun_and_refuses
         resumed(changed, ["answers", "edge_classifier", "compressor_start", "end_to_end"])
 
 
+def test_a_stage_whose_folder_exists_has_begun_and_a_redo_moves_the_folders_of_the_stages_it_runs_again(
+        tiny_cifar: Path, tmp_path: Path) -> None:
+    arguments = ["--target", "fastnet", "--out", str(tmp_path), "--data", str(tiny_cifar), "--resume", *TINY]
+    args = parse_args(arguments)
+    settings = settings_from(args)
+    current = json.loads(json.dumps(asdict(settings), default=str))
+    done = ["answers", "edge_classifier", "compressor_start"]
+    (tmp_path / "fit.json").write_text(json.dumps({
+        "target": "fastnet", "access": WHITE_BOX, "resumed_by": [],
+        "settings": {**current, "end_to_end": {**current["end_to_end"], "lr": 1.0}},
+        "stages": {name: {"cpu_seconds": 1.0} for name in done}}))
+    for stage in ("compressor_start", "end_to_end"):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "state.pt").write_bytes(b"a state a killed attempt left")
+    with pytest.raises(SystemExit, match=r"records another run \(end_to_end.lr differ\)"):
+        open_record(args, "python -m pmc2.fit --resume", settings, "fastnet", WHITE_BOX)  # its folder says it began
+
+    record = open_record(parse_args([*arguments, "--redo-from", "compressor_start"]), "python -m pmc2.fit --resume",
+                         settings, "fastnet", WHITE_BOX)
+    assert record["settings"] == current and list(record["stages"]) == done[:2]
+    assert [(entry["stage"], entry["folder"]) for entry in record["superseded_folders"]] == [
+        ("compressor_start", "superseded/compressor_start.1"), ("end_to_end", "superseded/end_to_end.1")]
+    assert not (tmp_path / "end_to_end").exists() and (tmp_path / "superseded" / "end_to_end.1" / "state.pt").exists()
+
+
 def stopped_in_edge_classifier(tiny_cifar: Path, tmp_path: Path, stop: signal.Signals) -> tuple[Path, list[str], int]:
     """A tiny white-box fit sent ``stop`` a second into its edge classifier's training: its folder, its arguments
     and its exit code."""

@@ -16,6 +16,7 @@ from pmc2.training.generator import DapterConverter, FeatureUNet, load_generator
 from pmc2.training.train_end_to_end import EndToEndConfig
 from pmc2.training.train_end_to_end import train as train_end_to_end
 from pmc2.training.perturbation_loss import PerturbationLossConfig
+from pmc2.training.pairs import DEFAULT_PAIR
 from pmc2.training.records import load_initial_weights, save_state
 from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.training.train_classifier import train as train_classifier
@@ -72,7 +73,7 @@ def _same_tensors(first: dict, second: dict) -> bool:
 
 
 @pytest.mark.parametrize("stop", ["after an epoch", "inside an epoch"])
-@pytest.mark.parametrize("trainer", ["classifier", "generator", "end_to_end"])
+@pytest.mark.parametrize("trainer", ["classifier", "generator", "compressor", "end_to_end"])
 def test_a_stopped_run_resumes_to_what_the_uninterrupted_run_gives(
         classifiers: Path, tiny_cifar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trainer: str,
         stop: str) -> None:
@@ -83,6 +84,9 @@ def test_a_stopped_run_resumes_to_what_the_uninterrupted_run_gives(
             ClassifierConfig(model="compact_resnet", epochs=2, batch_size=48, cutout=8, limit=LIMIT), tiny_cifar, out, resume)),
         "generator": ("generator", "generator", "generator.pt", lambda out, resume: train_generator(
             GeneratorConfig(base_width=8, epochs=2, batch_size=48, limit=LIMIT), tiny_cifar, *frozen, out, resume)),
+        "compressor": ("compressor", "model", "compressor.pt", lambda out, resume: train_compressor(
+            CompressorConfig(n=16, m=24, epochs=2, batch_size=48, limit=LIMIT), tiny_cifar, DEFAULT_PAIR.generator,
+            frozen[0], out, resume)),
         "end_to_end": ("end_to_end", "generator", "generator.pt", lambda out, resume: train_end_to_end(
             EndToEndConfig(base_width=8, n=16, m=24, epochs=2, batch_size=48, limit=LIMIT, rate_warmup_epochs=1.0),
             tiny_cifar, *frozen, out, resume)),
@@ -113,6 +117,25 @@ def test_a_stopped_run_resumes_to_what_the_uninterrupted_run_gives(
     assert _same_tensors(states[0][weights], states[1][weights])
     shipped = [torch.load(tmp_path / out / shipped_file, weights_only=False)["state_dict"] for out in ("straight", "resumed")]
     assert _same_tensors(*shipped)
+
+
+def test_a_state_written_inside_an_epoch_resumes_only_with_the_batches_it_was_trained_with(
+        tiny_cifar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def run(batch_size: int, resume: bool) -> dict:
+        config = ClassifierConfig(model="compact_resnet", epochs=2, batch_size=batch_size, limit=LIMIT)
+        return train_classifier(config, tiny_cifar, tmp_path, resume)
+
+    def save_then_stop(*args, **kwargs) -> None:
+        save_state(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "STATE_EVERY_SECONDS", 0.0)
+    with monkeypatch.context() as patched:
+        patched.setattr(loop, "save_state", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            run(48, False)
+    with pytest.raises(SystemExit, match="inside an epoch of 2 batches, not 4"):
+        run(16, True)
 
 
 def test_running_means_weigh_each_batch_as_told() -> None:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pmc2.training.records import ResumePoint, RunLog, restore_state, save_state
+from pmc2.training.records import GLOBAL_GENERATOR, ResumePoint, RunLog, restore_state, save_state
 
 STATE_EVERY_SECONDS = 300.0  # wall time between the states written inside an epoch: what a kill loses at most
 
@@ -81,6 +81,7 @@ def fit(log: RunLog, parts: dict[str, Any], resume: bool, *, epochs: int, steps_
     start = ResumePoint(0, 0.0, None)
     if resume and state_path.exists():
         start = restore_state(state_path, parts)
+        log.keep_epochs(start.epoch)  # a run killed between an epoch's metrics line and its state takes it again
     previous_seconds, best = start.seconds, start.best
     if keep_best_by:
         best = best or {keep_best_by: math.inf}
@@ -94,6 +95,9 @@ def fit(log: RunLog, parts: dict[str, Any], resume: bool, *, epochs: int, steps_
             if isinstance(part, nn.Module):
                 part.train()
         within = start.within_epoch if epoch == start.epoch else None
+        if within and within["steps_per_epoch"] != steps_per_epoch:
+            raise SystemExit(f"{state_path} was written inside an epoch of {within['steps_per_epoch']} batches, not "
+                             f"{steps_per_epoch}: resume it with the batch size and images it was trained with")
         epoch_start = within["epoch_start"] if within else generator_states(parts)
         batches, running = remaining_batches(parts, lambda: epoch_batches(epoch), within)
         done, saved_at = within["batches"] if within else 0, time.monotonic()
@@ -104,7 +108,8 @@ def fit(log: RunLog, parts: dict[str, Any], resume: bool, *, epochs: int, steps_
             done += 1
             if time.monotonic() - saved_at >= STATE_EVERY_SECONDS and done < steps_per_epoch:
                 save_state(state_path, parts, epoch, round(previous_seconds + log.elapsed(), 1), best,
-                           {"batches": done, "running": running.state(), "epoch_start": epoch_start})
+                           {"batches": done, "steps_per_epoch": steps_per_epoch, "running": running.state(),
+                            "epoch_start": epoch_start})
                 saved_at = time.monotonic()
         metrics = {"epoch": epoch + 1, **{f"train_{key}": value for key, value in running.means.items()}, **validate()}
         metrics["seconds"] = round(previous_seconds + log.elapsed(), 1)
@@ -124,7 +129,17 @@ def fit(log: RunLog, parts: dict[str, Any], resume: bool, *, epochs: int, steps_
 
 
 def generator_states(parts: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return {name: part.get_state() for name, part in parts.items() if isinstance(part, torch.Generator)}
+    """The states of the parts' torch.Generators and of torch's global generator."""
+    return {GLOBAL_GENERATOR: torch.get_rng_state(),
+            **{name: part.get_state() for name, part in parts.items() if isinstance(part, torch.Generator)}}
+
+
+def set_generator_states(parts: dict[str, Any], states: dict[str, torch.Tensor]) -> None:
+    for name, state in states.items():
+        if name == GLOBAL_GENERATOR:
+            torch.set_rng_state(state)
+        else:
+            parts[name].set_state(state)
 
 
 def remaining_batches(parts: dict[str, Any], epoch_batches: Callable[[], Iterable[Any]],
@@ -135,11 +150,9 @@ def remaining_batches(parts: dict[str, Any], epoch_batches: Callable[[], Iterabl
     if not within:
         return iter(epoch_batches()), RunningMeans()
     saved = generator_states(parts)
-    for name, state in within["epoch_start"].items():
-        parts[name].set_state(state)
+    set_generator_states(parts, within["epoch_start"])
     batches = iter(epoch_batches())
     for _ in range(within["batches"]):
         next(batches)
-    for name, state in saved.items():
-        parts[name].set_state(state)
+    set_generator_states(parts, saved)
     return batches, RunningMeans.from_state(within["running"])

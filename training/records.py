@@ -55,6 +55,12 @@ class RunLog:
         with open(self.metrics_path, "a") as handle:
             handle.write(json.dumps(metrics) + "\n")
 
+    def keep_epochs(self, epochs: int) -> None:
+        """Drop the metrics lines after the first ``epochs`` (those of epochs a resumed run takes again)."""
+        history = self.history()
+        if len(history) > epochs:
+            self.metrics_path.write_text("".join(json.dumps(metrics) + "\n" for metrics in history[:epochs]))
+
     def history(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
             return []
