@@ -3,7 +3,8 @@
     POST /v1/classify  (application/x-pmc2: a batch in any link codec of runtime.link_codecs; 429 with Retry-After
                         beyond the optional per-client rate limit)
       → {"labels": [...], "classes": [...], "codec", "compressor", "batch_size", "timings_ms": {"decompression",
-         "recognition", "other_cloud"}, "bytes_received"}; 400 for a compressor the cloud's bundle lacks
+         "recognition", "other_cloud"}, "bytes_received"}; 400 for a compressor the cloud's bundle lacks, 409 for a
+         batch of latents whose X-PMC2-Tables names other entropy tables than the bundle's for its compressor
     POST /v1/split/<protector>  (application/x-npy: float16 [N, …] of what a split protector's edge part sends;
                                  404 when the bundle lacks that protector's cloud model)
       → application/x-npy float16 [N, …], its cloud part's outputs; stage timings in Server-Timing
@@ -26,6 +27,7 @@ from aiohttp import web
 from pmc2.cloud_server.config import CloudConfig
 from pmc2.cloud_server.recognition import CloudRecognizer
 from pmc2.serving.batching import MicroBatcher
+from pmc2.runtime.compressors import TABLES_HEADER
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.protection import bundle_protectors, protector_named, split_protector
 from pmc2.runtime.split_protection import SPLIT_ROUTE, SplitProtector
@@ -91,6 +93,7 @@ async def classify_handler(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = await read_body(request, (CONTENT_TYPE,))
     batch = EncodedBatch.from_bytes(body, max_images=request.app[CONFIG].max_batch_images)
+    state.recognizer.check_tables(batch, request.headers.get(TABLES_HEADER))
     if state.limiter is not None:
         state.limiter.take(client_identity(request), batch.images)
     images = await asyncio.get_running_loop().run_in_executor(state.executor, state.recognizer.decode, batch)

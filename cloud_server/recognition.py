@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pmc2.runtime.compressors import UnknownCompressor, compressor_named
-from pmc2.runtime.link_codecs import CodecContext, LinkCodec, build_codecs
+from pmc2.runtime.compressors import TablesMismatch, UnknownCompressor, compressor_named
+from pmc2.runtime.link_codecs import CodecContext, LinkCodec, build_codecs, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.protection import bundle_protectors, protector_named
 from pmc2.runtime.pipeline import classify
@@ -27,6 +27,7 @@ class CloudRecognizer:
     def __init__(self, bundle: ModelBundle, settings: SessionSettings, max_image_pixels: int) -> None:
         self.target = bundle.session("target", settings)
         self.class_names, self.compressors = bundle.class_names, bundle.compressors
+        self.tables = {compressor: bundle.tables_sha256(compressor) for compressor in self.compressors}
         self.codecs: dict[tuple[str, str], LinkCodec] = {}
         for compressor in self.compressors:
             g_s = bundle.session(compressor_named(compressor).g_s, settings)
@@ -40,6 +41,16 @@ class CloudRecognizer:
             raise UnknownCompressor(f"this cloud's model bundle holds no compressor {batch.compressor!r} for "
                                     f"{batch.codec} batches; it holds {', '.join(self.compressors)}")
         return self.codecs[batch.codec, batch.compressor].decode(batch.payloads, batch.images)
+
+    def check_tables(self, batch: EncodedBatch, claimed: str | None) -> None:
+        """TablesMismatch (answered 409) when a batch of latents says it was coded with entropy tables other than
+        this cloud's for its compressor; a batch that says nothing (a client that predates the check) passes."""
+        if claimed is None or codec_named(batch.codec).carries_pixels or batch.compressor not in self.tables:
+            return
+        if claimed != self.tables[batch.compressor]:
+            raise TablesMismatch(f"this {batch.codec} batch was coded with compressor {batch.compressor!r}'s tables "
+                                 f"{claimed[:12]}…, this cloud holds {self.tables[batch.compressor][:12]}…: run the edge "
+                                 "and the cloud on the same model bundle")
 
     def classify(self, images: np.ndarray) -> list[int]:
         return classify(self.target, images).tolist()

@@ -47,7 +47,8 @@ class EdgeState:
         # One worker: the ORT sessions already use every CPU the process has.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-ort")
         self.cloud = CloudLink(config.cloud_url, config.cloud_ca, config.cloud_client_cert,
-                               config.cloud_timeout_s, config.cloud_connect_retries)
+                               config.cloud_timeout_s, config.cloud_connect_retries,
+                               {compressor: bundle.tables_sha256(compressor) for compressor in bundle.compressors})
         self.split: dict[str, SplitProtector] = {name: split_protector(name, bundle, "edge", config.sessions)
                                                  for name in bundle_protectors(bundle, "split")}
         processors = {(protector, codec): self._processor(protector, codec)

@@ -21,6 +21,14 @@ class UnknownCompressor(ValueError):
     """No compressor has that name or wire id, or the model bundle does not hold it."""
 
 
+class TablesMismatch(ValueError):
+    """A batch of latents coded with other entropy tables than the receiver's bundle holds for its compressor (an
+    edge and a cloud on different model bundles): decoding it would give other latents, and so a wrong answer."""
+
+
+TABLES_HEADER = "X-PMC2-Tables"  # the sha256 (the manifest's) of the entropy tables a batch of latents was coded with
+
+
 @dataclass(frozen=True)
 class CompressorSpec:
     name: str

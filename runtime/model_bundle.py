@@ -116,6 +116,10 @@ class ModelBundle:
         self._verified_bytes(entry)
         return EntropyTables.load(self.folder / entry["file"])
 
+    def tables_sha256(self, compressor: str) -> str:
+        """The sha256 the manifest gives ``compressor``'s entropy tables: what edge and cloud must agree on."""
+        return self._tables_entry(compressor)["sha256"]
+
     def latent_size(self, compressor: str) -> tuple[int, int]:
         height, width = self._tables_entry(compressor)["latent_size"]
         return height, width

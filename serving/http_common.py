@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from pmc2.runtime.compressors import UnknownCompressor
+from pmc2.runtime.compressors import TablesMismatch, UnknownCompressor
 from pmc2.runtime.image_decoding import ImageError
 from pmc2.runtime.link_codecs import CorruptBitstream, UnknownCodec
 from pmc2.runtime.protection import UnknownProtector
@@ -76,6 +76,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     TensorPayloadError: 400,
     ImageError: 422,
     CorruptBitstream: 422,
+    TablesMismatch: 409,
     OverBurst: 413,
     RateLimited: 429,  # with Retry-After
 }

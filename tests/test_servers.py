@@ -29,6 +29,7 @@ from pmc2.training.pairs import PAIRS
 from pmc2.mobile_client.modes import Phone
 from pmc2.mobile_client.run import format_accuracy_by_class, run_mode, summarize
 from pmc2.runtime.cifar10 import CLASSES, load_evaluation
+from pmc2.runtime.compressors import DEFAULT_COMPRESSOR, TABLES_HEADER
 from pmc2.runtime.image_decoding import decode_image
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
@@ -362,6 +363,24 @@ async def test_corrupt_neural_bitstreams_are_rejected_by_the_cloud(certificates,
         for body, status, message in cases:
             async with session.post(f"{cloud.url}/v1/classify", data=body,
                                     headers={"Content-Type": CONTENT_TYPE}) as response:
+                reply = await response.json()
+                assert response.status == status and message in reply.get("error", ""), reply
+
+
+async def test_a_batch_of_latents_coded_with_other_tables_is_refused_by_the_cloud(certificates, cloud) -> None:
+    """An edge names the entropy tables it coded with (X-PMC2-Tables); a cloud on another bundle answers 409."""
+    bundle = ModelBundle.open()
+    neural = codec_named("neural").build(CodecContext(bundle, g_a=bundle.session("g_a")))
+    latents = EncodedBatch("neural", neural.encode(perturb(bundle.session("generator"), preprocess(SAMPLE.images[:4]))))
+    pixels = EncodedBatch("jpeg", [jpeg(image) for image in SAMPLE.images[:4]])
+    ours, other = bundle.tables_sha256(DEFAULT_COMPRESSOR), "0" * 64
+    cases = [(latents, ours, 200, ""), (latents, None, 200, ""), (latents, other, 409, "same model bundle"),
+             (pixels, other, 200, "")]  # pixels carry no latent: the tables do not matter
+    context = client_context(certificates.ca, certificates.edge_client, certificates.edge_client)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        for batch, tables, status, message in cases:
+            headers = {"Content-Type": CONTENT_TYPE, **({TABLES_HEADER: tables} if tables else {})}
+            async with session.post(f"{cloud.url}/v1/classify", data=batch.to_bytes(), headers=headers) as response:
                 reply = await response.json()
                 assert response.status == status and message in reply.get("error", ""), reply
 
