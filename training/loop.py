@@ -27,7 +27,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pmc2.training.records import GLOBAL_GENERATOR, ResumePoint, RunLog, restore_state, save_state
+from pmc2.training.records import (ResumePoint, RunLog, generator_states, restore_state, save_state,
+                                   set_generator_states)
 
 STATE_EVERY_SECONDS = 300.0  # wall time between the states written inside an epoch: what a kill loses at most
 
@@ -126,20 +127,6 @@ def fit(log: RunLog, parts: dict[str, Any], resume: bool, *, epochs: int, steps_
     last = history[-1] if history else {}
     ship(last)
     return last
-
-
-def generator_states(parts: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The states of the parts' torch.Generators and of torch's global generator."""
-    return {GLOBAL_GENERATOR: torch.get_rng_state(),
-            **{name: part.get_state() for name, part in parts.items() if isinstance(part, torch.Generator)}}
-
-
-def set_generator_states(parts: dict[str, Any], states: dict[str, torch.Tensor]) -> None:
-    for name, state in states.items():
-        if name == GLOBAL_GENERATOR:
-            torch.set_rng_state(state)
-        else:
-            parts[name].set_state(state)
 
 
 def remaining_batches(parts: dict[str, Any], epoch_batches: Callable[[], Iterable[Any]],

@@ -99,10 +99,9 @@ def save_state(path: Path, parts: dict[str, Any], epoch: int, seconds: float, be
     torch.Generator) and torch's global generator's (CompressAI's quantisation noise draws from it), plus the
     epochs done, the seconds spent, the best metrics so far and, for a state written inside an epoch, what resuming
     there takes (``training.loop``)."""
-    state = {name: part.get_state() if isinstance(part, torch.Generator) else part.state_dict()
-             for name, part in parts.items()}
+    state = {name: part.state_dict() for name, part in parts.items() if not isinstance(part, torch.Generator)}
     buffer = io.BytesIO()
-    torch.save({**state, GLOBAL_GENERATOR: torch.get_rng_state(), "epoch": epoch, "seconds": seconds, "best": best,
+    torch.save({**state, **generator_states(parts), "epoch": epoch, "seconds": seconds, "best": best,
                 "within_epoch": within_epoch}, buffer)
     replace_atomically(path, buffer.getvalue())
 
@@ -122,13 +121,25 @@ def restore_state(path: Path, parts: dict[str, Any]) -> ResumePoint:
     written before it was are resumed with the generator as seeded)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
     for name, part in parts.items():
-        if isinstance(part, torch.Generator):
-            part.set_state(state[name])
-        else:
+        if not isinstance(part, torch.Generator):
             part.load_state_dict(state[name])
-    if GLOBAL_GENERATOR in state:
-        torch.set_rng_state(state[GLOBAL_GENERATOR])
+    set_generator_states(parts, {name: state[name] for name in generator_states(parts)
+                                 if name != GLOBAL_GENERATOR or GLOBAL_GENERATOR in state})
     return ResumePoint(state["epoch"], state["seconds"], state.get("best"), state.get("within_epoch"))
+
+
+def generator_states(parts: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The states of the parts' torch.Generators and of torch's global generator."""
+    return {GLOBAL_GENERATOR: torch.get_rng_state(),
+            **{name: part.get_state() for name, part in parts.items() if isinstance(part, torch.Generator)}}
+
+
+def set_generator_states(parts: dict[str, Any], states: dict[str, torch.Tensor]) -> None:
+    for name, state in states.items():
+        if name == GLOBAL_GENERATOR:
+            torch.set_rng_state(state)
+        else:
+            parts[name].set_state(state)
 
 
 def load_initial_weights(model: torch.nn.Module, checkpoint: Path) -> dict[str, Any]:
