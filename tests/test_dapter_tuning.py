@@ -1,0 +1,86 @@
+"""DAPter's λ tuning strategy: its decisions, the paper's image entropy, and a two-round run on tiny data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pmc2.training import dapter_tuning
+from pmc2.training.classifiers import load_classifier
+from pmc2.training.data import as_received_tensors, seeded_training_data
+from pmc2.training.dapter_tuning import Strategy, image_entropy_bits, measure, next_lambda, tune
+from pmc2.training.perturbation_loss import PerturbationLossConfig
+from pmc2.training.records import sha256_file
+from pmc2.training.train_classifier import ClassifierConfig
+from pmc2.training.train_classifier import train as train_classifier
+from pmc2.training.train_generator import GeneratorConfig
+
+LIMIT = 64
+
+
+def test_the_strategy_lowers_lambda_for_accuracy_raises_it_for_entropy_and_never_goes_back() -> None:
+    strategy = Strategy()
+    assert next_lambda(0.9, 5.0, 1.0, [0.9], strategy)[0] == pytest.approx(0.88)
+    assert next_lambda(0.9, 2.0, 4.0, [0.9], strategy)[0] == pytest.approx(0.92)
+    assert next_lambda(0.9, 2.0, 1.0, [0.9], strategy) == (None, "both criteria hold")
+    following, why = next_lambda(0.88, 2.0, 4.0, [0.9, 0.88], strategy)  # back up to 0.9, tried already
+    assert following is None and "tried before" in why
+    assert next_lambda(0.02, 5.0, 1.0, [0.02], strategy)[0] is None  # λ must stay inside (0, 1)
+    spent = [0.9 - 0.02 * k for k in range(strategy.rounds)]
+    assert "rounds are spent" in next_lambda(spent[-1], 5.0, 1.0, spent, strategy)[1]
+
+
+def test_image_entropy_is_the_papers_sum_over_channels_of_histogram_entropy() -> None:
+    flat = torch.full((1, 3, 4, 4), 128, dtype=torch.uint8)
+    halves = flat.clone()
+    halves[:, :, :2] = 0  # two values, half the pixels each, in every channel: 1 bit per channel
+    ramp = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(1, 3, 16, 16)  # every value once: 8 bits
+    assert image_entropy_bits(torch.cat([flat, halves])).tolist() == pytest.approx([0.0, 3.0])
+    assert image_entropy_bits(ramp).item() == pytest.approx(24.0)
+
+
+@pytest.fixture(scope="module")
+def target_and_aux(tiny_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("classifiers")
+    for model in ("fastnet", "compact_resnet"):
+        train_classifier(ClassifierConfig(model=model, epochs=1, batch_size=32, limit=LIMIT), tiny_cifar, out, False)
+    return out / "fastnet.pt", out / "compact_resnet.pt"
+
+
+def test_rounds_fine_tune_from_the_last_one_ship_it_and_resume_without_training(
+        target_and_aux: tuple[Path, Path], tiny_cifar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target, aux = target_and_aux
+    config = GeneratorConfig(architecture="dapter", base_width=8, epochs=1, batch_size=32, limit=LIMIT, phone_jpeg=90,
+                             loss=PerturbationLossConfig(objective="dapter"))
+    strategy = Strategy(max_accuracy_drop=-101.0, rounds=2)  # no drop is that small: λ goes down until rounds run out
+    work, out = tmp_path / "work", tmp_path / "out"
+    record = tune(config, config, strategy, tiny_cifar, target, aux, work, out, resume=False)
+
+    assert [(r["round"], r["lambda"]) for r in record["rounds"]] == [(0, 0.9), (1, pytest.approx(0.88))]
+    assert record["rounds"][0]["next_lambda"] == pytest.approx(0.88) and record["rounds"][1]["next_lambda"] is None
+    assert "rounds are spent" in record["rounds"][1]["decision"] and record["shipped_round"] == 1
+    assert 15 < record["received_image_entropy_bits"] < 24  # natural images: far above the criterion's 3 bits
+    second = json.loads((work / "round1" / "generator.record.json").read_text())
+    assert second["config"]["loss"]["dapter_lambda"] == pytest.approx(0.88)
+    assert second["config"]["init"]["sha256"] == sha256_file(work / "round0" / "generator.pt")  # fine-tuned from 0
+    assert sha256_file(out / "generator.pt") == sha256_file(work / "round1" / "generator.pt")
+    assert json.loads((out / "generator.record.json").read_text()) == second
+
+    _, validation = seeded_training_data(tiny_cifar, config.seed, LIMIT)  # the numbers are the shipped converter's
+    images, labels = as_received_tensors(validation, 90)
+    classifier = load_classifier(target)
+    again = measure(out / "generator.pt", classifier, images, labels, record["rounds"][1]["clean_accuracy"])
+    assert again == {key: record["rounds"][1][key] for key in again}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished round was trained again")
+
+    with pytest.raises(SystemExit, match="--resume"):
+        tune(config, config, strategy, tiny_cifar, target, aux, work, out, resume=False)
+    monkeypatch.setattr(dapter_tuning, "train", refuse)
+    assert tune(config, config, strategy, tiny_cifar, target, aux, work, out, resume=True) == record
+    with pytest.raises(SystemExit, match="other settings"):
+        tune(config, config, Strategy(rounds=3), tiny_cifar, target, aux, work, out, resume=True)
