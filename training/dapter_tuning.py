@@ -7,8 +7,9 @@
     python -m pmc2.training.dapter_tuning --target checkpoints/fastnet.pt --aux checkpoints/compact_resnet.pt \\
         --phone-jpeg 90 --epochs 40 --fine-tune-epochs 8 --threads 2 --out checkpoints/protectors/dapter
 
-The drop is the target's clean accuracy minus its accuracy on the converter's output, both on the validation images
-as the edge receives them, the output rounded to 8-bit pixels (what the PNG link carries). The image entropy is the
+The drop is the target's clean accuracy (on the validation images as stored, as the report's clean accuracy) minus
+its accuracy on the converter's output for the same images as the edge receives them (after the phone's JPEG),
+rounded to 8-bit pixels (what the PNG link carries). The image entropy is the
 paper's: per channel, the entropy of the image's 256-bin pixel histogram, summed over RGB, averaged over images.
 It also ends when the next λ was tried before (the two criteria pull against each other) or the rounds run out.
 Each round trains in ``<work>/round<k>`` (``--resume`` continues the round in progress and skips the measured
@@ -122,7 +123,7 @@ def tune(config: GeneratorConfig, fine_tune: GeneratorConfig, strategy: Strategy
     _, validation = seeded_training_data(data, config.seed, config.limit)
     images, labels = as_received_tensors(validation, config.phone_jpeg)
     target = load_classifier(target_path)
-    clean = clean_accuracy(target, images, labels)["accuracy"]
+    clean = clean_accuracy(target, as_received_tensors(validation, None)[0], labels)["accuracy"]
     lmbda = rounds[-1]["next_lambda"] if rounds else strategy.start_lambda
     while lmbda is not None:
         k = len(rounds)
