@@ -11,7 +11,7 @@ import torch
 from pmc2.training import dapter_tuning
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.data import as_received_tensors, seeded_training_data
-from pmc2.training.dapter_tuning import Strategy, image_entropy_bits, measure, next_lambda, tune
+from pmc2.training.dapter_tuning import Strategy, image_entropy_bits, measure, next_lambda, shipped_round, tune
 from pmc2.training.perturbation_loss import PerturbationLossConfig
 from pmc2.training.records import sha256_file
 from pmc2.training.train_classifier import ClassifierConfig
@@ -31,6 +31,15 @@ def test_the_strategy_lowers_lambda_for_accuracy_raises_it_for_entropy_and_never
     assert next_lambda(0.02, 5.0, 1.0, [0.02], strategy)[0] is None  # λ must stay inside (0, 1)
     spent = [0.9 - 0.02 * k for k in range(strategy.rounds)]
     assert "rounds are spent" in next_lambda(spent[-1], 5.0, 1.0, spent, strategy)[1]
+
+
+def test_the_last_round_within_the_accuracy_criterion_is_shipped() -> None:
+    def rounds(*drops: float) -> list[dict]:
+        return [{"round": k, "accuracy_drop": drop} for k, drop in enumerate(drops)]
+
+    assert shipped_round(rounds(5.0, 2.5), Strategy()) == 1  # lowered λ until the accuracy held
+    assert shipped_round(rounds(2.0, 4.0), Strategy()) == 0  # raised λ for the entropy, and lost the accuracy
+    assert shipped_round(rounds(6.0, 5.0, 4.0), Strategy()) == 2  # never within: the last
 
 
 def test_image_entropy_is_the_papers_sum_over_channels_of_histogram_entropy() -> None:

@@ -13,7 +13,8 @@ rounded to 8-bit pixels (what the PNG link carries). The image entropy is the
 paper's: per channel, the entropy of the image's 256-bin pixel histogram, summed over RGB, averaged over images.
 It also ends when the next λ was tried before (the two criteria pull against each other) or the rounds run out.
 Each round trains in ``<work>/round<k>`` (``--resume`` continues the round in progress and skips the measured
-ones); the last round's converter, record and metrics are copied to ``--out`` beside ``dapter_tuning.json``, which
+ones); the last round within the accuracy criterion (else the last round) has its converter, record and metrics
+copied to ``--out`` beside ``dapter_tuning.json``, which
 lists every round (its λ, epochs, measurements and what the strategy decided) and the image entropy of the
 validation images as received, before conversion.
 """
@@ -71,6 +72,13 @@ def next_lambda(lmbda: float, drop: float, entropy_bits: float, tried: list[floa
     if len(tried) >= strategy.rounds:
         return None, f"{reason}, but the {strategy.rounds} rounds are spent"
     return candidate, f"{reason}: λ → {candidate:g}"
+
+
+def shipped_round(rounds: list[dict], strategy: Strategy) -> int:
+    """The last round within the accuracy criterion (the one the strategy ends at when it ends with both met), else
+    the last round: when raising λ for the entropy's sake costs the accuracy, the round before is the one kept."""
+    within = [done["round"] for done in rounds if done["accuracy_drop"] <= strategy.max_accuracy_drop]
+    return within[-1] if within else rounds[-1]["round"]
 
 
 def image_entropy_bits(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -143,11 +151,11 @@ def tune(config: GeneratorConfig, fine_tune: GeneratorConfig, strategy: Strategy
         print(f"round {k}: λ = {lmbda:g}, accuracy {measured['accuracy']:.2f}% (clean {clean:.2f}%), image entropy "
               f"{measured['image_entropy_bits']:.2f} bits: {decision}")
         lmbda = following
-    last = work / f"round{len(rounds) - 1}"
+    shipped = shipped_round(rounds, strategy)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("generator.pt", record_path(Path("generator.pt")).name, "generator.metrics.jsonl"):
-        shutil.copy2(last / name, out / name)
-    record = {"settings": settings, "rounds": rounds, "shipped_round": len(rounds) - 1,
+        shutil.copy2(work / f"round{shipped}" / name, out / name)
+    record = {"settings": settings, "rounds": rounds, "shipped_round": shipped,
               "received_image_entropy_bits": float(image_entropy_bits(images).mean())}  # before conversion
     (out / TUNING_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
