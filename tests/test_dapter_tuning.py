@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from pmc2.training import dapter_tuning
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.data import as_received_tensors, seeded_training_data
-from pmc2.training.dapter_tuning import Strategy, image_entropy_bits, measure, next_lambda, shipped_round, tune
+from pmc2.training.dapter_tuning import TUNING_FILE, Strategy, image_entropy_bits, measure, next_lambda, shipped_round, tune
 from pmc2.training.perturbation_loss import PerturbationLossConfig
 from pmc2.training.records import sha256_file
 from pmc2.training.train_classifier import ClassifierConfig
@@ -71,7 +72,7 @@ def test_rounds_fine_tune_from_the_last_one_ship_it_and_resume_without_training(
     assert [(r["round"], r["lambda"]) for r in record["rounds"]] == [(0, 0.9), (1, pytest.approx(0.88))]
     assert record["rounds"][0]["next_lambda"] == pytest.approx(0.88) and record["rounds"][1]["next_lambda"] is None
     assert "rounds are spent" in record["rounds"][1]["decision"] and record["shipped_round"] == 1
-    assert 15 < record["received_image_entropy_bits"] < 24  # natural images: far above the criterion's 3 bits
+    assert 15 < record["received"]["image_entropy_bits"] < 24  # natural images: far above the criterion's 3 bits
     second = json.loads((work / "round1" / "generator.record.json").read_text())
     assert second["config"]["loss"]["dapter_lambda"] == pytest.approx(0.88)
     assert second["config"]["init"]["sha256"] == sha256_file(work / "round0" / "generator.pt")  # fine-tuned from 0
@@ -84,12 +85,22 @@ def test_rounds_fine_tune_from_the_last_one_ship_it_and_resume_without_training(
     again = measure(out / "generator.pt", classifier, images, labels, record["rounds"][1]["clean_accuracy"])
     assert again == {key: record["rounds"][1][key] for key in again}
 
+    with pytest.raises(SystemExit, match="--resume"):
+        tune(config, config, strategy, tiny_cifar, target, aux, work, out, resume=False)
+    with pytest.raises(SystemExit, match="other settings"):
+        tune(config, config, Strategy(rounds=3), tiny_cifar, target, aux, work, out, resume=True)
+
+    # stopped after round 0 was measured (round 1 not begun): the resumed tuning trains round 1 from round 0 again
+    tuning = json.loads((work / TUNING_FILE).read_text())
+    (work / TUNING_FILE).write_text(json.dumps({**tuning, "rounds": tuning["rounds"][:1]}))
+    shutil.rmtree(work / "round1")
+    assert tune(config, config, strategy, tiny_cifar, target, aux, work, out, resume=True) == record
+
     def refuse(*args, **kwargs):
         raise AssertionError("a finished round was trained again")
 
-    with pytest.raises(SystemExit, match="--resume"):
-        tune(config, config, strategy, tiny_cifar, target, aux, work, out, resume=False)
     monkeypatch.setattr(dapter_tuning, "train", refuse)
     assert tune(config, config, strategy, tiny_cifar, target, aux, work, out, resume=True) == record
-    with pytest.raises(SystemExit, match="other settings"):
-        tune(config, config, Strategy(rounds=3), tiny_cifar, target, aux, work, out, resume=True)
+    (work / TUNING_FILE).unlink()  # rounds whose settings nothing names are not taken
+    with pytest.raises(SystemExit, match="no dapter_tuning.json"):
+        tune(config, config, strategy, tiny_cifar, target, aux, work, out, resume=True)

@@ -51,6 +51,13 @@ def test_classifier_training_writes_checkpoint_record_and_metrics(classifiers: P
     assert state["name"] == "fastnet"
 
 
+def test_a_fresh_run_drops_the_metrics_an_earlier_run_left_in_its_folder(tiny_cifar: Path, tmp_path: Path) -> None:
+    config = ClassifierConfig(model="fastnet", epochs=1, batch_size=32, limit=LIMIT)
+    for _ in range(2):
+        train_classifier(config, tiny_cifar, tmp_path, False)
+    assert _epochs(tmp_path / "fastnet.metrics.jsonl") == [1]
+
+
 def test_classifier_resume_continues_from_the_saved_epoch(tiny_cifar: Path, tmp_path: Path) -> None:
     config = ClassifierConfig(model="compact_resnet", epochs=1, batch_size=32, limit=LIMIT)
     train_classifier(config, tiny_cifar, tmp_path, False)

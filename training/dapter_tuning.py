@@ -5,25 +5,26 @@
                                                                      else: done
 
     python -m pmc2.training.dapter_tuning --target checkpoints/fastnet.pt --aux checkpoints/compact_resnet.pt \\
-        --phone-jpeg 90 --epochs 40 --fine-tune-epochs 8 --threads 2 --out checkpoints/protectors/dapter
+        --phone-jpeg 90 --epochs 40 --fine-tune-epochs 8 --threads 2 --out runs/dapter_fastnet
 
 The drop is the target's clean accuracy (on the validation images as stored, as the report's clean accuracy) minus
 its accuracy on the converter's output for the same images as the edge receives them (after the phone's JPEG),
-rounded to 8-bit pixels (what the PNG link carries). The image entropy is the
-paper's: per channel, the entropy of the image's 256-bin pixel histogram, summed over RGB, averaged over images.
-It also ends when the next λ was tried before (the two criteria pull against each other) or the rounds run out.
+rounded to 8-bit pixels (what the PNG link carries); the target's accuracy on the received images without the
+converter is recorded beside it, to show what the phone's JPEG alone costs. The image entropy is the paper's: per
+channel, the entropy of the image's 256-bin pixel histogram, summed over RGB, averaged over images, in bits (the
+paper names no logarithm base). When both criteria fail, the accuracy's comes first (λ is lowered). The strategy
+also ends when the next λ was tried before (the two criteria pull against each other) or the rounds run out.
 Each round trains in ``<work>/round<k>`` (``--resume`` continues the round in progress and skips the measured
-ones); the last round within the accuracy criterion (else the last round) has its converter, record and metrics
-copied to ``--out`` beside ``dapter_tuning.json``, which
-lists every round (its λ, epochs, measurements and what the strategy decided) and the image entropy of the
-validation images as received, before conversion.
+ones; the settings are written before round 0 trains, and a resumed tuning must have the same); the last round
+within the accuracy criterion (else the last round) has its converter, record and metrics copied to ``--out``
+beside ``dapter_tuning.json``, which lists every round (its λ, epochs, measurements and what the strategy decided)
+and the target's accuracy and the image entropy on the validation images as received, before conversion.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from pmc2.training.classifiers import load_classifier
 from pmc2.training.data import as_received_tensors, normalize, seeded_training_data, to_unit
 from pmc2.training.generator import DapterConverter, PixelOutput, load_generator
 from pmc2.training.perturbation_loss import PerturbationLossConfig
-from pmc2.training.records import record_path
+from pmc2.training.records import record_path, sha256_file
 from pmc2.training.train_generator import GeneratorConfig, train
 from pmc2.training.training_cli import add_bf16_option, parse_training_args, training_parser
 from pmc2.value_ranges import jpeg_quality, positive_int
@@ -100,6 +101,8 @@ def converted(checkpoint: Path, images_uint8: torch.Tensor) -> torch.Tensor:
 
 def measure(checkpoint: Path, target: torch.nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor,
             clean: float) -> dict[str, float]:
+    """The converter's numbers on ``images_uint8`` (as the edge receives them) against the target's ``clean``
+    accuracy."""
     output = converted(checkpoint, images_uint8)
     accuracy = clean_accuracy(target, output, labels)["accuracy"]
     return {"clean_accuracy": clean, "accuracy": accuracy, "accuracy_drop": round(clean - accuracy, 4),
@@ -108,12 +111,14 @@ def measure(checkpoint: Path, target: torch.nn.Module, images_uint8: torch.Tenso
 
 def _load_rounds(work: Path, resume: bool, settings: dict) -> list[dict]:
     """The rounds measured so far in ``work``: none for a new tuning, which refuses a folder an earlier one used."""
+    path, begun = work / TUNING_FILE, any(work.glob("round*"))
     if not resume:
-        if any(work.glob("round*")) or (work / TUNING_FILE).exists():
+        if begun or path.exists():
             raise SystemExit(f"{work} holds an earlier tuning: pass --resume to continue it, or choose another --work")
         return []
-    path = work / TUNING_FILE
     if not path.exists():
+        if begun:
+            raise SystemExit(f"{work} holds rounds but no {TUNING_FILE} naming their settings: choose another --work")
         return []
     tuning = json.loads(path.read_text())
     if tuning["settings"] != settings:
@@ -121,14 +126,21 @@ def _load_rounds(work: Path, resume: bool, settings: dict) -> list[dict]:
     return tuning["rounds"]
 
 
+def _write_json(path: Path, record: dict) -> None:
+    replace_atomically(path, (json.dumps(record, indent=2) + "\n").encode())
+
+
 def tune(config: GeneratorConfig, fine_tune: GeneratorConfig, strategy: Strategy, data: Path, target_path: Path,
          aux_path: Path, work: Path, out: Path, resume: bool) -> dict:
-    """Train rounds until the strategy ends; copy the last round's converter to ``out``; return the tuning record."""
+    """Train rounds until the strategy ends; copy the shipped round's converter (``shipped_round``) to ``out``;
+    return the tuning record."""
+    train_set, validation = seeded_training_data(data, config.seed, config.limit)
     settings = {"first_round": asdict(config), "fine_tune": asdict(fine_tune), "strategy": asdict(strategy),
-                "target": str(target_path), "aux": str(aux_path), "data": str(data)}
+                "target": str(target_path), "target_sha256": sha256_file(target_path), "aux": str(aux_path),
+                "aux_sha256": sha256_file(aux_path), "data_sha256": train_set.sha256()}
     work.mkdir(parents=True, exist_ok=True)
     rounds = _load_rounds(work, resume, settings)
-    _, validation = seeded_training_data(data, config.seed, config.limit)
+    _write_json(work / TUNING_FILE, {"settings": settings, "rounds": rounds})  # before a round trains under them
     images, labels = as_received_tensors(validation, config.phone_jpeg)
     target = load_classifier(target_path)
     clean = clean_accuracy(target, as_received_tensors(validation, None)[0], labels)["accuracy"]
@@ -146,18 +158,19 @@ def tune(config: GeneratorConfig, fine_tune: GeneratorConfig, strategy: Strategy
                                           strategy)
         rounds.append({"round": k, "lambda": lmbda, "epochs": recipe.epochs, **measured, "decision": decision,
                        "next_lambda": following})
-        tuning = {"settings": settings, "rounds": rounds}
-        replace_atomically(work / TUNING_FILE, (json.dumps(tuning, indent=2) + "\n").encode())
+        _write_json(work / TUNING_FILE, {"settings": settings, "rounds": rounds})
         print(f"round {k}: λ = {lmbda:g}, accuracy {measured['accuracy']:.2f}% (clean {clean:.2f}%), image entropy "
               f"{measured['image_entropy_bits']:.2f} bits: {decision}")
         lmbda = following
     shipped = shipped_round(rounds, strategy)
     out.mkdir(parents=True, exist_ok=True)
+    (out / TUNING_FILE).unlink(missing_ok=True)  # written last: present only beside a whole copy
     for name in ("generator.pt", record_path(Path("generator.pt")).name, "generator.metrics.jsonl"):
-        shutil.copy2(work / f"round{shipped}" / name, out / name)
+        replace_atomically(out / name, (work / f"round{shipped}" / name).read_bytes())
     record = {"settings": settings, "rounds": rounds, "shipped_round": shipped,
-              "received_image_entropy_bits": float(image_entropy_bits(images).mean())}  # before conversion
-    (out / TUNING_FILE).write_text(json.dumps(record, indent=2) + "\n")
+              "received": {"accuracy": clean_accuracy(target, images, labels)["accuracy"],  # before conversion
+                           "image_entropy_bits": float(image_entropy_bits(images).mean())}}
+    _write_json(out / TUNING_FILE, record)
     return record
 
 
@@ -186,6 +199,8 @@ def main() -> None:
     config = replace(defaults, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, bf16=args.bf16,
                      seed=args.seed, limit=args.limit, phone_jpeg=args.phone_jpeg)
     fine_tune = replace(config, epochs=args.fine_tune_epochs, lr=args.fine_tune_lr, warmup_epochs=0.5)
+    if not 0.0 < args.start_lambda < 1.0 or args.fine_tune_lr <= 0.0 or args.lr <= 0.0:
+        parser.error("--start-lambda must lie in (0, 1) and the learning rates be positive")
     work = args.work or Path("runs/dapter_tuning") / args.target.stem
     tune(config, fine_tune, replace(strategy, start_lambda=args.start_lambda, rounds=args.rounds), args.data,
          args.target, args.aux, work, args.out, args.resume)

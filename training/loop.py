@@ -82,7 +82,9 @@ def fit(log: RunLog, parts: dict[str, Any], resume: bool, *, epochs: int, steps_
     start = ResumePoint(0, 0.0, None)
     if resume and state_path.exists():
         start = restore_state(state_path, parts)
-        log.keep_epochs(start.epoch)  # a run killed between an epoch's metrics line and its state takes it again
+    # lines of epochs this run takes (again): a run killed between an epoch's metrics line and its state, or a
+    # fresh run's predecessor in the same folder
+    log.keep_epochs(start.epoch)
     previous_seconds, best = start.seconds, start.best
     if keep_best_by:
         best = best or {keep_best_by: math.inf}
