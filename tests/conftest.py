@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny CIFAR-10 folder built from the bundled sample, and the shared data path.
+"""Shared fixtures: a tiny CIFAR-10 folder built from the bundled sample, classifiers trained on it, and the shared
+data path.
 In CI (CI=true) a skipped test fails unless it is marked ``optional_in_ci``: nothing passes by not running."""
 
 from __future__ import annotations
@@ -21,6 +22,17 @@ def tiny_cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     np.savez_compressed(folder / "train.npz", x=sample.images, y=sample.labels)
     np.savez_compressed(folder / "test.npz", x=np.tile(sample.images, (20, 1, 1, 1)), y=np.tile(sample.labels, 20))
     return folder
+
+
+@pytest.fixture(scope="session")
+def classifiers(tiny_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with a fastnet and a compact_resnet trained for one epoch on 64 tiny images (read, never written)."""
+    from pmc2.training.train_classifier import ClassifierConfig, train as train_classifier  # torch: only when asked
+
+    out = tmp_path_factory.mktemp("classifiers")
+    for model in ("fastnet", "compact_resnet"):
+        train_classifier(ClassifierConfig(model=model, epochs=1, batch_size=32, limit=64), tiny_cifar, out, False)
+    return out
 
 
 @pytest.fixture(scope="session")

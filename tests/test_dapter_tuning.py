@@ -15,8 +15,6 @@ from pmc2.training.data import as_received_tensors, seeded_training_data
 from pmc2.training.dapter_tuning import TUNING_FILE, Strategy, image_entropy_bits, measure, next_lambda, shipped_round, tune
 from pmc2.training.perturbation_loss import PerturbationLossConfig
 from pmc2.training.records import sha256_file
-from pmc2.training.train_classifier import ClassifierConfig
-from pmc2.training.train_classifier import train as train_classifier
 from pmc2.training.train_generator import GeneratorConfig
 
 LIMIT = 64
@@ -52,17 +50,9 @@ def test_image_entropy_is_the_papers_sum_over_channels_of_histogram_entropy() ->
     assert image_entropy_bits(ramp).item() == pytest.approx(24.0)
 
 
-@pytest.fixture(scope="module")
-def target_and_aux(tiny_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    out = tmp_path_factory.mktemp("classifiers")
-    for model in ("fastnet", "compact_resnet"):
-        train_classifier(ClassifierConfig(model=model, epochs=1, batch_size=32, limit=LIMIT), tiny_cifar, out, False)
-    return out / "fastnet.pt", out / "compact_resnet.pt"
-
-
 def test_rounds_fine_tune_from_the_last_one_ship_it_and_resume_without_training(
-        target_and_aux: tuple[Path, Path], tiny_cifar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target, aux = target_and_aux
+        classifiers: Path, tiny_cifar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target, aux = classifiers / "fastnet.pt", classifiers / "compact_resnet.pt"
     config = GeneratorConfig(architecture="dapter", base_width=8, epochs=1, batch_size=32, limit=LIMIT, phone_jpeg=90,
                              loss=PerturbationLossConfig(objective="dapter"))
     strategy = Strategy(max_accuracy_drop=-101.0, rounds=2)  # no drop is that small: λ goes down until rounds run out

@@ -29,14 +29,6 @@ from pmc2.training.train_generator import train as train_generator
 LIMIT = 64
 
 
-@pytest.fixture(scope="module")
-def classifiers(tiny_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("classifiers")
-    for model in ("fastnet", "compact_resnet"):
-        train_classifier(ClassifierConfig(model=model, epochs=1, batch_size=32, limit=LIMIT), tiny_cifar, out, False)
-    return out
-
-
 def _epochs(metrics_file: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in metrics_file.read_text().splitlines()]
 

@@ -123,8 +123,9 @@ def restore_state(path: Path, parts: dict[str, Any]) -> ResumePoint:
     for name, part in parts.items():
         if not isinstance(part, torch.Generator):
             part.load_state_dict(state[name])
-    set_generator_states(parts, {name: state[name] for name in generator_states(parts)
-                                 if name != GLOBAL_GENERATOR or GLOBAL_GENERATOR in state})
+    generators = [name for name, part in parts.items() if isinstance(part, torch.Generator)]
+    set_generator_states(parts, {name: state[name] for name in generators}  # states before it lack the global one
+                         | ({GLOBAL_GENERATOR: state[GLOBAL_GENERATOR]} if GLOBAL_GENERATOR in state else {}))
     return ResumePoint(state["epoch"], state["seconds"], state.get("best"), state.get("within_epoch"))
 
 
