@@ -12,7 +12,7 @@ import torch
 from pmc2.training import loop
 from pmc2.training.classifiers import build_classifier, load_classifier
 from pmc2.training.compressor import entropy_tables, load_compressor
-from pmc2.training.generator import DapterConverter, FeatureUNet, load_generator
+from pmc2.training.generator import DapterConverter, FeatureUNet, build_generator, load_generator
 from pmc2.training.train_end_to_end import EndToEndConfig
 from pmc2.training.train_end_to_end import train as train_end_to_end
 from pmc2.training.perturbation_loss import PerturbationLossConfig
@@ -23,7 +23,7 @@ from pmc2.training.train_classifier import train as train_classifier
 from pmc2.training.compressor import build_compressor
 from pmc2.training.train_compressor import CompressorConfig, forward_with_rounded_latent
 from pmc2.training.train_compressor import train as train_compressor
-from pmc2.training.train_generator import GeneratorConfig
+from pmc2.training.train_generator import GeneratorConfig, PerturbationStep
 from pmc2.training.train_generator import train as train_generator
 
 LIMIT = 64
@@ -175,6 +175,33 @@ def test_dapter_converter_trains_with_its_own_loss(classifiers: Path, tiny_cifar
     assert json.loads((tmp_path / "phone_jpeg" / "generator.record.json").read_text())["config"]["phone_jpeg"] == 90
     assert after_jpeg["validation_loss"] != best["validation_loss"]
 
+
+
+class _CountingClassifier(torch.nn.Module):
+    """A stand-in auxiliary classifier that counts the images it is shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images_seen = 0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.images_seen += len(images)
+        return images.mean(dim=(2, 3)).repeat(1, 4)[:, :10]
+
+
+@pytest.mark.parametrize(("objective", "aux_in_training"), [("dapter", False), ("mmsys22", True)])
+def test_a_training_step_runs_the_auxiliary_classifier_only_when_its_objective_uses_it(objective: str,
+                                                                                      aux_in_training: bool) -> None:
+    config = GeneratorConfig(architecture="dapter", base_width=4, loss=PerturbationLossConfig(objective=objective))
+    aux, target = _CountingClassifier(), torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    step = PerturbationStep(build_generator("dapter", 4), target, aux, config)
+    images, labels = torch.rand(6, 3, 32, 32), torch.arange(6)
+    trained = step(images, labels, measure_all=False)
+    assert ("aux_ce" in trained and "similarity" in trained) == aux_in_training
+    assert aux.images_seen == (6 if aux_in_training else 0)
+    measured = step(images, labels)  # as validation measures: every term, whatever the objective
+    assert {"aux_ce", "similarity", "aux_correct", "abs_ssim_sum"} <= measured.keys()
+    assert measured["loss"].item() == pytest.approx(trained["loss"].item(), rel=1e-6)
 
 @pytest.mark.parametrize(("loss", "straight_through"), [("rd", False), ("task", False), ("task", True)])
 def test_compressor_training_on_perturbed_images(classifiers: Path, tiny_cifar: Path, tmp_path: Path, loss: str,

@@ -57,17 +57,21 @@ class PerturbationStep:
     def __init__(self, generator, target, aux, config: GeneratorConfig) -> None:
         self.generator, self.target, self.aux, self.config = generator, target, aux, config
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, measure_all: bool = True) -> dict[str, torch.Tensor]:
+        """``measure_all``: also the auxiliary classifier and SSIM when the objective does not train on them."""
+        with_aux = measure_all or OBJECTIVES[self.config.loss.objective].uses_aux
         images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
             perturbed = self.generator(images)
-            target_logits, aux_logits = self.target(perturbed), self.aux(perturbed)
-        similarity = per_image_ssim(images, perturbed)
+            target_logits = self.target(perturbed)
+            aux_logits = self.aux(perturbed) if with_aux else None
+        similarity = per_image_ssim(images, perturbed) if with_aux else None
         terms = perturbation_loss(self.config.loss,
                                   ProtectorOutputs(perturbed, target_logits, aux_logits, labels, similarity))
         terms["target_correct"] = (target_logits.argmax(1) == labels).sum()
-        terms["aux_correct"] = (aux_logits.argmax(1) == labels).sum()
-        terms["abs_ssim_sum"] = similarity.abs().sum()
+        if with_aux:
+            terms["aux_correct"] = (aux_logits.argmax(1) == labels).sum()
+            terms["abs_ssim_sum"] = similarity.abs().sum()
         return terms
 
 
@@ -110,12 +114,12 @@ def train(config: GeneratorConfig, data: Path, target_path: Path, aux_path: Path
                  {**asdict(config), "target": str(target_path), "aux": str(aux_path), "init": origin})
 
     def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
-        terms = forward(*batch)
+        terms = forward(*batch, measure_all=False)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
         scheduler.step()
-        return {key: terms[key].item() for key in ("loss", "target_ce", "aux_ce", "similarity", "grey_l1")}
+        return {key: terms[key].item() for key in ("loss", "target_ce", "aux_ce", "similarity", "grey_l1") if key in terms}
 
     def save(best: dict) -> list[Path]:
         checkpoint = out / "generator.pt"
