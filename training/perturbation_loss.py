@@ -84,8 +84,8 @@ def _measured_terms(config: PerturbationLossConfig, outputs: ProtectorOutputs) -
         terms["aux_ce_per_image"] = nn.functional.cross_entropy(outputs.aux_logits.float(), outputs.labels,
                                                                 reduction="none")
     if outputs.similarity is not None:
-        similarity = outputs.similarity
-        terms["similarity"] = similarity.abs().mean() if config.similarity == "abs" else similarity.mean()
+        similarity = outputs.similarity.abs() if config.similarity == "abs" else outputs.similarity
+        terms["similarity"] = similarity.mean()
     return terms
 
 
