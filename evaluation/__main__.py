@@ -32,7 +32,7 @@ from pmc2.evaluation.measurements import (
     links_in_measuring_order, lowest_matching_quality, result_key,
 )
 from pmc2.training.evaluate import TrainedPipeline
-from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
+from pmc2.training.pairs import DEFAULT_PAIR, ModelPair, every_variant
 from pmc2.training.records import git_commit
 from pmc2.training.training_cli import add_bf16_option
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
@@ -124,7 +124,7 @@ def measure(args: argparse.Namespace) -> dict:
     inverse = InverseAttackConfig(bf16=args.bf16)
     targets = [parts.get(f"target {variant.name}",
                          functools.partial(measure_pair, variant, data, args.phone_quality, full=variant == DEFAULT_PAIR))
-               for pair in PAIRS.values() for variant in pair.with_every_protector()]
+               for variant in every_variant()]
     latency = None
     if args.latency_images:
         latency = parts.get("latency", lambda: run_all_modes(data.subset(slice(0, args.latency_images)),

@@ -38,7 +38,7 @@ from pmc2.evaluation.linkability import rank1_reidentification, same_class_partn
 from pmc2.evaluation.privacy_views import VIEWS, cloud_views
 from pmc2.training.data import as_tensors, class_mean_images, to_unit
 from pmc2.training.evaluate import TrainedPipeline
-from pmc2.training.pairs import PAIRS, ModelPair
+from pmc2.training.pairs import ModelPair, every_variant
 from pmc2.training.records import git_commit, sha256_file
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
 from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
@@ -166,8 +166,9 @@ def attack_pair(pair: ModelPair, evaluation: LabelledImages, public: LabelledIma
     return results
 
 
-def measure_privacy(data: Path, limit: int | None, config: PrivacyConfig) -> dict:
-    """The privacy section for every pair, on ``data``'s evaluation images, the attacker holding its training set."""
+def measure_privacy(data: Path, limit: int | None, config: PrivacyConfig, variants: list[ModelPair] | None = None) -> dict:
+    """The privacy section for ``variants`` (default: every one), on ``data``'s evaluation images, the attacker
+    holding its training set."""
     evaluation = load_evaluation(data)
     if limit:
         evaluation = evaluation.subset(slice(0, limit))
@@ -183,7 +184,7 @@ def measure_privacy(data: Path, limit: int | None, config: PrivacyConfig) -> dic
         "config": json.loads(json.dumps(asdict(config), default=str)),
         "goals": asdict(Goals()),
         "pairs": [attack_pair(variant, evaluation, public, class_means, judges, config)
-                  for pair in PAIRS.values() for variant in pair.with_every_protector()],
+                  for variant in variants or every_variant()],
     }
 
 

@@ -18,7 +18,7 @@ from pmc2.evaluation.measurements import (
 )
 from pmc2.evaluation.resumable import PartStore, code_state
 from pmc2.training.evaluate import TrainedPipeline, evaluate, format_table
-from pmc2.training.pairs import DEFAULT_PAIR, PAIRS
+from pmc2.training.pairs import DEFAULT_PAIR, every_variant
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.link_codecs import LINK_CODECS, LinkCodec, PngLink, register
 
@@ -91,7 +91,7 @@ def test_a_resumed_run_measures_nothing_again_and_writes_the_same_results(measur
     resumed = evaluation_run(*SMALL_RUN, "--out", str(tmp_path), "--parts", str(report / "parts"), "--resume")
     assert all(bar in printed and bar not in resumed.stderr for bar in MEASURING)  # no part measured again
     first, second = (json.loads((folder / "results.json").read_text()) for folder in (report, tmp_path))
-    variants = [variant.name for pair in PAIRS.values() for variant in pair.with_every_protector()]
+    variants = [variant.name for variant in every_variant()]
     assert first.pop("parts_taken_back") == [] and second.pop("parts_taken_back") == [
         *(f"target {name}" for name in variants), "latency", "facemix"]
     assert first.pop("command") != second.pop("command") and first == second  # timings too: nothing measured again
@@ -100,7 +100,7 @@ def test_a_resumed_run_measures_nothing_again_and_writes_the_same_results(measur
 
 
 def test_report_files_and_sections(report: Path) -> None:
-    variants = [variant for pair in PAIRS.values() for variant in pair.with_every_protector()]
+    variants = every_variant()
     grids = [f"privacy_grid_{variant.name}.png" for variant in variants]
     for name in ("report.md", "results.json", "rate_accuracy.png", "latency.png", *grids):
         assert (report / name).stat().st_size > 0, name
@@ -122,7 +122,7 @@ def test_report_files_and_sections(report: Path) -> None:
 def test_report_numbers_are_consistent(report: Path) -> None:
     results = json.loads((report / "results.json").read_text())
     assert results["images"] == 60
-    variants = [variant for pair in PAIRS.values() for variant in pair.with_every_protector()]
+    variants = every_variant()
     assert [(target["pair"], target["protector"]) for target in results["targets"]] == [
         (variant.name, variant.protector) for variant in variants]
     assert ("fastnet+dapter", "dapter") in [(variant.name, variant.protector) for variant in variants]

@@ -20,14 +20,14 @@ from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
 from pmc2.evaluation.privacy_views import cloud_views
 from pmc2.training.data import as_tensors, class_mean_images, to_unit
 from pmc2.training.evaluate import TrainedPipeline
-from pmc2.training.pairs import PAIRS
+from pmc2.training.pairs import every_variant
 from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.training.train_classifier import train as train_classifier
 from pmc2.runtime.cifar10 import load_evaluation, load_split
 from pmc2.runtime.link_codecs import LINK_CODECS
 
 EVALUATION_IMAGES = 60
-VARIANTS = {variant.name: variant for pair in PAIRS.values() for variant in pair.with_every_protector()}
+VARIANTS = {variant.name: variant for variant in every_variant()}
 
 
 @pytest.fixture(scope="module")

@@ -112,3 +112,8 @@ DEFAULT_PAIR = ModelPair("fastnet", CHECKPOINTS / "fastnet.pt", CHECKPOINTS / "c
                          _trained(CHECKPOINTS, "dapter", "facemix"))
 PAIRS: dict[str, ModelPair] = {pair.name: pair for pair in (
     DEFAULT_PAIR, _second_pair("compact_resnet", "fastnet", "dapter"))}
+
+
+def every_variant() -> list[ModelPair]:
+    """Every pair with each of its protectors, the default first: what the evaluation measures and attacks."""
+    return [variant for pair in PAIRS.values() for variant in pair.with_every_protector()]
