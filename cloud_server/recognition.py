@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pmc2.runtime.compressors import TablesMismatch, UnknownCompressor, compressor_named
-from pmc2.runtime.link_codecs import CodecContext, LinkCodec, build_codecs, codec_named
+from pmc2.runtime.link_codecs import CodecContext, LinkCodec, UnknownCodec, build_codecs, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.protection import bundle_protectors, protector_named
 from pmc2.runtime.pipeline import classify
@@ -37,9 +37,13 @@ class CloudRecognizer:
     def decode(self, batch: EncodedBatch) -> np.ndarray:
         """[0, 1] NCHW images of one received batch; UnknownCompressor (answered 400) for a compressor this
         cloud's bundle does not hold."""
-        if (batch.codec, batch.compressor) not in self.codecs:
+        if batch.compressor not in self.compressors:
             raise UnknownCompressor(f"this cloud's model bundle holds no compressor {batch.compressor!r} for "
                                     f"{batch.codec} batches; it holds {', '.join(self.compressors)}")
+        if (batch.codec, batch.compressor) not in self.codecs:
+            usable = sorted(codec for codec, compressor in self.codecs if compressor == batch.compressor)
+            raise UnknownCodec(f"{batch.codec} does not apply to compressor {batch.compressor!r} (its codec "
+                               f"needs what the compressor lacks); its batches travel as {', '.join(usable)}")
         return self.codecs[batch.codec, batch.compressor].decode(batch.payloads, batch.images)
 
     def check_tables(self, batch: EncodedBatch, claimed: str | None) -> None:

@@ -16,7 +16,7 @@ from pmc2.edge_server.cloud_link import CloudLink, CloudReply
 from pmc2.edge_server.config import EdgeConfig
 from pmc2.runtime.compressors import compressor_named
 from pmc2.runtime.edge_protection import EdgeProtector
-from pmc2.runtime.link_codecs import LINK_CODECS, UnknownCodec, codec_named
+from pmc2.runtime.link_codecs import UnknownCodec, codec_named
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.protection import UnknownProtector, bundle_protectors, protector_named, split_protector
 from pmc2.runtime.secrets import fetch_secret
@@ -52,7 +52,7 @@ class EdgeState:
         self.split: dict[str, SplitProtector] = {name: split_protector(name, bundle, "edge", config.sessions)
                                                  for name in bundle_protectors(bundle, "split")}
         processors = {(protector, codec): self._processor(protector, codec)
-                      for protector in self.protection.protectors for codec in LINK_CODECS}
+                      for protector in self.protection.protectors for codec in self.protection.links_of(protector)}
         processors.update({(name, split.link): self._split_processor(name, split) for name, split in self.split.items()})
         self.batchers = {key: MicroBatcher(process, config.max_batch_size, config.max_wait_ms, config.max_queued_images)
                          for key, process in processors.items()}

@@ -29,6 +29,7 @@ from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
 from pmc2.evaluation.resumable import PartStore, run_state
 from pmc2.evaluation.measurements import (
     COMPRESSORS, CodecResult, EdgeImages, at_defaults, compressor_settings, compressor_with_config, link_result,
+    measured_links,
     links_in_measuring_order, lowest_matching_quality, result_key,
 )
 from pmc2.training.evaluate import TrainedPipeline
@@ -74,7 +75,7 @@ def measure_pair(pair: ModelPair, data: LabelledImages, phone_quality: int, full
     results[COMPRESSORS] = [edge.neural(compressor, "shipped", BATCH_SIZES, **compressor_settings(config))]
     results["_grid"] = edge.grid_images(compressor, 8)
     measured_at = {codec.name: link_result(results, codec).settings if codec.carries_pixels else {}
-                   for codec in LINK_CODECS.values()}
+                   for codec in measured_links(results)}
     results["edge_ms_per_image"] = edge_ms_per_image(pair.onnx_models, pair.protector, measured_at,
                                                      data.images[:EDGE_COST_IMAGES])
     results["gflops_per_image"] = pair_gflops(pair)

@@ -19,17 +19,18 @@ import torch
 from compressai.models import FactorizedPrior
 from tqdm import tqdm
 
-from pmc2.training.compressor import entropy_tables, load_compressor
+from pmc2.training.compressor import entropy_tables, latent_codebook_of, load_compressor
 from pmc2.training.data import denormalize, normalize
-from pmc2.training.evaluate import TrainedPipeline, bytes_per_image_in_streams
+from pmc2.training.evaluate import TrainedPipeline, bytes_per_image_in_streams, stream_encoders
 from pmc2.training.perturbation_loss import per_image_ssim
 from pmc2.training.records import record_path
 from pmc2.runtime.cifar10 import LabelledImages
 from pmc2.runtime.image_codecs import jpeg_bytes
 from pmc2.runtime.image_decoding import decode_image
+from pmc2.runtime.latent_codebook import entropy_bits
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, LinkCodec, codec_named
-from pmc2.runtime.normalization import to_unit_nchw
 from pmc2.runtime.rans import RansCoder
+from pmc2.runtime.normalization import to_unit_nchw
 
 CHUNK = 500
 COMPRESSORS = "neural"  # a target's results key for its compressors' measurements, the shipped one first
@@ -45,6 +46,8 @@ class CodecResult:
     bytes_std: float
     ideal_bytes_mean: float | None = None  # −log2 of the entropy model's likelihoods, in bytes
     batched_bytes: dict[int, float] = field(default_factory=dict)  # images per stream -> bytes/image
+    codebook_bytes: dict[int, float] = field(default_factory=dict)  # the same, as codebook indexes (if it has one)
+    codebook_entropy_bytes: float | None = None  # the entropy of the codebook indexes chosen, per image
     settings: dict = field(default_factory=dict)
 
 
@@ -119,8 +122,8 @@ class EdgeImages:
     def neural(self, compressor: FactorizedPrior, name: str, batch_sizes: tuple[int, ...], **settings) -> CodecResult:
         """CompressAI's per-image streams (its compress(): g_a, then the EntropyBottleneck's coder) and
         decompress(), the ideal size from the likelihoods, and the size per image when a whole batch
-        shares one rANS stream. g_a runs once per chunk for all three."""
-        coder = RansCoder(entropy_tables(compressor))
+        shares one rANS stream: of the latents' symbols, and of their codebook indexes where the compressor has a
+        latent codebook. g_a runs once per chunk for all of them."""
         sizes, ideal_bits, decoded, latents = [], [], [], []
         for chunk in _chunks(self.perturbed):
             latent = compressor.g_a(chunk)
@@ -130,12 +133,15 @@ class EdgeImages:
             likelihoods = compressor.entropy_bottleneck(latent, training=False)[1]
             ideal_bits.append(-torch.log2(likelihoods).flatten(1).sum(1))
             latents.append(latent.numpy())
-        latent = np.concatenate(latents)
-        batched = {size: bytes_per_image_in_streams(coder, latent, size) for size in batch_sizes}
+        latent, codebook = np.concatenate(latents), latent_codebook_of(compressor)
+        stream_sizes = {measured: {size: bytes_per_image_in_streams(encode, latent, size) for size in batch_sizes}
+                        for measured, encode in stream_encoders(compressor, codebook).items()}
+        entropy = None if codebook is None else entropy_bits(
+            codebook.indexes_of(RansCoder(entropy_tables(compressor)).symbols(latent))) / 8
         sizes = np.asarray(sizes)
         return CodecResult(name, accuracy(self.pipeline.target, torch.cat(decoded), self.labels),
-                           float(sizes.mean()), float(sizes.std()), float(torch.cat(ideal_bits).mean() / 8), batched,
-                           settings)
+                           float(sizes.mean()), float(sizes.std()), float(torch.cat(ideal_bits).mean() / 8),
+                           settings=settings, codebook_entropy_bytes=entropy, **stream_sizes)
 
     @torch.inference_mode()
     def grid_images(self, compressor: FactorizedPrior, count: int) -> dict[str, np.ndarray]:
@@ -192,7 +198,17 @@ def link_result(target: dict, codec: type[LinkCodec]) -> CodecResult:
 def link_bytes_per_image(target: dict, codec: type[LinkCodec]) -> float:
     """Bytes per image on the link, at the images per stream the codec is evaluated at."""
     result, images = link_result(target, codec), codec.evaluated_images_per_stream
-    return result.bytes_mean if images == 1 else result.batched_bytes[images]
+    return result.bytes_mean if images == 1 else getattr(result, codec.measured_bytes)[images]
+
+
+def measured_links(target: dict) -> list[type[LinkCodec]]:
+    """The registered link codecs a target's results measure: every one but a codebook codec of a compressor
+    without a codebook (results measured before a codec was registered lack it too)."""
+    def measured(codec: type[LinkCodec]) -> bool:
+        if codec.carries_pixels or codec.evaluated_images_per_stream == 1:
+            return True
+        return codec.evaluated_images_per_stream in getattr(link_result(target, codec), codec.measured_bytes)
+    return [codec for codec in LINK_CODECS.values() if measured(codec)]
 
 
 def compressor_with_config(path: Path) -> tuple[FactorizedPrior, dict]:

@@ -4,6 +4,7 @@ trained for its target: DAPter's converter, FaceMix's split model; and the compr
     checkpoints ──torch.onnx.export (opset 17, dynamic batch)──▶ <bundle>/<name>.onnx
                 ──EntropyBottleneck tables──────────────────────▶ <bundle>/entropy_bottleneck.npz (other compressors':
                                                                   <bundle>/<its prefix>entropy_bottleneck.npz)
+                ──its latent codebook, if it has one────────────▶ <bundle>/latent_codebook.npz (runtime.latent_codebook)
                 ──files, sha256, I/O, normalisation, provenance──▶ <bundle>/manifest.json
 
 What each protector model takes and gives, and whether its entry records the link image, come from its
@@ -41,7 +42,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from pmc2.training.classifiers import load_classifier
-from pmc2.training.compressor import entropy_tables, load_compressor
+from pmc2.training.compressor import entropy_tables, latent_codebook_of, load_compressor
 from pmc2.training.facemix import SPLIT_PARTS, FaceMixPart
 from pmc2.training.generator import PixelOutput, load_generator
 from pmc2.export.onnx_parity import check_parity
@@ -240,6 +241,19 @@ def _tables_entry(compressor: FactorizedPrior, checkpoint: Path, file: Path) -> 
     }
 
 
+def _codebook_entry(compressor: FactorizedPrior, checkpoint: Path, file: Path) -> dict | None:
+    """Write ``compressor``'s latent codebook, if it has one, to ``file`` (``latent_codebook_of``: integers only, the
+    same bytes on every CPU); return its manifest entry."""
+    codebook = latent_codebook_of(compressor)
+    if codebook is None:
+        return None
+    codebook.save(file)
+    return {"file": file.name, "sha256": sha256_file(file), "entries": codebook.size,
+            "arrays": {"entries": "int16 [K, C, h, w]", "index_cdf": "int32 [K + 2]"},
+            "index_table": "the class frequencies of the public training labels",
+            "checkpoint": checkpoint_provenance(checkpoint)}
+
+
 def _link_image(checkpoint: Path) -> str:
     """What the pixel links carry behind the protector in ``checkpoint`` (runtime.protection)."""
     return torch.load(checkpoint, weights_only=False).get("link_image", "perturbed")
@@ -319,6 +333,12 @@ def export_all(pair: ModelPair, out: Path | None = None, selected: tuple[str, ..
     for name, compressor in compressors.items():
         spec = compressor_named(name)
         manifest[spec.tables] = _tables_entry(compressor, trained[name], out / spec.tables_file)
+    for name, checkpoint in trained.items():  # integers only, so written whatever is selected
+        spec = compressor_named(name)
+        codebook = _codebook_entry(compressors.get(name) or load_compressor(checkpoint), checkpoint,
+                                   out / spec.codebook_file)
+        if codebook is not None:
+            manifest[spec.codebook] = codebook
     for name, _ in pair.split_protectors:
         if {model.name for model in protector_named(name).models} & set(selected):
             manifest.update(SPLIT_EXPORTS[name].files(out))

@@ -1,4 +1,5 @@
-"""The cloud's models folder for a fitted bundle: its compressors' g_s and entropy tables beside the cloud's own target.
+"""The cloud's models folder for a fitted bundle: its compressors' g_s, entropy tables and latent codebooks beside the
+cloud's own target.
 
     python -m pmc2.fit.cloud_models --bundle runs/fit/bundle --target path/to/target.onnx --out cloud_models/
     python -m pmc2.cloud_server --models cloud_models/ …
@@ -24,7 +25,7 @@ from pmc2.runtime.model_bundle import ModelBundle
 
 
 def cloud_models(bundle: Path, target: Path, out: Path) -> dict:
-    """Write ``out`` (each compressor's g_s and entropy tables, target, manifest) and return its manifest."""
+    """Write ``out`` (each compressor's g_s, entropy tables and codebook, target, manifest) and return its manifest."""
     manifest = json.loads((bundle / "manifest.json").read_text())
     target_bytes = target.read_bytes()
     onnx.checker.check_model(onnx.load_from_string(target_bytes))
@@ -35,7 +36,9 @@ def cloud_models(bundle: Path, target: Path, out: Path) -> dict:
         entry, tables = manifest["models"][spec.g_s], manifest[spec.tables]
         shutil.copyfile(bundle / entry["file"], out / Path(entry["file"]).name)
         models[spec.g_s] = {**entry, "file": Path(entry["file"]).name}
-        shutil.copyfile(bundle / tables["file"], out / tables["file"])
+        for files in (tables, manifest.get(spec.codebook)):  # a compressor with a latent codebook: its file too
+            if files is not None:
+                shutil.copyfile(bundle / files["file"], out / files["file"])
     (out / "target.onnx").write_bytes(target_bytes)
     models["target"] = {"file": "target.onnx", "sha256": hashlib.sha256(target_bytes).hexdigest(),
                         **io_description(target_bytes), "input_space": "normalized", "output_space": "logits",

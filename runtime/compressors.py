@@ -37,6 +37,8 @@ class CompressorSpec:
     g_s: str
     tables: str  # the manifest key of its entropy tables
     tables_file: str  # the file they are exported to, in the bundle folder
+    codebook: str  # the manifest key of its latent codebook, where it has one (runtime.latent_codebook)
+    codebook_file: str
     checkpoint: str = "compressor.pt"  # its weights' file name (training.pairs says in which folder)
 
     @property
@@ -47,7 +49,7 @@ class CompressorSpec:
 def compressor(name: str, wire_id: int, prefix: str) -> CompressorSpec:
     """A compressor whose bundle files are the bundle's own ones' names behind ``prefix``."""
     return CompressorSpec(name, wire_id, f"{prefix}g_a", f"{prefix}g_s", f"{prefix}entropy_tables",
-                          f"{prefix}entropy_bottleneck.npz")
+                          f"{prefix}entropy_bottleneck.npz", f"{prefix}latent_codebook", f"{prefix}latent_codebook.npz")
 
 
 def _registry(*specs: CompressorSpec) -> dict[str, CompressorSpec]:

@@ -47,6 +47,10 @@ class EdgeProtector:
                 bundle, compressor, g_a=session(g_a), g_s=session(g_s), jpeg_quality=jpeg_quality,
                 webp_quality=webp_quality))
 
+    def links_of(self, protector: str) -> tuple[str, ...]:
+        """The link codecs ``protector``'s images can travel over (those that apply to its compressor)."""
+        return tuple(self.codecs[self.protectors[protector].compressor])
+
     def link(self, codec: str, protector: str) -> LinkCodec:
         """Link codec ``codec`` as ``protector``'s images travel over it (a neural one: with its compressor)."""
         return self.codecs[self.protectors[protector].compressor][codec]

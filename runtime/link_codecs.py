@@ -24,6 +24,7 @@ from PIL import Image
 
 from pmc2.runtime.compressors import DEFAULT_COMPRESSOR, WIRE_IDS
 from pmc2.runtime.image_decoding import MAX_IMAGE_PIXELS, decode_images
+from pmc2.runtime.latent_codebook import CorruptIndexStream, IndexCoder, LatentCodebook
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.neural_codec import NeuralCodec
 from pmc2.runtime.normalization import to_uint8_nhwc, to_unit_nchw
@@ -82,6 +83,7 @@ class LinkCodec(ABC):
     report_label_in_full: ClassVar[str | None] = None  # the label and its mode, where the label alone is ambiguous
     tuning: ClassVar[Tuning | None] = None  # None: evaluated at the context's defaults
     evaluated_images_per_stream: ClassVar[int] = 1  # a one-stream codec's bytes are counted at this batch size
+    measured_bytes: ClassVar[str] = "batched_bytes"  # a one-stream latent codec's sizes in a compressor's measurement
 
     @classmethod
     def describe(cls, settings: Mapping[str, object]) -> str:
@@ -91,6 +93,11 @@ class LinkCodec(ABC):
     @classmethod
     def full_label(cls) -> str:
         return cls.report_label_in_full or cls.report_label
+
+    @classmethod
+    def applies(cls, context: CodecContext) -> bool:
+        """Whether ``context`` can build this codec (a codebook codec: only for a compressor with a codebook)."""
+        return True
 
     @classmethod
     @abstractmethod
@@ -134,8 +141,9 @@ def codec_with_wire_id(wire_id: int) -> type[LinkCodec]:
 
 
 def build_codecs(context: CodecContext) -> dict[str, LinkCodec]:
-    """Every link codec built from ``context`` (its neural codecs for the context's compressor), by name."""
-    return {name: codec.build(context) for name, codec in LINK_CODECS.items()}
+    """Every link codec that applies to ``context`` built from it (its neural codecs for the context's compressor),
+    by name."""
+    return {name: codec.build(context) for name, codec in LINK_CODECS.items() if codec.applies(context)}
 
 
 class PillowLink(LinkCodec):
@@ -264,6 +272,45 @@ class NeuralBatchLink(NeuralLink):
     def decode(self, payloads: list[bytes], images: int) -> np.ndarray:
         self._check(payloads)
         return self.codec.decode_stream(payloads[0], images)
+
+
+@register
+class NeuralIndexLink(NeuralLink):
+    """For a compressor whose g_a ends with a latent codebook: one rANS stream of the batch's codebook indexes
+    (runtime.latent_codebook), which the cloud turns back into the very latents a neural-batch stream carries."""
+
+    name, wire_id, one_stream = "neural-index", 6, True
+    report_label = "neural index"
+    evaluated_images_per_stream = 256
+    measured_bytes = "codebook_bytes"
+
+    def __init__(self, codec: NeuralCodec, compressor: str, codebook: LatentCodebook) -> None:
+        super().__init__(codec, compressor)
+        self.codebook, self.index_coder = codebook, IndexCoder(codebook)
+
+    @classmethod
+    def applies(cls, context: CodecContext) -> bool:
+        return context.bundle is not None and context.bundle.latent_codebook(context.compressor) is not None
+
+    @classmethod
+    def build(cls, context: CodecContext) -> "NeuralIndexLink":
+        codebook = context.bundle.latent_codebook(context.compressor) if context.bundle else None
+        if codebook is None:
+            raise ValueError(f"the {cls.name} codec needs a model bundle whose compressor {context.compressor!r} has a "
+                             "latent codebook")
+        return cls(NeuralLink.build(context).codec, context.compressor, codebook)
+
+    def encode(self, images_unit: np.ndarray) -> list[bytes]:
+        symbols = self.codec.coder.symbols(self.codec.analyse(images_unit))
+        return [self.index_coder.encode(self.codebook.indexes_of(symbols))]
+
+    def decode(self, payloads: list[bytes], images: int) -> np.ndarray:
+        self._check(payloads)
+        try:
+            indexes = self.index_coder.decode(payloads[0], images)
+        except CorruptIndexStream as error:
+            raise CorruptBitstream(str(error)) from None
+        return self.codec.synthesise(self.codec.coder.dequantize(self.codebook.symbols_at(indexes)))
 
 
 DEFAULT_CODEC = NeuralLink.name  # what the edge sends the cloud unless configured otherwise

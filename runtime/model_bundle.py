@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pmc2.runtime.compressors import COMPRESSORS, DEFAULT_COMPRESSOR, UnknownCompressor, compressor_named
+from pmc2.runtime.latent_codebook import LatentCodebook
 from pmc2.runtime.paths import ONNX_MODELS
 from pmc2.runtime.model_encryption import ModelDecryptionError, decrypt_model
 from pmc2.runtime.rans import EntropyTables
@@ -119,6 +120,11 @@ class ModelBundle:
     def tables_sha256(self, compressor: str) -> str:
         """The sha256 the manifest gives ``compressor``'s entropy tables: what edge and cloud must agree on."""
         return self._tables_entry(compressor)["sha256"]
+
+    def latent_codebook(self, compressor: str) -> LatentCodebook | None:
+        """``compressor``'s latent codebook (runtime.latent_codebook), None if it has none."""
+        entry = self.manifest.get(compressor_named(compressor).codebook)
+        return None if entry is None else LatentCodebook.load(io.BytesIO(self._verified_bytes(entry)))
 
     def latent_size(self, compressor: str) -> tuple[int, int]:
         height, width = self._tables_entry(compressor)["latent_size"]

@@ -189,7 +189,7 @@ def test_protector_tables_put_each_links_own_baseline_beside_its_attack(attack_r
     privacy = attack_run[0]
 
     def codec(name: str, **settings) -> CodecResult:
-        return CodecResult(name, 90.0, 100.0, 1.0, batched_bytes={256: 1.0}, settings=settings)
+        return CodecResult(name, 90.0, 100.0, 1.0, batched_bytes={256: 1.0}, codebook_bytes={256: 0.5}, settings=settings)
 
     targets = [{"pair": name, "target": variant.target.stem, "aux": variant.aux.stem, "protector": variant.protector,
                 "png": codec("png"), "webp": codec("webp"), "jpeg_auto": codec("jpeg", jpeg_quality=80),

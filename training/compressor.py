@@ -17,6 +17,9 @@ from compressai.models import FactorizedPrior
 from torch import nn
 
 from pmc2.training.records import shipping_weights
+from pmc2.runtime.cifar10 import load_split
+from pmc2.runtime.latent_codebook import LatentCodebook, index_table
+from pmc2.runtime.paths import SHARED_DATA
 from pmc2.runtime.rans import EntropyTables
 
 PAPER_N, PAPER_M = 128, 192
@@ -50,6 +53,18 @@ def install_codebook(model: FactorizedPrior, codebook: dict[str, torch.Tensor]) 
     """Make ``model.g_a`` end by choosing a codebook latent (the medians are added to the symbols here)."""
     medians = model.entropy_bottleneck._get_medians().detach()  # [1, M, 1, 1]
     model.g_a = CodebookAnalysis(model.g_a, codebook["symbols"].float() + medians, codebook["weight"], codebook["bias"])
+
+
+def latent_codebook_of(model: FactorizedPrior, data: Path = SHARED_DATA) -> LatentCodebook | None:
+    """``model``'s latent codebook as the wire carries it (runtime.latent_codebook): its entries' symbols and an index
+    table fitted to the class frequencies of ``data``'s public training labels (entry k is class k's); None if its
+    g_a ends with no codebook."""
+    if not isinstance(model.g_a, CodebookAnalysis):
+        return None
+    medians = model.entropy_bottleneck._get_medians().detach()
+    entries = torch.round(model.g_a.entries - medians).to(torch.int16).numpy()
+    counts = np.bincount(load_split(data, "train").labels, minlength=len(entries))
+    return LatentCodebook(entries, index_table(counts))
 
 
 class MissingEntropyTables(ValueError):

@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from compressai.models import FactorizedPrior
 from tqdm import tqdm
 
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.generator import load_generator
-from pmc2.training.compressor import entropy_tables, load_compressor
+from pmc2.training.compressor import entropy_tables, latent_codebook_of, load_compressor
 from pmc2.training.data import as_tensors, denormalize, normalize, to_unit
 from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.training.perturbation_loss import per_image_ssim
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
+from pmc2.runtime.latent_codebook import IndexCoder, LatentCodebook
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext
 from pmc2.runtime.rans import RansCoder
 from pmc2.value_ranges import jpeg_quality
@@ -56,14 +59,29 @@ def _correct(model: torch.nn.Module, images_normalized: torch.Tensor, labels: to
     return int((model(images_normalized).argmax(1) == labels).sum())
 
 
-def stream_bytes(coder: RansCoder, latent: np.ndarray, images_per_stream: int) -> list[tuple[int, int]]:
-    """Each rANS stream's size and image count when every ``images_per_stream`` images of ``latent`` share one."""
+def stream_encoders(compressor: FactorizedPrior,
+                    codebook: LatentCodebook | None) -> dict[str, Callable[[np.ndarray], bytes]]:
+    """How a one-stream latent codec writes a chunk of latents [N, C, h, w] as one stream, by the measurement it
+    declares (``LinkCodec.measured_bytes``): the rANS stream of the symbols, and, for a compressor with a latent
+    codebook (``latent_codebook_of``), the stream of its entries' indexes (runtime.latent_codebook)."""
+    coder = RansCoder(entropy_tables(compressor))
+    encoders = {"batched_bytes": coder.encode_batch}
+    if codebook is not None:
+        indexes = IndexCoder(codebook)
+        encoders["codebook_bytes"] = lambda latent: indexes.encode(codebook.indexes_of(coder.symbols(latent)))
+    return encoders
+
+
+def stream_bytes(encode: Callable[[np.ndarray], bytes], latent: np.ndarray,
+                 images_per_stream: int) -> list[tuple[int, int]]:
+    """Each stream's size and image count when every ``images_per_stream`` images of ``latent`` share one."""
     chunks = (latent[start : start + images_per_stream] for start in range(0, len(latent), images_per_stream))
-    return [(len(coder.encode_batch(chunk)), len(chunk)) for chunk in chunks]
+    return [(len(encode(chunk)), len(chunk)) for chunk in chunks]
 
 
-def bytes_per_image_in_streams(coder: RansCoder, latent: np.ndarray, images_per_stream: int) -> float:
-    return sum(size for size, _ in stream_bytes(coder, latent, images_per_stream)) / len(latent)
+def bytes_per_image_in_streams(encode: Callable[[np.ndarray], bytes], latent: np.ndarray,
+                               images_per_stream: int) -> float:
+    return sum(size for size, _ in stream_bytes(encode, latent, images_per_stream)) / len(latent)
 
 
 @torch.inference_mode()
@@ -98,13 +116,16 @@ def evaluate(pipeline: TrainedPipeline, data: LabelledImages, jpeg_quality: int,
         latents.append(latent.numpy())
         x_hat = compressor.decompress([strings], latent.shape[-2:])["x_hat"].clamp(0, 1)
         decoded_correct += _correct(pipeline.target, normalize(x_hat), y)
-    # a latent codec's streams decode to the same symbols however many images share one: only the bytes differ
-    coder, latent = RansCoder(entropy_tables(compressor)), np.concatenate(latents)
+    # a latent codec's streams decode to the same symbols however they are written: only the bytes differ
+    encoders, latent = stream_encoders(compressor, latent_codebook_of(compressor)), np.concatenate(latents)
     for name, codec in LINK_CODECS.items():
-        if not codec.carries_pixels:
-            counts[name], images_per_stream = decoded_correct, codec.evaluated_images_per_stream
-            sizes[name] = per_image_streams if images_per_stream == 1 else [
-                size / count for size, count in stream_bytes(coder, latent, images_per_stream) for _ in range(count)]
+        images_per_stream = codec.evaluated_images_per_stream
+        if codec.carries_pixels or (images_per_stream > 1 and codec.measured_bytes not in encoders):
+            continue  # a codebook codec, for a compressor without a codebook
+        counts[name] = decoded_correct
+        sizes[name] = per_image_streams if images_per_stream == 1 else [
+            size / count for size, count in stream_bytes(encoders[codec.measured_bytes], latent, images_per_stream)
+            for _ in range(count)]
     n = len(images)
     return {
         "images": n,
@@ -125,7 +146,7 @@ def format_table(results: dict) -> str:
         ("perturbed aux accuracy", f"{acc['aux_perturbed']:.2f}%", ""),
         ("mean |SSIM(x, x')|", f"{results['mean_abs_ssim']:.4f}", ""),
         *[(f"edge→cloud {codec.report_label} ({codec.describe(settings)})", f"{acc[name]:.2f}%",
-           f"{size[name]:.2f} ± {std[name]:.2f} B") for name, codec in LINK_CODECS.items()],
+           f"{size[name]:.2f} ± {std[name]:.2f} B") for name, codec in LINK_CODECS.items() if name in size],
     ]
     width = max(len(r[0]) for r in rows)
     lines = [f"{results['images']} evaluation images", f"{'metric':<{width}}  {'value':>8}  bytes/image"]
