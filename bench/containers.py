@@ -60,7 +60,7 @@ def run_every_link(stack, data: LabelledImages, concurrency: int = 1, phone_qual
     """``make demo``'s runs against a running ``stack`` (its URLs, token and TLS): a summary per run."""
     bundle = ModelBundle.open()
     summaries = {}
-    for mode, codec, protector in runs(protectors or bundle_protectors(bundle)):
+    for mode, codec, protector in runs(bundle, protectors or bundle_protectors(bundle)):
         phone = Phone(stack.edge_url, stack.cloud_url, stack.token, phone_quality, codec, bundle, protector=protector)
         records = asyncio.run(run_mode(phone, mode, data, stack.client_ssl(), concurrency))
         summaries[run_name(mode, codec, protector)] = summarize(records)
@@ -154,7 +154,8 @@ def measure(requests: int, rounds: int, repeats: int, workdir: Path, limit: int 
     on_host = run_all_modes(sample, 1, PHONE_JPEG_QUALITY)
     keys = ("images", "errors", "accuracy", "s1_bytes_mean", "s2_bytes_mean")
     links = {}
-    for mode, codec, protector in runs(bundle_protectors(ModelBundle.open())):
+    bundle = ModelBundle.open()
+    for mode, codec, protector in runs(bundle, bundle_protectors(bundle)):
         run = run_name(mode, codec, protector)
         links[run] = {"containers": {key: through_containers[run][key] for key in keys},
                       "host": {key: on_host[run][key] for key in keys},

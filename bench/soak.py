@@ -26,7 +26,8 @@ from pmc2.mobile_client.run import run_mode, summarize
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.paths import REPORTS
-from pmc2.runtime.link_codecs import LINK_CODECS
+from pmc2.runtime.link_codecs import codecs_for
+from pmc2.runtime.protection import DEFAULT_PROTECTOR, protector_compressor
 from pmc2.value_ranges import non_negative_int, positive_int
 
 
@@ -44,14 +45,16 @@ def repeated(data: LabelledImages, count: int) -> LabelledImages:
 
 def run(requests: int, warmup: int, concurrency: int, workdir: Path) -> dict:
     data = load_evaluation(None)
-    codecs = tuple(LINK_CODECS)
+    bundle = ModelBundle.open()
+    codecs = codecs_for(bundle, protector_compressor(bundle, DEFAULT_PROTECTOR))  # what the default protector sends
     with local_stack(workdir) as stack:
         pids = {name: process.pid for name, process in stack.processes.items()}
 
         def send(count: int) -> list:
-            share = -(-count // len(codecs))
+            """``count`` requests shared out among the codecs as evenly as they go (the first ones take the rest)."""
             records = []
-            for codec in codecs:
+            for index, codec in enumerate(codecs):
+                share = count // len(codecs) + (index < count % len(codecs))
                 phone = Phone(stack.edge_url, stack.cloud_url, stack.token, 90, codec)
                 records += asyncio.run(run_mode(phone, "pmc2", repeated(data, share), stack.client_ssl(), concurrency))
             return records
@@ -65,7 +68,7 @@ def run(requests: int, warmup: int, concurrency: int, workdir: Path) -> dict:
         alive = stack.alive()
     summary = summarize(records)
     return {
-        "bundle_sha256": ModelBundle.open().sha256, "cpu": cpu_model(),
+        "bundle_sha256": bundle.sha256, "cpu": cpu_model(),
         "requests": len(records), "warmup_requests": warmup, "concurrency": concurrency, "codecs": list(codecs),
         "errors": summary["errors"], "first_error": summary["first_error"], "accuracy": summary["accuracy"],
         "seconds": round(seconds, 1), "requests_per_second": round(len(records) / seconds, 1),

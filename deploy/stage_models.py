@@ -42,20 +42,22 @@ class StagingError(ValueError):
 
 class SideNeeds(NamedTuple):
     models: tuple[str, ...]  # names in the manifest's "models"
-    entries: tuple[str, ...]  # other manifest entries with a file: entropy tables, a protector's arrays
+    entries: tuple[str, ...]  # other manifest entries with a file: entropy tables, codebooks, a protector's arrays
 
 
-def _tables(bundle: ModelBundle) -> tuple[str, ...]:
-    return tuple(compressor_named(name).tables for name in bundle.compressors)
+def _compressor_files(bundle: ModelBundle) -> tuple[str, ...]:
+    """Each compressor's entropy tables, and its latent codebook where it has one: both sides code with them."""
+    specs = [compressor_named(name) for name in bundle.compressors]
+    return (*(spec.tables for spec in specs), *(spec.codebook for spec in specs if spec.codebook in bundle.manifest))
 
 
 def edge_needs(bundle: ModelBundle) -> SideNeeds:
     arrays = (entry for name in bundle_protectors(bundle) for entry in protector_named(name).edge_arrays)
-    return SideNeeds(edge_models(bundle), (*_tables(bundle), *arrays))
+    return SideNeeds(edge_models(bundle), (*_compressor_files(bundle), *arrays))
 
 
 def cloud_needs(bundle: ModelBundle) -> SideNeeds:
-    return SideNeeds(cloud_models(bundle), _tables(bundle))
+    return SideNeeds(cloud_models(bundle), _compressor_files(bundle))
 
 
 SIDES: dict[str, Callable[[ModelBundle], SideNeeds]] = {"edge": edge_needs, "cloud": cloud_needs}

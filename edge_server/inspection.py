@@ -25,7 +25,7 @@ from PIL import Image
 from pmc2.edge_server.state import CONFIG, IMAGE_TYPES, MODEL_SIZE, STATE, require_token, stage_timings
 from pmc2.runtime.cifar10 import CLASSES, SAMPLE_FILE, load_npz
 from pmc2.runtime.image_decoding import decode_images
-from pmc2.runtime.link_codecs import LINK_CODECS, codec_named
+from pmc2.runtime.link_codecs import LINK_CODECS
 from pmc2.runtime.normalization import to_uint8_nhwc
 from pmc2.serving.http_common import RequestRejected, read_body
 
@@ -66,8 +66,7 @@ def add_inspection_routes(app: web.Application) -> None:
         start = time.perf_counter()
         config, state = request.app[CONFIG], request.app[STATE]
         require_token(request, config)
-        codec = codec_named(request.query.get("codec", config.codec)).name
-        protector = state.served_protector(request.query.get("protector", config.protector))
+        protector, codec = state.route(request.query.get("protector"), request.query.get("codec"))
         if protector not in state.protection.protectors:
             raise RequestRejected(400, f"the page shows what image protectors ({', '.join(state.protection.protectors)}) "
                                        f"send; {protector!r} sends no image")

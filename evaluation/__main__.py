@@ -29,10 +29,9 @@ from pmc2.evaluation.privacy import PrivacyConfig, measure_privacy, write_grids
 from pmc2.evaluation.resumable import PartStore, run_state
 from pmc2.evaluation.measurements import (
     COMPRESSORS, CodecResult, EdgeImages, at_defaults, compressor_settings, compressor_with_config, link_result,
-    measured_links,
-    links_in_measuring_order, lowest_matching_quality, result_key,
+    links_in_measuring_order, lowest_matching_quality, measured_links, result_key,
 )
-from pmc2.training.evaluate import TrainedPipeline
+from pmc2.training.evaluate import TrainedPipeline, exported_codebook
 from pmc2.training.pairs import DEFAULT_PAIR, ModelPair, every_variant
 from pmc2.training.records import git_commit
 from pmc2.training.training_cli import add_bf16_option
@@ -72,7 +71,8 @@ def measure_pair(pair: ModelPair, data: LabelledImages, phone_quality: int, full
     if full:
         results["jpeg_subsampling"] = subsampling_ablation(link, link_result(results, JpegLink))
     compressor, config = compressor_with_config(pair.compressor)
-    results[COMPRESSORS] = [edge.neural(compressor, "shipped", BATCH_SIZES, **compressor_settings(config))]
+    results[COMPRESSORS] = [edge.neural(compressor, "shipped", BATCH_SIZES, exported_codebook(pair),
+                                        **compressor_settings(config))]
     results["_grid"] = edge.grid_images(compressor, 8)
     measured_at = {codec.name: link_result(results, codec).settings if codec.carries_pixels else {}
                    for codec in measured_links(results)}

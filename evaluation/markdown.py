@@ -56,6 +56,8 @@ def batched_section(targets: list[dict]) -> list[str]:
         shipped = target["neural"][0]
         if shipped.codebook_entropy_bytes is None or 256 not in shipped.codebook_bytes:
             return f"`{_name(target)}`: no latent codebook."
+        if shipped.codebook_entropy_bytes == 0:
+            return f"`{_name(target)}`: every image chose the same entry (entropy 0), so no ratio to judge."
         ratio = shipped.codebook_bytes[256] / shipped.codebook_entropy_bytes
         return (f"`{_name(target)}`: {shipped.codebook_bytes[256]:.3f} B/image against the indexes' entropy "
                 f"{shipped.codebook_entropy_bytes:.3f} B ({ratio:.2f}×) — {'met' if ratio <= GOAL_INDEX_RATIO else 'not met'}.")

@@ -19,7 +19,7 @@ import torch
 from compressai.models import FactorizedPrior
 from tqdm import tqdm
 
-from pmc2.training.compressor import entropy_tables, latent_codebook_of, load_compressor
+from pmc2.training.compressor import entropy_tables, load_compressor
 from pmc2.training.data import denormalize, normalize
 from pmc2.training.evaluate import TrainedPipeline, bytes_per_image_in_streams, stream_encoders
 from pmc2.training.perturbation_loss import per_image_ssim
@@ -27,7 +27,7 @@ from pmc2.training.records import record_path
 from pmc2.runtime.cifar10 import LabelledImages
 from pmc2.runtime.image_codecs import jpeg_bytes
 from pmc2.runtime.image_decoding import decode_image
-from pmc2.runtime.latent_codebook import entropy_bits
+from pmc2.runtime.latent_codebook import LatentCodebook, entropy_bits
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, LinkCodec, codec_named
 from pmc2.runtime.rans import RansCoder
 from pmc2.runtime.normalization import to_unit_nchw
@@ -119,11 +119,12 @@ class EdgeImages:
                            float(sizes.mean()), float(sizes.std()), settings=context)
 
     @torch.inference_mode()
-    def neural(self, compressor: FactorizedPrior, name: str, batch_sizes: tuple[int, ...], **settings) -> CodecResult:
+    def neural(self, compressor: FactorizedPrior, name: str, batch_sizes: tuple[int, ...],
+               codebook: LatentCodebook | None = None, **settings) -> CodecResult:
         """CompressAI's per-image streams (its compress(): g_a, then the EntropyBottleneck's coder) and
         decompress(), the ideal size from the likelihoods, and the size per image when a whole batch
-        shares one rANS stream: of the latents' symbols, and of their codebook indexes where the compressor has a
-        latent codebook. g_a runs once per chunk for all of them."""
+        shares one rANS stream: of the latents' symbols, and of their indexes in ``codebook`` (the compressor's
+        exported latent codebook, if given). g_a runs once per chunk for all of them."""
         sizes, ideal_bits, decoded, latents = [], [], [], []
         for chunk in _chunks(self.perturbed):
             latent = compressor.g_a(chunk)
@@ -133,7 +134,7 @@ class EdgeImages:
             likelihoods = compressor.entropy_bottleneck(latent, training=False)[1]
             ideal_bits.append(-torch.log2(likelihoods).flatten(1).sum(1))
             latents.append(latent.numpy())
-        latent, codebook = np.concatenate(latents), latent_codebook_of(compressor)
+        latent = np.concatenate(latents)
         stream_sizes = {measured: {size: bytes_per_image_in_streams(encode, latent, size) for size in batch_sizes}
                         for measured, encode in stream_encoders(compressor, codebook).items()}
         entropy = None if codebook is None else entropy_bits(
@@ -198,7 +199,7 @@ def link_result(target: dict, codec: type[LinkCodec]) -> CodecResult:
 def link_bytes_per_image(target: dict, codec: type[LinkCodec]) -> float:
     """Bytes per image on the link, at the images per stream the codec is evaluated at."""
     result, images = link_result(target, codec), codec.evaluated_images_per_stream
-    return result.bytes_mean if images == 1 else getattr(result, codec.measured_bytes)[images]
+    return result.bytes_mean if images == 1 else getattr(result, codec.measured_bytes, {})[images]
 
 
 def measured_links(target: dict) -> list[type[LinkCodec]]:
@@ -207,7 +208,7 @@ def measured_links(target: dict) -> list[type[LinkCodec]]:
     def measured(codec: type[LinkCodec]) -> bool:
         if codec.carries_pixels or codec.evaluated_images_per_stream == 1:
             return True
-        return codec.evaluated_images_per_stream in getattr(link_result(target, codec), codec.measured_bytes)
+        return codec.evaluated_images_per_stream in getattr(link_result(target, codec), codec.measured_bytes, {})
     return [codec for codec in LINK_CODECS.values() if measured(codec)]
 
 

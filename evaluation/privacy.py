@@ -184,7 +184,7 @@ def measure_privacy(data: Path, limit: int | None, config: PrivacyConfig, varian
         "config": json.loads(json.dumps(asdict(config), default=str)),
         "goals": asdict(Goals()),
         "pairs": [attack_pair(variant, evaluation, public, class_means, judges, config)
-                  for variant in variants or every_variant()],
+                  for variant in (every_variant() if variants is None else variants)],
     }
 
 

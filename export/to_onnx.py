@@ -242,9 +242,10 @@ def _tables_entry(compressor: FactorizedPrior, checkpoint: Path, file: Path) -> 
 
 
 def _codebook_entry(compressor: FactorizedPrior, checkpoint: Path, file: Path) -> dict | None:
-    """Write ``compressor``'s latent codebook, if it has one, to ``file`` (``latent_codebook_of``: integers only, the
-    same bytes on every CPU); return its manifest entry."""
-    codebook = latent_codebook_of(compressor)
+    """Write ``compressor``'s latent codebook, if it has one, to ``file``, its index table fitted to the public
+    training labels' class frequencies (integers only: the same bytes on every CPU); return its manifest entry."""
+    class_counts = np.bincount(load_split(SHARED_DATA, "train").labels, minlength=len(CLASSES))
+    codebook = latent_codebook_of(compressor, class_counts)
     if codebook is None:
         return None
     codebook.save(file)

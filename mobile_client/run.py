@@ -16,20 +16,21 @@ from tqdm import tqdm
 from pmc2.mobile_client.modes import STAGES, ImageRecord, Phone
 from pmc2.runtime.cifar10 import CLASSES, LabelledImages
 from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
-from pmc2.runtime.link_codecs import LINK_CODECS
+from pmc2.runtime.link_codecs import codecs_for
 from pmc2.runtime.model_bundle import ModelBundle
-from pmc2.runtime.protection import DEFAULT_PROTECTOR, bundle_protectors, protector_named
+from pmc2.runtime.protection import DEFAULT_PROTECTOR, bundle_protectors, protector_compressor, protector_named
 from pmc2.serving.local_stack import local_stack
 from pmc2.value_ranges import POSITIVE
 
 
-def runs(protectors: tuple[str, ...]) -> list[tuple[str, str | None, str]]:
-    """(mode, codec, protector) of every run: PMC² once per image protector and edge→cloud link codec, and once
-    per split protector (it sends its own tensors: codec None); pp-baseline once per image protector;
-    unprotected once."""
+def runs(bundle: ModelBundle, protectors: tuple[str, ...]) -> list[tuple[str, str | None, str]]:
+    """(mode, codec, protector) of every run: PMC² once per image protector and edge→cloud link codec its
+    compressor in ``bundle`` takes, and once per split protector (it sends its own tensors: codec None); pp-baseline
+    once per image protector; unprotected once."""
     image = [name for name in protectors if protector_named(name).kind == "image"]
     split = [name for name in protectors if protector_named(name).kind == "split"]
-    return [*(("pmc2", codec, protector) for protector in image for codec in LINK_CODECS),
+    return [*(("pmc2", codec, protector) for protector in image
+              for codec in codecs_for(bundle, protector_compressor(bundle, protector))),
             *(("pmc2", None, protector) for protector in split),
             *(("pp-baseline", None, protector) for protector in image), ("unprotected", None, DEFAULT_PROTECTOR)]
 
@@ -77,7 +78,7 @@ def run_all_modes(data: LabelledImages, concurrency: int = 1, phone_quality: int
     bundle = ModelBundle.open()
     summaries = {}
     with tempfile.TemporaryDirectory() as workdir, local_stack(Path(workdir), mutual_tls=False) as stack:
-        for mode, codec, protector in runs(protectors or bundle_protectors(bundle)):
+        for mode, codec, protector in runs(bundle, protectors or bundle_protectors(bundle)):
             phone = Phone(stack.edge_url, stack.cloud_url, stack.token, phone_quality, codec, bundle, protector=protector)
             records = asyncio.run(run_mode(phone, mode, data, stack.client_ssl(), concurrency))
             summaries[run_name(mode, codec, protector)] = summarize(records)

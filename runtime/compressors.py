@@ -26,7 +26,7 @@ class TablesMismatch(ValueError):
     edge and a cloud on different model bundles): decoding it would give other latents, and so a wrong answer."""
 
 
-TABLES_HEADER = "X-PMC2-Tables"  # the sha256 (the manifest's) of the entropy tables a batch of latents was coded with
+TABLES_HEADER = "X-PMC2-Tables"  # ModelBundle.tables_sha256: the entropy tables (and codebook) a batch was coded with
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,12 @@ def codec_with_wire_id(wire_id: int) -> type[LinkCodec]:
     raise UnknownCodec(f"unknown codec id {wire_id}")
 
 
+def codecs_for(bundle: ModelBundle, compressor: str) -> tuple[str, ...]:
+    """The link codecs that apply to ``bundle``'s ``compressor``: what its images can travel over."""
+    context = CodecContext(bundle, compressor)
+    return tuple(name for name, codec in LINK_CODECS.items() if codec.applies(context))
+
+
 def build_codecs(context: CodecContext) -> dict[str, LinkCodec]:
     """Every link codec that applies to ``context`` built from it (its neural codecs for the context's compressor),
     by name."""

@@ -118,8 +118,11 @@ class ModelBundle:
         return EntropyTables.load(self.folder / entry["file"])
 
     def tables_sha256(self, compressor: str) -> str:
-        """The sha256 the manifest gives ``compressor``'s entropy tables: what edge and cloud must agree on."""
-        return self._tables_entry(compressor)["sha256"]
+        """What an edge and a cloud must agree on to code ``compressor``'s latents alike: the sha256 the manifest gives
+        its entropy tables, or, where it has a latent codebook too, the sha256 of both files' digests."""
+        tables = self._tables_entry(compressor)["sha256"]
+        codebook = self.manifest.get(compressor_named(compressor).codebook)
+        return tables if codebook is None else hashlib.sha256(f"{tables} {codebook['sha256']}".encode()).hexdigest()
 
     def latent_codebook(self, compressor: str) -> LatentCodebook | None:
         """``compressor``'s latent codebook (runtime.latent_codebook), None if it has none."""

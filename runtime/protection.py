@@ -112,6 +112,11 @@ def split_protector(name: str, bundle: ModelBundle, side: str, settings: Session
     return spec.split(bundle, side, settings, **options)
 
 
+def protector_compressor(bundle: ModelBundle, name: str) -> str:
+    """The compressor image protector ``name``'s output goes through in ``bundle`` (runtime.compressors)."""
+    return bundle.compressor_of(protector_named(name, "image").models[0].name)
+
+
 class Protector:
     """One image protector's model, the compressor its output goes through and, for a "decoded" model, the neural
     round trip the pixel links carry. ``session`` opens a bundle model by name (default: a new session each time;
@@ -125,7 +130,7 @@ class Protector:
                                    f"{name!r}; it has {', '.join(bundle_protectors(bundle, 'image'))}")
         session = session or (lambda model: bundle.session(model, settings))
         model = spec.models[0].name
-        self.name, self.compressor = name, bundle.compressor_of(model)
+        self.name, self.compressor = name, protector_compressor(bundle, name)
         self.generator = session(model)
         self.link_image = bundle.link_image_of(model)
         self.round_trip = None

@@ -48,8 +48,8 @@ STAGER = _load_stager()
 
 
 def _cut_bundle(folder: Path, models: tuple[str, ...], second_compressor: bool = False) -> Path:
-    """A copy of the shipped bundle in ``folder`` holding only ``models``, its own compressor's tables and, with
-    ``second_compressor``, a copy of its compressor under DAPter's compressor's names."""
+    """A copy of the shipped bundle in ``folder`` holding only ``models``, its own compressor's tables (no latent
+    codebook) and, with ``second_compressor``, a copy of its compressor under DAPter's compressor's names."""
     source = REPO_ROOT / "onnx_models"
     manifest = json.loads((source / "manifest.json").read_text())
     own, other = compressor_named(DEFAULT_COMPRESSOR), compressor_named("dapter")
@@ -63,6 +63,7 @@ def _cut_bundle(folder: Path, models: tuple[str, ...], second_compressor: bool =
         files[other.tables_file] = manifest[own.tables]["file"]
     manifest["models"] = kept
     del manifest[FaceMix.DECOYS]
+    manifest.pop(own.codebook, None)
     folder.mkdir()
     for name, original in files.items():
         shutil.copyfile(source / original, folder / name)
@@ -76,7 +77,9 @@ def test_each_side_is_staged_with_exactly_the_files_its_server_loads(tmp_path: P
     edge_runs = set(edge_models(bundle))
     cloud_runs = {"target", *(compressor_named(c).g_s for c in bundle.compressors),
                   *(m for p in bundle_protectors(bundle, side="cloud") for m in PROTECTORS[p].models_on("cloud"))}
-    tables = {bundle.manifest[compressor_named(c).tables]["file"] for c in bundle.compressors}
+    specs = [compressor_named(c) for c in bundle.compressors]
+    tables = {bundle.manifest[key]["file"] for spec in specs for key in (spec.tables, spec.codebook)
+              if key in bundle.manifest}
     edge = set(STAGER.stage(bundle.folder, tmp_path / "edge", "edge"))
     cloud = set(STAGER.stage(bundle.folder, tmp_path / "cloud", "cloud"))
     assert {files[m] for m in edge_runs} | {"manifest.json", *tables, bundle.manifest[FaceMix.DECOYS]["file"]} == edge
@@ -181,7 +184,7 @@ def _send_one_per_link(stack) -> dict[str, ImageRecord]:
     async def send_all() -> None:
         connector = aiohttp.TCPConnector(ssl=stack.client_ssl())
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
-            for mode, codec, protector in runs(bundle_protectors(bundle)):
+            for mode, codec, protector in runs(bundle, bundle_protectors(bundle)):
                 phone = Phone(stack.edge_url, stack.cloud_url, stack.token, 90, codec, bundle, protector=protector)
                 record = records[f"{mode}/{protector}/{codec}"] = ImageRecord(0, int(SAMPLE.labels[0]))
                 await phone.send(mode, session, SAMPLE.images[0], record)
@@ -247,7 +250,7 @@ def test_one_request_per_link_then_sigterm_during_a_burst_loses_nothing(images, 
         assert podman("exec", edge, "python", "-c", probe).split() == ["10001", "EACCES", "True"]
 
         records = _send_one_per_link(stack)
-        assert len(records) == len(runs(bundle_protectors(ModelBundle.open())))
+        assert len(records) == len(runs(ModelBundle.open(), bundle_protectors(ModelBundle.open())))
         for run, record in records.items():
             assert record.error is None, f"{run}: {record.error}"
             assert record.label in range(10) and record.s2_bytes > 0, run

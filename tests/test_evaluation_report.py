@@ -20,7 +20,9 @@ from pmc2.evaluation.resumable import PartStore, code_state
 from pmc2.training.evaluate import TrainedPipeline, evaluate, format_table
 from pmc2.training.pairs import DEFAULT_PAIR, every_variant
 from pmc2.runtime.cifar10 import load_evaluation
-from pmc2.runtime.link_codecs import LINK_CODECS, LinkCodec, PngLink, register
+from pmc2.runtime.compressors import DEFAULT_COMPRESSOR
+from pmc2.runtime.link_codecs import LINK_CODECS, LinkCodec, PngLink, codecs_for, register
+from pmc2.runtime.model_bundle import ModelBundle
 
 
 def test_lowest_matching_quality_bisects_to_the_cheapest_jpeg_close_to_png() -> None:
@@ -46,6 +48,11 @@ def table_rows(text: str) -> list[list[str]]:
             for line in text.splitlines() if line.startswith("| ")]
 
 
+def shipped_links() -> list[str]:
+    """The registered link codecs that apply to the shipped bundle's compressor (a codebook codec only with a codebook)."""
+    return list(codecs_for(ModelBundle.open(), DEFAULT_COMPRESSOR))
+
+
 def assert_every_codec_is_listed(text: str, protectors: list[str]) -> None:
     """The Table 3 analogue has a bytes and an accuracy column for every codec counted one image per payload,
     and each protector's rows in "Protectors compared" are the registry's links, in its order."""
@@ -56,7 +63,7 @@ def assert_every_codec_is_listed(text: str, protectors: list[str]) -> None:
     rows = [row for row in table_rows(section(text, "Protectors compared")) if row[0] in protectors]
     for protector in protectors:
         links = [row[1].split(" (")[0] for row in rows if row[0] == protector]
-        assert links == list(LINK_CODECS) * (len(links) // len(LINK_CODECS)) and links, protector
+        assert links == shipped_links() * (len(links) // len(shipped_links())) and links, protector
 
 
 SMALL_RUN = ["--limit", "60", "--latency-images", "6", "--attacker-images", "0"]
@@ -114,7 +121,7 @@ def test_report_files_and_sections(report: Path) -> None:
     assert f"{PRIVACY_HEADING}\n\n{PRIVACY_SKIPPED}\n\n## Protectors compared" in text
     protector_rows = [line for line in text.split("## Protectors compared")[1].split("\n## ")[0].splitlines()
                       if line.startswith("| ") and not line.startswith("| protector |")]
-    assert len(protector_rows) == len(LINK_CODECS) * len(variants) + 1  # every link per pair and protector, FaceMix
+    assert len(protector_rows) == len(shipped_links()) * len(variants) + 1  # every link per pair and protector, FaceMix
     assert all(line.endswith("| not measured | not measured | not measured |") for line in protector_rows)
     assert_every_codec_is_listed(text, sorted({variant.protector for variant in variants}))
 
@@ -133,7 +140,7 @@ def test_report_numbers_are_consistent(report: Path) -> None:
         assert 50 <= target["jpeg_auto"]["settings"]["jpeg_quality"] <= 100
         assert target["webp"]["accuracy"] == pytest.approx(target["png"]["accuracy"])  # both lossless
         costs = target["edge_ms_per_image"]
-        assert list(costs) == list(LINK_CODECS) and min(costs.values()) > 0
+        assert list(costs) == shipped_links() and min(costs.values()) > 0
         for neural in target["neural"]:
             batched = neural["batched_bytes"]
             # one stream per batch saves the per-stream flush and cannot beat the entropy model's ideal size
@@ -159,7 +166,7 @@ def test_a_registered_codec_is_measured_and_reported_with_the_others(sixth_codec
     data = load_evaluation(None).subset(slice(0, 12))
     target = measure_pair(DEFAULT_PAIR, data, phone_quality=90, full=True)
     assert link_result(target, sixth_codec).accuracy == link_result(target, PngLink).accuracy  # lossless both
-    assert list(target["edge_ms_per_image"]) == list(LINK_CODECS)
+    assert list(target["edge_ms_per_image"]) == shipped_links()
     text = render({"command": "test", "git_commit": "test", "images": len(data), "data": "bundled sample",
                    "targets": [target]})
     assert_every_codec_is_listed(text, [DEFAULT_PAIR.protector])
@@ -169,8 +176,8 @@ def test_a_registered_codec_is_measured_and_reported_with_the_others(sixth_codec
 def test_the_training_evaluation_measures_every_registered_codec(sixth_codec: type[LinkCodec]) -> None:
     results = evaluate(TrainedPipeline.load(DEFAULT_PAIR), load_evaluation(None).subset(slice(0, 12)), 95,
                        batch_size=5)
-    for key in ("accuracy", "bytes_mean", "bytes_std"):
-        assert set(LINK_CODECS) <= set(results[key]), key
+    for key in ("accuracy", "bytes_mean", "bytes_std"):  # every codec that applies to the pair's compressor
+        assert set(shipped_links()) <= set(results[key]), key
     assert results["accuracy"]["throwaway"] == results["accuracy"]["png"]
     assert results["accuracy"]["neural-batch"] == results["accuracy"]["neural"]
     # one stream for all 12 images (the batch is 256): the rANS flush paid once, not per image

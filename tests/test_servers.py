@@ -31,7 +31,7 @@ from pmc2.mobile_client.run import format_accuracy_by_class, run_mode, summarize
 from pmc2.runtime.cifar10 import CLASSES, load_evaluation
 from pmc2.runtime.compressors import DEFAULT_COMPRESSOR, TABLES_HEADER
 from pmc2.runtime.image_decoding import decode_image
-from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, codec_named
+from pmc2.runtime.link_codecs import CodecContext, codec_named, codecs_for
 from pmc2.runtime.model_bundle import ModelBundle
 from pmc2.runtime.pipeline import classify, perturb, preprocess
 from pmc2.runtime.protection import Protector, UnknownProtector, bundle_protectors
@@ -107,7 +107,7 @@ def runtime_labels(bundle: ModelBundle, pixels: np.ndarray, codec: str, protecto
 
 
 @pytest.mark.parametrize("protector", bundle_protectors(ModelBundle.open(), "image"))
-@pytest.mark.parametrize("codec", list(LINK_CODECS))
+@pytest.mark.parametrize("codec", codecs_for(ModelBundle.open(), DEFAULT_COMPRESSOR))
 async def test_edge_returns_the_labels_the_runtime_computes(client, edge, codec: str, protector: str) -> None:
     pixels = SAMPLE.images[:4]
     expected = runtime_labels(ModelBundle.open(), pixels, codec, protector)

@@ -17,9 +17,7 @@ from compressai.models import FactorizedPrior
 from torch import nn
 
 from pmc2.training.records import shipping_weights
-from pmc2.runtime.cifar10 import load_split
 from pmc2.runtime.latent_codebook import LatentCodebook, index_table
-from pmc2.runtime.paths import SHARED_DATA
 from pmc2.runtime.rans import EntropyTables
 
 PAPER_N, PAPER_M = 128, 192
@@ -55,16 +53,16 @@ def install_codebook(model: FactorizedPrior, codebook: dict[str, torch.Tensor]) 
     model.g_a = CodebookAnalysis(model.g_a, codebook["symbols"].float() + medians, codebook["weight"], codebook["bias"])
 
 
-def latent_codebook_of(model: FactorizedPrior, data: Path = SHARED_DATA) -> LatentCodebook | None:
+def latent_codebook_of(model: FactorizedPrior, class_counts: np.ndarray) -> LatentCodebook | None:
     """``model``'s latent codebook as the wire carries it (runtime.latent_codebook): its entries' symbols and an index
-    table fitted to the class frequencies of ``data``'s public training labels (entry k is class k's); None if its
-    g_a ends with no codebook."""
+    table fitted to ``class_counts`` (entry k is class k's); None if its g_a ends with no codebook."""
     if not isinstance(model.g_a, CodebookAnalysis):
         return None
     medians = model.entropy_bottleneck._get_medians().detach()
     entries = torch.round(model.g_a.entries - medians).to(torch.int16).numpy()
-    counts = np.bincount(load_split(data, "train").labels, minlength=len(entries))
-    return LatentCodebook(entries, index_table(counts))
+    if len(class_counts) != len(entries):
+        raise ValueError(f"{len(class_counts)} class counts for a codebook of {len(entries)} entries")
+    return LatentCodebook(entries, index_table(class_counts))
 
 
 class MissingEntropyTables(ValueError):

@@ -23,13 +23,15 @@ from tqdm import tqdm
 
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.generator import load_generator
-from pmc2.training.compressor import entropy_tables, latent_codebook_of, load_compressor
+from pmc2.training.compressor import entropy_tables, load_compressor
 from pmc2.training.data import as_tensors, denormalize, normalize, to_unit
 from pmc2.training.pairs import DEFAULT_PAIR, PAIRS, ModelPair
 from pmc2.training.perturbation_loss import per_image_ssim
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
 from pmc2.runtime.latent_codebook import IndexCoder, LatentCodebook
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext
+from pmc2.runtime.model_bundle import ModelBundle
+from pmc2.runtime.protection import protector_compressor
 from pmc2.runtime.rans import RansCoder
 from pmc2.value_ranges import jpeg_quality
 
@@ -59,11 +61,18 @@ def _correct(model: torch.nn.Module, images_normalized: torch.Tensor, labels: to
     return int((model(images_normalized).argmax(1) == labels).sum())
 
 
+def exported_codebook(pair: ModelPair) -> LatentCodebook | None:
+    """The latent codebook of the compressor ``pair``'s protector goes through, as its bundle ships it (None if it
+    has none): index streams are measured with the exported index table."""
+    bundle = ModelBundle.open(pair.onnx_models)
+    return bundle.latent_codebook(protector_compressor(bundle, pair.protector))
+
+
 def stream_encoders(compressor: FactorizedPrior,
                     codebook: LatentCodebook | None) -> dict[str, Callable[[np.ndarray], bytes]]:
     """How a one-stream latent codec writes a chunk of latents [N, C, h, w] as one stream, by the measurement it
-    declares (``LinkCodec.measured_bytes``): the rANS stream of the symbols, and, for a compressor with a latent
-    codebook (``latent_codebook_of``), the stream of its entries' indexes (runtime.latent_codebook)."""
+    declares (``LinkCodec.measured_bytes``): the rANS stream of the symbols, and, given the compressor's exported
+    latent codebook (its bundle's), the stream of its entries' indexes (runtime.latent_codebook)."""
     coder = RansCoder(entropy_tables(compressor))
     encoders = {"batched_bytes": coder.encode_batch}
     if codebook is not None:
@@ -85,9 +94,11 @@ def bytes_per_image_in_streams(encode: Callable[[np.ndarray], bytes], latent: np
 
 
 @torch.inference_mode()
-def evaluate(pipeline: TrainedPipeline, data: LabelledImages, jpeg_quality: int, batch_size: int = 250) -> dict:
+def evaluate(pipeline: TrainedPipeline, data: LabelledImages, jpeg_quality: int, batch_size: int = 250,
+             codebook: LatentCodebook | None = None) -> dict:
     """Accuracies (%), mean |SSIM| and mean bytes/image of every registered edge→cloud link codec: the pixel
-    codecs built with ``jpeg_quality`` (defaults otherwise), the codecs of a latent from the compressor."""
+    codecs built with ``jpeg_quality`` (defaults otherwise), the codecs of a latent from the compressor (a codebook
+    codec only given its ``codebook``, e.g. ``exported_codebook``)."""
     images, labels = as_tensors(data)
     pixel_codecs = {name: codec.build(CodecContext(jpeg_quality=jpeg_quality))
                     for name, codec in LINK_CODECS.items() if codec.carries_pixels}
@@ -117,7 +128,7 @@ def evaluate(pipeline: TrainedPipeline, data: LabelledImages, jpeg_quality: int,
         x_hat = compressor.decompress([strings], latent.shape[-2:])["x_hat"].clamp(0, 1)
         decoded_correct += _correct(pipeline.target, normalize(x_hat), y)
     # a latent codec's streams decode to the same symbols however they are written: only the bytes differ
-    encoders, latent = stream_encoders(compressor, latent_codebook_of(compressor)), np.concatenate(latents)
+    encoders, latent = stream_encoders(compressor, codebook), np.concatenate(latents)
     for name, codec in LINK_CODECS.items():
         images_per_stream = codec.evaluated_images_per_stream
         if codec.carries_pixels or (images_per_stream > 1 and codec.measured_bytes not in encoders):
@@ -163,7 +174,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     pipeline = TrainedPipeline.load(PAIRS[args.pair])
-    results = evaluate(pipeline, load_evaluation(args.data), args.jpeg_quality)
+    results = evaluate(pipeline, load_evaluation(args.data), args.jpeg_quality, codebook=exported_codebook(PAIRS[args.pair]))
     print(format_table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
