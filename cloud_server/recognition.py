@@ -36,7 +36,7 @@ class CloudRecognizer:
 
     def decode(self, batch: EncodedBatch) -> np.ndarray:
         """[0, 1] NCHW images of one received batch; UnknownCompressor (answered 400) for a compressor this
-        cloud's bundle does not hold."""
+        cloud's bundle does not hold, UnknownCodec (400) for a codec that does not apply to it."""
         if batch.compressor not in self.compressors:
             raise UnknownCompressor(f"this cloud's model bundle holds no compressor {batch.compressor!r} for "
                                     f"{batch.codec} batches; it holds {', '.join(self.compressors)}")

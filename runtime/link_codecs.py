@@ -36,7 +36,7 @@ class UnknownCodec(ValueError):
 
 
 class CorruptBitstream(ValueError):
-    """A neural payload too short to be a rANS stream."""
+    """A neural payload that is no valid stream: too short for rANS, or naming codebook entries there are not."""
 
 
 @dataclass(frozen=True)
