@@ -29,8 +29,8 @@ from pmc2.runtime.image_codecs import jpeg_bytes
 from pmc2.runtime.image_decoding import decode_image
 from pmc2.runtime.latent_codebook import LatentCodebook, entropy_bits
 from pmc2.runtime.link_codecs import LINK_CODECS, CodecContext, LinkCodec, codec_named
-from pmc2.runtime.rans import RansCoder
 from pmc2.runtime.normalization import to_unit_nchw
+from pmc2.runtime.rans import RansCoder
 
 CHUNK = 500
 COMPRESSORS = "neural"  # a target's results key for its compressors' measurements, the shipped one first

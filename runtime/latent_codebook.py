@@ -13,6 +13,7 @@ Integer tables, computed once at export and stored in the bundle.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -62,6 +63,11 @@ class LatentCodebook:
         with open(path, "wb") as handle:  # a file handle keeps np.savez from touching the name
             np.savez(handle, entries=self.entries, index_cdf=self.index_cdf)
 
+    @cached_property
+    def _positions(self) -> dict[bytes, int]:
+        """Each entry's index, keyed by its symbols' bytes (int32): built once, looked up per image on the edge."""
+        return {entry.astype(np.int32).tobytes(): index for index, entry in enumerate(self.entries)}
+
     @property
     def size(self) -> int:
         return len(self.entries)
@@ -70,8 +76,7 @@ class LatentCodebook:
         """The entry each latent's symbols [N, C, h, w] are, int32 [N]; NotACodebookEntry if one is none."""
         if symbols.shape[1:] != self.entries.shape[1:]:
             raise NotACodebookEntry(f"latents of shape {symbols.shape[1:]}, the codebook's are {self.entries.shape[1:]}")
-        position = {entry.astype(np.int32).tobytes(): index for index, entry in enumerate(self.entries)}
-        found = [position.get(row.astype(np.int32).tobytes()) for row in symbols]
+        found = [self._positions.get(row.astype(np.int32).tobytes()) for row in symbols]
         strays = [image for image, index in enumerate(found) if index is None]
         if strays:
             raise NotACodebookEntry(f"the latents of images {strays[:5]} are none of the {self.size} codebook entries")

@@ -304,7 +304,8 @@ class NeuralIndexLink(NeuralLink):
         if codebook is None:
             raise ValueError(f"the {cls.name} codec needs a model bundle whose compressor {context.compressor!r} has a "
                              "latent codebook")
-        return cls(NeuralLink.build(context).codec, context.compressor, codebook)
+        codec = NeuralCodec.of(context.bundle, context.compressor, g_a=context.g_a, g_s=context.g_s)
+        return cls(codec, context.compressor, codebook)
 
     def encode(self, images_unit: np.ndarray) -> list[bytes]:
         symbols = self.codec.coder.symbols(self.codec.analyse(images_unit))
