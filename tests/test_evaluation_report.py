@@ -17,7 +17,7 @@ from pmc2.evaluation.measurements import (
     CodecResult, link_result, lowest_matching_quality,
 )
 from pmc2.evaluation.resumable import PartStore, code_state
-from pmc2.training.evaluate import TrainedPipeline, evaluate, format_table
+from pmc2.training.evaluate import TrainedPipeline, evaluate, exported_codebook, format_table
 from pmc2.training.pairs import DEFAULT_PAIR, every_variant
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.compressors import DEFAULT_COMPRESSOR
@@ -175,11 +175,11 @@ def test_a_registered_codec_is_measured_and_reported_with_the_others(sixth_codec
 
 def test_the_training_evaluation_measures_every_registered_codec(sixth_codec: type[LinkCodec]) -> None:
     results = evaluate(TrainedPipeline.load(DEFAULT_PAIR), load_evaluation(None).subset(slice(0, 12)), 95,
-                       batch_size=5)
+                       batch_size=5, codebook=exported_codebook(DEFAULT_PAIR))
     for key in ("accuracy", "bytes_mean", "bytes_std"):  # every codec that applies to the pair's compressor
         assert set(shipped_links()) <= set(results[key]), key
     assert results["accuracy"]["throwaway"] == results["accuracy"]["png"]
-    assert results["accuracy"]["neural-batch"] == results["accuracy"]["neural"]
+    assert results["accuracy"]["neural-batch"] == results["accuracy"]["neural-index"] == results["accuracy"]["neural"]
     # one stream for all 12 images (the batch is 256): the rANS flush paid once, not per image
     assert results["bytes_mean"]["neural-batch"] < results["bytes_mean"]["neural"]
     table = format_table(results)
