@@ -94,3 +94,21 @@ def test_rounds_fine_tune_from_the_last_one_ship_it_and_resume_without_training(
     (work / TUNING_FILE).unlink()  # rounds whose settings nothing names are not taken
     with pytest.raises(SystemExit, match="no dapter_tuning.json"):
         tune(config, config, strategy, tiny_cifar, target, aux, work, out, resume=True)
+
+
+def test_a_first_round_may_start_from_a_converter_tuned_for_another_target(
+        classifiers: Path, tiny_cifar: Path, tmp_path: Path) -> None:
+    target, aux = classifiers / "compact_resnet.pt", classifiers / "fastnet.pt"
+    config = GeneratorConfig(architecture="dapter", base_width=8, epochs=1, batch_size=32, limit=LIMIT, phone_jpeg=90,
+                             loss=PerturbationLossConfig(objective="dapter"))
+    strategy = Strategy(max_accuracy_drop=101.0, max_entropy_bits=25.0, rounds=1)  # both hold: one round
+    tune(config, config, strategy, tiny_cifar, aux, target, tmp_path / "other", tmp_path / "tuned", resume=False)
+    tuned = tmp_path / "tuned" / "generator.pt"
+
+    record = tune(config, config, strategy, tiny_cifar, target, aux, tmp_path / "work", tmp_path / "out",
+                  resume=False, init=tuned)
+    assert record["settings"]["first_round_init_sha256"] == sha256_file(tuned)
+    first = json.loads((tmp_path / "work" / "round0" / "generator.record.json").read_text())
+    assert first["config"]["init"]["sha256"] == sha256_file(tuned)
+    with pytest.raises(SystemExit, match="other settings"):  # resumed as if from scratch: refused
+        tune(config, config, strategy, tiny_cifar, target, aux, tmp_path / "work", tmp_path / "out", resume=True)

@@ -14,8 +14,9 @@ converter is recorded beside it, to show what the phone's JPEG alone costs. The 
 channel, the entropy of the image's 256-bin pixel histogram, summed over RGB, averaged over images, in bits (the
 paper names no logarithm base). When both criteria fail, the accuracy's comes first (λ is lowered). The strategy
 also ends when the next λ was tried before (the two criteria pull against each other) or the rounds run out.
-Each round trains in ``<work>/round<k>`` (``--resume`` continues the round in progress and skips the measured
-ones; the settings are written before round 0 trains, and a resumed tuning must have the same); the last round
+The first round trains from scratch, or with ``--init`` from a converter tuned for another target (then with fewer
+``--epochs``). Each round trains in ``<work>/round<k>`` (``--resume`` continues the round in progress and skips the
+measured ones; the settings are written before round 0 trains, and a resumed tuning must have the same); the last round
 within the accuracy criterion (else the last round) has its converter, record and metrics copied to ``--out``
 beside ``dapter_tuning.json``, which lists every round (its λ, epochs, measurements and what the strategy decided)
 and the target's accuracy and the image entropy on the validation images as received, before conversion.
@@ -131,13 +132,14 @@ def _write_json(path: Path, record: dict) -> None:
 
 
 def tune(config: GeneratorConfig, fine_tune: GeneratorConfig, strategy: Strategy, data: Path, target_path: Path,
-         aux_path: Path, work: Path, out: Path, resume: bool) -> dict:
-    """Train rounds until the strategy ends; copy the shipped round's converter (``shipped_round``) to ``out``;
-    return the tuning record."""
+         aux_path: Path, work: Path, out: Path, resume: bool, init: Path | None = None) -> dict:
+    """Train rounds until the strategy ends, the first from ``init``'s converter where given (else from scratch);
+    copy the shipped round's converter (``shipped_round``) to ``out``; return the tuning record."""
     train_set, validation = seeded_training_data(data, config.seed, config.limit)
     settings = {"first_round": asdict(config), "fine_tune": asdict(fine_tune), "strategy": asdict(strategy),
                 "target": str(target_path), "target_sha256": sha256_file(target_path), "aux": str(aux_path),
-                "aux_sha256": sha256_file(aux_path), "data_sha256": train_set.sha256()}
+                "aux_sha256": sha256_file(aux_path), "data_sha256": train_set.sha256(),
+                **({"first_round_init": str(init), "first_round_init_sha256": sha256_file(init)} if init else {})}
     work.mkdir(parents=True, exist_ok=True)
     rounds = _load_rounds(work, resume, settings)
     _write_json(work / TUNING_FILE, {"settings": settings, "rounds": rounds})  # before a round trains under them
@@ -151,7 +153,7 @@ def tune(config: GeneratorConfig, fine_tune: GeneratorConfig, strategy: Strategy
         recipe = replace(recipe, loss=replace(recipe.loss, dapter_lambda=lmbda))
         folder = work / f"round{k}"
         train(recipe, data, target_path, aux_path, folder, resume=True,
-              init=None if k == 0 else work / f"round{k - 1}" / "generator.pt")
+              init=init if k == 0 else work / f"round{k - 1}" / "generator.pt")
         measured = measure(folder / "generator.pt", target, images, labels, clean)
         tried = [*(done["lambda"] for done in rounds), lmbda]
         following, decision = next_lambda(lmbda, measured["accuracy_drop"], measured["image_entropy_bits"], tried,
@@ -194,8 +196,6 @@ def main() -> None:
     args: argparse.Namespace = parse_training_args(parser)
     if args.out is None:
         parser.error("--out is required: the protector's checkpoint folder (e.g. checkpoints/protectors/dapter)")
-    if args.init is not None:
-        parser.error("--init is not taken: the first round trains from scratch and each later one from the last")
     config = replace(defaults, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, bf16=args.bf16,
                      seed=args.seed, limit=args.limit, phone_jpeg=args.phone_jpeg)
     fine_tune = replace(config, epochs=args.fine_tune_epochs, lr=args.fine_tune_lr, warmup_epochs=0.5)
@@ -203,7 +203,7 @@ def main() -> None:
         parser.error("--start-lambda must lie in (0, 1) and the learning rates be positive")
     work = args.work or Path("runs/dapter_tuning") / args.target.stem
     tune(config, fine_tune, replace(strategy, start_lambda=args.start_lambda, rounds=args.rounds), args.data,
-         args.target, args.aux, work, args.out, args.resume)
+         args.target, args.aux, work, args.out, args.resume, args.init)
 
 
 if __name__ == "__main__":
