@@ -15,8 +15,8 @@ from pmc2.runtime.link_codecs import LINK_CODECS
 from pmc2.runtime.model_bundle import ModelIntegrityError
 from pmc2.runtime.protection import PROTECTORS
 from pmc2.runtime.secrets import SecretUnavailable, fetch_secret, materialize_secret
-from pmc2.serving.cli import add_server_arguments, serve, session_settings
-from pmc2.value_ranges import jpeg_quality, non_negative_float, positive_float, positive_int, webp_quality
+from pmc2.serving.cli import add_batching_arguments, add_server_arguments, serve, session_settings
+from pmc2.value_ranges import jpeg_quality, positive_float, webp_quality
 
 
 def fetch_tls_files(args: argparse.Namespace) -> argparse.Namespace:
@@ -54,10 +54,7 @@ def main() -> None:
     parser.add_argument("--jpeg-quality", type=jpeg_quality, default=defaults.jpeg_quality)
     parser.add_argument("--webp-quality", type=webp_quality, default=defaults.webp_quality, help="lossy WebP (default: lossless)")
     parser.add_argument("--resize-policy", choices=RESIZE_POLICIES, default=defaults.resize_policy)
-    parser.add_argument("--max-batch-size", type=positive_int, default=defaults.max_batch_size)
-    parser.add_argument("--max-wait-ms", type=non_negative_float, default=defaults.max_wait_ms)
-    parser.add_argument("--max-queued-images", type=positive_int, default=defaults.max_queued_images,
-                        help="outstanding images per link codec before answering 503 with Retry-After")
+    add_batching_arguments(parser, defaults, queued_per=" per link codec")
     parser.add_argument("--cloud-timeout", type=positive_float, default=defaults.cloud_timeout_s)
     parser.add_argument("--model-key-uri", default=None, help="kbs:///repo/type/tag, file:///path or env://VAR")
     parser.add_argument("--cert-uri", default=None, help="fetch the server PEM from here instead of --cert")

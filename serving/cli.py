@@ -1,10 +1,11 @@
-"""Command-line pieces shared by the two servers: listen address, TLS files, ORT threads."""
+"""Command-line pieces shared by the two servers: listen address, TLS files, ORT threads, micro-batching."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
 
@@ -21,6 +22,24 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_port: int, cer
     parser.add_argument("--models", type=Path, default=None, help="onnx_models folder (default: the shipped one)")
     parser.add_argument("--threads", type=positive_int, default=None, help="ORT intra-op threads (default: CPUs available)")
     parser.add_argument("--shutdown-timeout", type=non_negative_float, default=10.0, help="seconds to finish in-flight requests")
+
+
+class BatchingDefaults(Protocol):
+    """A server's config (class) naming its micro-batching defaults."""
+
+    max_batch_size: int
+    max_wait_ms: float
+    max_queued_images: int
+
+
+def add_batching_arguments(parser: argparse.ArgumentParser, defaults: BatchingDefaults, queued_per: str = "") -> None:
+    """--max-batch-size, --max-wait-ms, --max-queued-images, defaulting to ``defaults``' fields of those names."""
+    parser.add_argument("--max-batch-size", type=positive_int, default=defaults.max_batch_size,
+                        help="micro-batching: most images per model call")
+    parser.add_argument("--max-wait-ms", type=non_negative_float, default=defaults.max_wait_ms,
+                        help="micro-batching: longest an image waits for company while a batch runs")
+    parser.add_argument("--max-queued-images", type=positive_int, default=defaults.max_queued_images,
+                        help=f"outstanding images{queued_per} before answering 503 with Retry-After")
 
 
 def session_settings(args: argparse.Namespace) -> SessionSettings:

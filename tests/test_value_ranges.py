@@ -41,6 +41,8 @@ def test_an_argument_type_names_the_value_and_its_range(parse, text, message) ->
     (["pmc2.mobile_client", "--ca", "ca.pem", "--jpeg-quality", "150"], "--jpeg-quality"),
     (["pmc2.edge_server", "--max-batch-size", "0"], "--max-batch-size"),
     (["pmc2.cloud_server", "--cert", "cloud.pem", "--threads", "0"], "--threads"),
+    (["pmc2.cloud_server", "--cert", "cloud.pem", "--max-queued-images", "0"], "--max-queued-images"),
+    (["pmc2.cloud_server", "--cert", "cloud.pem", "--max-wait-ms", "-1"], "--max-wait-ms"),
     (["pmc2.evaluation", "--limit", "0"], "--limit"),
 ])
 def test_the_commands_refuse_a_number_out_of_range(command: list[str], argument: str, tmp_path: Path) -> None:
