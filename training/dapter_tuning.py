@@ -186,6 +186,8 @@ def main() -> None:
     parser.add_argument("--aux", type=Path, required=True, help="measured alongside (DAPter's loss does not use it)")
     parser.add_argument("--work", type=Path, default=None, help="where the rounds train (default: runs/dapter_tuning/"
                                                                  "<target file's stem>)")
+    parser.add_argument("--base-width", type=positive_int, default=defaults.base_width,
+                        help="the converter's first layer's channels (the paper draws them for 224-pixel images only)")
     parser.add_argument("--fine-tune-epochs", type=positive_int, default=8)
     parser.add_argument("--fine-tune-lr", type=float, default=1e-3)
     parser.add_argument("--start-lambda", type=float, default=strategy.start_lambda)
@@ -196,7 +198,7 @@ def main() -> None:
     args: argparse.Namespace = parse_training_args(parser)
     if args.out is None:
         parser.error("--out is required: the protector's checkpoint folder (e.g. checkpoints/protectors/dapter)")
-    config = replace(defaults, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, bf16=args.bf16,
+    config = replace(defaults, base_width=args.base_width, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, bf16=args.bf16,
                      seed=args.seed, limit=args.limit, phone_jpeg=args.phone_jpeg)
     fine_tune = replace(config, epochs=args.fine_tune_epochs, lr=args.fine_tune_lr, warmup_epochs=0.5)
     if not 0.0 < args.start_lambda < 1.0 or args.fine_tune_lr <= 0.0 or args.lr <= 0.0:
