@@ -15,7 +15,7 @@ from pmc2.runtime.link_codecs import LINK_CODECS
 from pmc2.runtime.model_bundle import ModelIntegrityError
 from pmc2.runtime.protection import PROTECTORS
 from pmc2.runtime.secrets import SecretUnavailable, fetch_secret, materialize_secret
-from pmc2.serving.cli import add_batching_arguments, add_server_arguments, serve, session_settings
+from pmc2.serving.cli import add_batching_arguments, add_server_arguments, batching_settings, serve, session_settings
 from pmc2.value_ranges import jpeg_quality, positive_float, webp_quality
 
 
@@ -73,8 +73,7 @@ def main() -> None:
             token=None if args.insecure_dev_no_auth else bearer_token(args),
             allow_unauthenticated=args.insecure_dev_no_auth,
             codec=args.codec, protector=args.protector, jpeg_quality=args.jpeg_quality, webp_quality=args.webp_quality,
-            resize_policy=args.resize_policy, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-            max_queued_images=args.max_queued_images,
+            resize_policy=args.resize_policy, **batching_settings(args),
             cloud_timeout_s=args.cloud_timeout, model_key_uri=args.model_key_uri, sessions=session_settings(args),
             **({"models": args.models} if args.models else {}),
         )

@@ -19,7 +19,7 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
 def bf16_is_fast(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether this x86 CPU multiplies bf16 matrices in hardware (AMX or AVX-512-BF16). Elsewhere bf16 autocast is
-    emulated: on an AVX2 EPYC a FastNet training step took 17× as long as in float32. Arm CPUs list their features
+    emulated in software, slower than float32. Arm CPUs list their features
     under "Features", not "flags": bf16 stays off there until someone measures it."""
     if cpuinfo.exists():
         for line in cpuinfo.read_text().splitlines():

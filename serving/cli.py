@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import fields
 from pathlib import Path
-from typing import Protocol
 
 from aiohttp import web
 
@@ -24,22 +24,24 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_port: int, cer
     parser.add_argument("--shutdown-timeout", type=non_negative_float, default=10.0, help="seconds to finish in-flight requests")
 
 
-class BatchingDefaults(Protocol):
-    """A server's config (class) naming its micro-batching defaults."""
-
-    max_batch_size: int
-    max_wait_ms: float
-    max_queued_images: int
+BATCHING_SETTINGS = ("max_batch_size", "max_wait_ms", "max_queued_images")
 
 
-def add_batching_arguments(parser: argparse.ArgumentParser, defaults: BatchingDefaults, queued_per: str = "") -> None:
-    """--max-batch-size, --max-wait-ms, --max-queued-images, defaulting to ``defaults``' fields of those names."""
-    parser.add_argument("--max-batch-size", type=positive_int, default=defaults.max_batch_size,
+def add_batching_arguments(parser: argparse.ArgumentParser, config_class: type, queued_per: str) -> None:
+    """--max-batch-size, --max-wait-ms, --max-queued-images, defaulting to the server's config dataclass's fields of
+    those names."""
+    defaults = {field.name: field.default for field in fields(config_class) if field.name in BATCHING_SETTINGS}
+    parser.add_argument("--max-batch-size", type=positive_int, default=defaults["max_batch_size"],
                         help="micro-batching: most images per model call")
-    parser.add_argument("--max-wait-ms", type=non_negative_float, default=defaults.max_wait_ms,
+    parser.add_argument("--max-wait-ms", type=non_negative_float, default=defaults["max_wait_ms"],
                         help="micro-batching: longest an image waits for company while a batch runs")
-    parser.add_argument("--max-queued-images", type=positive_int, default=defaults.max_queued_images,
+    parser.add_argument("--max-queued-images", type=positive_int, default=defaults["max_queued_images"],
                         help=f"outstanding images{queued_per} before answering 503 with Retry-After")
+
+
+def batching_settings(args: argparse.Namespace) -> dict[str, int | float]:
+    """The parsed micro-batching settings, as keyword arguments of either server's config."""
+    return {name: getattr(args, name) for name in BATCHING_SETTINGS}
 
 
 def session_settings(args: argparse.Namespace) -> SessionSettings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,8 @@ def test_a_first_round_may_start_from_a_converter_tuned_for_another_target(
     assert first["config"]["init"]["sha256"] == sha256_file(tuned)
     with pytest.raises(SystemExit, match="other settings"):  # resumed as if from scratch: refused
         tune(config, config, strategy, tiny_cifar, target, aux, tmp_path / "work", tmp_path / "out", resume=True)
+    narrower = replace(config, base_width=4)  # a converter of another width: refused before anything is written
+    with pytest.raises(SystemExit, match="pass --base-width 8"):
+        tune(narrower, narrower, strategy, tiny_cifar, target, aux, tmp_path / "w4", tmp_path / "o4", resume=False,
+             init=tuned)
+    assert not (tmp_path / "w4").exists()

@@ -127,6 +127,15 @@ def _load_rounds(work: Path, resume: bool, settings: dict) -> list[dict]:
     return tuning["rounds"]
 
 
+def _check_init(init: Path, config: GeneratorConfig) -> None:
+    """Refuse a starting converter of another architecture or width before anything is written."""
+    checkpoint = torch.load(init, map_location="cpu", weights_only=False)
+    found = (checkpoint.get("architecture"), checkpoint.get("base_width"))
+    if found != (config.architecture, config.base_width):
+        raise SystemExit(f"--init {init} is a {found[0]} converter of width {found[1]}, not the {config.architecture} "
+                         f"of width {config.base_width} this tuning trains: pass --base-width {found[1]}")
+
+
 def _write_json(path: Path, record: dict) -> None:
     replace_atomically(path, (json.dumps(record, indent=2) + "\n").encode())
 
@@ -135,11 +144,13 @@ def tune(config: GeneratorConfig, fine_tune: GeneratorConfig, strategy: Strategy
          aux_path: Path, work: Path, out: Path, resume: bool, init: Path | None = None) -> dict:
     """Train rounds until the strategy ends, the first from ``init``'s converter where given (else from scratch);
     copy the shipped round's converter (``shipped_round``) to ``out``; return the tuning record."""
+    if init is not None:
+        _check_init(init, config)
     train_set, validation = seeded_training_data(data, config.seed, config.limit)
     settings = {"first_round": asdict(config), "fine_tune": asdict(fine_tune), "strategy": asdict(strategy),
                 "target": str(target_path), "target_sha256": sha256_file(target_path), "aux": str(aux_path),
                 "aux_sha256": sha256_file(aux_path), "data_sha256": train_set.sha256(),
-                **({"first_round_init": str(init), "first_round_init_sha256": sha256_file(init)} if init else {})}
+                **({"first_round_init": str(init), "first_round_init_sha256": sha256_file(init)} if init is not None else {})}
     work.mkdir(parents=True, exist_ok=True)
     rounds = _load_rounds(work, resume, settings)
     _write_json(work / TUNING_FILE, {"settings": settings, "rounds": rounds})  # before a round trains under them
@@ -198,8 +209,8 @@ def main() -> None:
     args: argparse.Namespace = parse_training_args(parser)
     if args.out is None:
         parser.error("--out is required: the protector's checkpoint folder (e.g. checkpoints/protectors/dapter)")
-    config = replace(defaults, base_width=args.base_width, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, bf16=args.bf16,
-                     seed=args.seed, limit=args.limit, phone_jpeg=args.phone_jpeg)
+    config = replace(defaults, base_width=args.base_width, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                     bf16=args.bf16, seed=args.seed, limit=args.limit, phone_jpeg=args.phone_jpeg)
     fine_tune = replace(config, epochs=args.fine_tune_epochs, lr=args.fine_tune_lr, warmup_epochs=0.5)
     if not 0.0 < args.start_lambda < 1.0 or args.fine_tune_lr <= 0.0 or args.lr <= 0.0:
         parser.error("--start-lambda must lie in (0, 1) and the learning rates be positive")
