@@ -33,13 +33,15 @@ def test_the_strategy_lowers_lambda_for_accuracy_raises_it_for_entropy_and_never
     assert "rounds are spent" in next_lambda(spent[-1], 5.0, 1.0, spent, strategy)[1]
 
 
-def test_the_last_round_within_the_accuracy_criterion_is_shipped() -> None:
+def test_the_last_round_within_the_accuracy_criterion_is_shipped_else_the_most_accurate() -> None:
     def rounds(*drops: float) -> list[dict]:
         return [{"round": k, "accuracy_drop": drop} for k, drop in enumerate(drops)]
 
     assert shipped_round(rounds(5.0, 2.5), Strategy()) == 1  # lowered λ until the accuracy held
     assert shipped_round(rounds(2.0, 4.0), Strategy()) == 0  # raised λ for the entropy, and lost the accuracy
-    assert shipped_round(rounds(6.0, 5.0, 4.0), Strategy()) == 2  # never within: the last
+    assert shipped_round(rounds(6.0, 5.0, 4.0), Strategy()) == 2  # never within: the most accurate
+    assert shipped_round(rounds(6.0, 4.0, 5.0), Strategy()) == 1
+    assert shipped_round(rounds(6.0, 4.0, 4.0), Strategy()) == 2  # the later on a tie
 
 
 def test_image_entropy_is_the_papers_sum_over_channels_of_histogram_entropy() -> None:
@@ -62,29 +64,35 @@ def test_rounds_fine_tune_from_the_last_one_ship_it_and_resume_without_training(
 
     assert [(r["round"], r["lambda"]) for r in record["rounds"]] == [(0, 0.9), (1, pytest.approx(0.88))]
     assert record["rounds"][0]["next_lambda"] == pytest.approx(0.88) and record["rounds"][1]["next_lambda"] is None
-    assert "rounds are spent" in record["rounds"][1]["decision"] and record["shipped_round"] == 1
+    assert "rounds are spent" in record["rounds"][1]["decision"] and record["ended"] == record["rounds"][1]["decision"]
+    shipped = record["shipped_round"]  # none within the criterion: the most accurate, the later on a tie
+    assert shipped == (0 if record["rounds"][0]["accuracy_drop"] < record["rounds"][1]["accuracy_drop"] else 1)
     assert 15 < record["received"]["image_entropy_bits"] < 24  # natural images: far above the criterion's 3 bits
     second = json.loads((work / "round1" / "generator.record.json").read_text())
     assert second["config"]["loss"]["dapter_lambda"] == pytest.approx(0.88)
     assert second["config"]["init"]["sha256"] == sha256_file(work / "round0" / "generator.pt")  # fine-tuned from 0
-    assert sha256_file(out / "generator.pt") == sha256_file(work / "round1" / "generator.pt")
-    assert json.loads((out / "generator.record.json").read_text()) == second
+    assert sha256_file(out / "generator.pt") == sha256_file(work / f"round{shipped}" / "generator.pt")
+    assert json.loads((out / "generator.record.json").read_text()) == json.loads(
+        (work / f"round{shipped}" / "generator.record.json").read_text())
 
     _, validation = seeded_training_data(tiny_cifar, config.seed, LIMIT)  # the numbers are the shipped converter's
     images, labels = as_received_tensors(validation, 90)
     classifier = load_classifier(target)
-    again = measure(out / "generator.pt", classifier, images, labels, record["rounds"][1]["clean_accuracy"])
-    assert again == {key: record["rounds"][1][key] for key in again}
+    again = measure(out / "generator.pt", classifier, images, labels, record["rounds"][shipped]["clean_accuracy"])
+    assert again == {key: record["rounds"][shipped][key] for key in again}
 
     with pytest.raises(SystemExit, match="--resume"):
         tune(config, config, strategy, tiny_cifar, target, aux, work, out, resume=False)
     with pytest.raises(SystemExit, match="other settings"):
-        tune(config, config, Strategy(rounds=3), tiny_cifar, target, aux, work, out, resume=True)
+        tune(config, config, replace(strategy, step=0.04), tiny_cifar, target, aux, work, out, resume=True)
 
     # stopped after round 0 was measured (round 1 not begun): the resumed tuning trains round 1 from round 0 again
     tuning = json.loads((work / TUNING_FILE).read_text())
     (work / TUNING_FILE).write_text(json.dumps({**tuning, "rounds": tuning["rounds"][:1]}))
     shutil.rmtree(work / "round1")
+    cut = tune(config, config, replace(strategy, rounds=1), tiny_cifar, target, aux, work, tmp_path / "cut", resume=True)
+    assert cut["rounds"] == record["rounds"][:1] and cut["shipped_round"] == 0  # the budget cut ends the walk
+    assert cut["ended"].startswith("the 1 rounds were spent before λ = 0.88 was tried") and not (work / "round1").exists()
     assert tune(config, config, strategy, tiny_cifar, target, aux, work, out, resume=True) == record
 
     def refuse(*args, **kwargs):

@@ -16,10 +16,11 @@ paper names no logarithm base). When both criteria fail, the accuracy's comes fi
 also ends when the next λ was tried before (the two criteria pull against each other) or the rounds run out.
 The first round trains from scratch, or with ``--init`` from a converter tuned for another target (then with fewer
 ``--epochs``). Each round trains in ``<work>/round<k>`` (``--resume`` continues the round in progress and skips the
-measured ones; the settings are written before round 0 trains, and a resumed tuning must have the same); the last round
-within the accuracy criterion (else the last round) has its converter, record and metrics copied to ``--out``
-beside ``dapter_tuning.json``, which lists every round (its λ, epochs, measurements and what the strategy decided)
-and the target's accuracy and the image entropy on the validation images as received, before conversion.
+measured ones; the settings are written before round 0 trains, and a resumed tuning must have the same but for
+``--rounds``, which may be cut to end the walk); the last round within the accuracy criterion (else the most accurate)
+has its converter, record and metrics copied to ``--out`` beside ``dapter_tuning.json``, which lists every round (its
+λ, epochs, measurements and what the strategy decided), why the walk ended, and the target's accuracy and the image
+entropy on the validation images as received, before conversion.
 """
 
 from __future__ import annotations
@@ -77,10 +78,16 @@ def next_lambda(lmbda: float, drop: float, entropy_bits: float, tried: list[floa
 
 
 def shipped_round(rounds: list[dict], strategy: Strategy) -> int:
-    """The last round within the accuracy criterion (the one the strategy ends at when it ends with both met), else
-    the last round: when raising λ for the entropy's sake costs the accuracy, the round before is the one kept."""
+    """The last round within the accuracy criterion (the one the strategy ends at when it ends with both met; when
+    raising λ for the entropy's sake costs the accuracy, the round before is the one kept), else the most accurate
+    (the later on a tie): the walk lowered λ for the accuracy and never reached the criterion."""
     within = [done["round"] for done in rounds if done["accuracy_drop"] <= strategy.max_accuracy_drop]
-    return within[-1] if within else rounds[-1]["round"]
+    return within[-1] if within else min(rounds, key=lambda done: (done["accuracy_drop"], -done["round"]))["round"]
+
+
+def _comparable(settings: dict) -> dict:
+    """The settings a resumed tuning must share: all but the rounds' budget, which may be cut to end the walk."""
+    return {**settings, "strategy": {key: value for key, value in settings["strategy"].items() if key != "rounds"}}
 
 
 def image_entropy_bits(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -122,7 +129,7 @@ def _load_rounds(work: Path, resume: bool, settings: dict) -> list[dict]:
             raise SystemExit(f"{work} holds rounds but no {TUNING_FILE} naming their settings: choose another --work")
         return []
     tuning = json.loads(path.read_text())
-    if tuning["settings"] != settings:
+    if _comparable(tuning["settings"]) != _comparable(settings):
         raise SystemExit(f"{path} was written with other settings ({tuning['settings']}); resume with those")
     return tuning["rounds"]
 
@@ -158,7 +165,7 @@ def tune(config: GeneratorConfig, fine_tune: GeneratorConfig, strategy: Strategy
     target = load_classifier(target_path)
     clean = clean_accuracy(target, as_received_tensors(validation, None)[0], labels)["accuracy"]
     lmbda = rounds[-1]["next_lambda"] if rounds else strategy.start_lambda
-    while lmbda is not None:
+    while lmbda is not None and len(rounds) < strategy.rounds:
         k = len(rounds)
         recipe = config if k == 0 else fine_tune
         recipe = replace(recipe, loss=replace(recipe.loss, dapter_lambda=lmbda))
@@ -175,12 +182,14 @@ def tune(config: GeneratorConfig, fine_tune: GeneratorConfig, strategy: Strategy
         print(f"round {k}: λ = {lmbda:g}, accuracy {measured['accuracy']:.2f}% (clean {clean:.2f}%), image entropy "
               f"{measured['image_entropy_bits']:.2f} bits: {decision}")
         lmbda = following
+    ended = (rounds[-1]["decision"] if lmbda is None
+             else f"the {strategy.rounds} rounds were spent before λ = {lmbda:g} was tried (--rounds cut on resuming)")
     shipped = shipped_round(rounds, strategy)
     out.mkdir(parents=True, exist_ok=True)
     (out / TUNING_FILE).unlink(missing_ok=True)  # written last: present only beside a whole copy
     for name in ("generator.pt", record_path(Path("generator.pt")).name, "generator.metrics.jsonl"):
         replace_atomically(out / name, (work / f"round{shipped}" / name).read_bytes())
-    record = {"settings": settings, "rounds": rounds, "shipped_round": shipped,
+    record = {"settings": settings, "rounds": rounds, "ended": ended, "shipped_round": shipped,
               "received": {"accuracy": clean_accuracy(target, images, labels)["accuracy"],  # before conversion
                            "image_entropy_bits": float(image_entropy_bits(images).mean())}}
     _write_json(out / TUNING_FILE, record)
