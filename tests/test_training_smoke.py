@@ -218,6 +218,23 @@ def test_compressor_training_on_perturbed_images(classifiers: Path, tiny_cifar: 
     assert _epochs(tmp_path / "compressor.metrics.jsonl") == [1, 2]
 
 
+def test_a_compressor_starts_on_the_images_themselves_then_trains_on_a_protectors_images_from_there(
+        classifiers: Path, tiny_cifar: Path, tmp_path: Path) -> None:
+    start, task, target = tmp_path / "start", tmp_path / "task", classifiers / "fastnet.pt"
+    config = CompressorConfig(n=32, m=48, loss="rd", epochs=1, batch_size=16, limit=LIMIT, phone_jpeg=90)
+    train_compressor(config, tiny_cifar, None, target, start, False)
+    assert json.loads((start / "compressor.record.json").read_text())["config"]["generator"] is None
+    train_generator(GeneratorConfig(architecture="dapter", base_width=8, epochs=1, batch_size=32, limit=LIMIT,
+                                    loss=PerturbationLossConfig(objective="dapter")),
+                    tiny_cifar, target, classifiers / "compact_resnet.pt", tmp_path, False)
+    config.loss = "task"
+    best = train_compressor(config, tiny_cifar, tmp_path / "generator.pt", target, task, False,
+                            init=start / "compressor.pt")
+    record = json.loads((task / "compressor.record.json").read_text())["config"]
+    assert record["generator"] == str(tmp_path / "generator.pt") and "train_ce" in best
+    assert record["init"]["sha256"] == hashlib.sha256((start / "compressor.pt").read_bytes()).hexdigest()
+
+
 def test_init_starts_from_a_checkpoint_and_records_where_it_came_from(classifiers: Path, tiny_cifar: Path,
                                                                         tmp_path: Path) -> None:
     source = classifiers / "compact_resnet.pt"

@@ -8,6 +8,9 @@ g_s sees the latent plus uniform noise as in CompressAI.
 Adam (lr 1e-4 main, 1e-3 for the entropy bottleneck's quantiles), ReduceLROnPlateau on the
 validation loss, gradient-norm clip 1.0. The best epoch goes to ``--out/compressor.pt``.
 ``--phone-jpeg Q`` perturbs the images as the edge receives them (after the phone's JPEG at quality Q).
+``--generator none`` trains on the images themselves: a rate-distortion start (``--loss rd``) for a protector whose
+output carries little variance (DAPter's: a pixel spread of 0.03 around grey), on which a compressor trained from
+random weights settles on the mean image; its ``--init`` then starts the task training on the protector's images.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from tqdm import tqdm
 
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.compressor import CPU_M, CPU_N, build_compressor, clear_entropy_tables, save_compressor
-from pmc2.training.data import as_received_tensors, batches, denormalize, normalize, seeded_training_data
+from pmc2.training.data import as_received_tensors, batches, denormalize, normalize, seeded_training_data, to_unit
 from pmc2.training.generator import PixelCube, load_generator
 from pmc2.training.loop import fit, shuffled
 from pmc2.training.records import RunLog, load_initial_weights
@@ -113,16 +116,22 @@ def validate(model, objective: CompressorObjective, target: nn.Module | None, im
     return metrics | ({"validation_target_accuracy": 100 * sums["correct"] / n} if target is not None else {})
 
 
-def train(config: CompressorConfig, data: Path, generator_path: Path, target_path: Path, out: Path, resume: bool,
-          init: Path | None = None) -> dict:
-    """Train on the generator's images of ``data``'s training split (as received, with ``config.phone_jpeg``)."""
+def train(config: CompressorConfig, data: Path, generator_path: Path | None, target_path: Path, out: Path,
+          resume: bool, init: Path | None = None) -> dict:
+    """Train on the generator's images of ``data``'s training split (as received, with ``config.phone_jpeg``), or on
+    those images themselves when ``generator_path`` is None."""
     train_set, validation = seeded_training_data(data, config.seed, config.limit)
-    generator, target = load_generator(generator_path), load_classifier(target_path)
+    target = load_classifier(target_path)
     train_images, train_labels = as_received_tensors(train_set, config.phone_jpeg)
     val_images, val_labels = as_received_tensors(validation, config.phone_jpeg)
-    return train_on(config, (perturb_all(generator, train_images, train_labels), train_labels),
-                    (perturb_all(generator, val_images, val_labels), val_labels), train_set.sha256(), target,
-                    {"generator": str(generator_path)}, out, resume, init)
+    if generator_path is None:
+        train_images, val_images = to_unit(train_images), to_unit(val_images)
+    else:
+        generator = load_generator(generator_path)
+        train_images = perturb_all(generator, train_images, train_labels)
+        val_images = perturb_all(generator, val_images, val_labels)
+    return train_on(config, (train_images, train_labels), (val_images, val_labels), train_set.sha256(), target,
+                    {"generator": str(generator_path) if generator_path else None}, out, resume, init)
 
 
 def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tensor],
@@ -183,7 +192,8 @@ def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tenso
 def main() -> None:
     defaults = CompressorConfig()
     parser = training_parser(__doc__.splitlines()[0], defaults)
-    parser.add_argument("--generator", type=Path, default=Path("checkpoints/generator.pt"))
+    parser.add_argument("--generator", type=lambda text: None if text == "none" else Path(text),
+                        default=Path("checkpoints/generator.pt"), help="its images are coded; none: the images themselves")
     parser.add_argument("--target", type=Path, default=Path("checkpoints/fastnet.pt"))
     parser.add_argument("--n", type=int, default=defaults.n)
     parser.add_argument("--m", type=int, default=defaults.m)
