@@ -30,7 +30,7 @@ def test_the_strategy_lowers_lambda_for_accuracy_raises_it_for_entropy_and_never
     assert following is None and "tried before" in why
     assert next_lambda(0.02, 5.0, 1.0, [0.02], strategy)[0] is None  # λ must stay inside (0, 1)
     spent = [0.9 - 0.02 * k for k in range(strategy.rounds)]
-    assert "rounds are spent" in next_lambda(spent[-1], 5.0, 1.0, spent, strategy)[1]
+    assert "budget (8) is spent" in next_lambda(spent[-1], 5.0, 1.0, spent, strategy)[1]
 
 
 def test_the_last_round_within_the_accuracy_criterion_is_shipped_else_the_most_accurate() -> None:
@@ -64,7 +64,7 @@ def test_rounds_fine_tune_from_the_last_one_ship_it_and_resume_without_training(
 
     assert [(r["round"], r["lambda"]) for r in record["rounds"]] == [(0, 0.9), (1, pytest.approx(0.88))]
     assert record["rounds"][0]["next_lambda"] == pytest.approx(0.88) and record["rounds"][1]["next_lambda"] is None
-    assert "rounds are spent" in record["rounds"][1]["decision"] and record["ended"] == record["rounds"][1]["decision"]
+    assert "budget (2) is spent" in record["rounds"][1]["decision"] and record["ended"] == record["rounds"][1]["decision"]
     shipped = record["shipped_round"]  # none within the criterion: the most accurate, the later on a tie
     assert shipped == (0 if record["rounds"][0]["accuracy_drop"] < record["rounds"][1]["accuracy_drop"] else 1)
     assert 15 < record["received"]["image_entropy_bits"] < 24  # natural images: far above the criterion's 3 bits
@@ -91,8 +91,9 @@ def test_rounds_fine_tune_from_the_last_one_ship_it_and_resume_without_training(
     (work / TUNING_FILE).write_text(json.dumps({**tuning, "rounds": tuning["rounds"][:1]}))
     shutil.rmtree(work / "round1")
     cut = tune(config, config, replace(strategy, rounds=1), tiny_cifar, target, aux, work, tmp_path / "cut", resume=True)
-    assert cut["rounds"] == record["rounds"][:1] and cut["shipped_round"] == 0  # the budget cut ends the walk
-    assert cut["ended"].startswith("the 1 rounds were spent before λ = 0.88 was tried") and not (work / "round1").exists()
+    assert cut["shipped_round"] == 0 and not (work / "round1").exists()  # the budget cut ends the walk
+    assert cut["rounds"] == [{**record["rounds"][0], "next_lambda": None, "decision": cut["ended"]}]  # decided anew
+    assert cut["ended"].endswith("but the rounds' budget (1) is spent")
     assert tune(config, config, strategy, tiny_cifar, target, aux, work, out, resume=True) == record
 
     def refuse(*args, **kwargs):

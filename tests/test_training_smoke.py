@@ -22,7 +22,10 @@ from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.training.train_classifier import train as train_classifier
 from pmc2.training.compressor import build_compressor
 from pmc2.training.train_compressor import CompressorConfig, forward_with_rounded_latent
+from pmc2.training import train_compressor as compressor_trainer
+from pmc2.training.data import as_received_tensors, seeded_training_data, to_unit
 from pmc2.training.train_compressor import train as train_compressor
+from pmc2.training.train_compressor import train_on
 from pmc2.training.train_generator import GeneratorConfig, PerturbationStep
 from pmc2.training.train_generator import train as train_generator
 
@@ -219,10 +222,19 @@ def test_compressor_training_on_perturbed_images(classifiers: Path, tiny_cifar: 
 
 
 def test_a_compressor_starts_on_the_images_themselves_then_trains_on_a_protectors_images_from_there(
-        classifiers: Path, tiny_cifar: Path, tmp_path: Path) -> None:
+        classifiers: Path, tiny_cifar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     start, task, target = tmp_path / "start", tmp_path / "task", classifiers / "fastnet.pt"
     config = CompressorConfig(n=32, m=48, loss="rd", epochs=1, batch_size=16, limit=LIMIT, phone_jpeg=90)
+    coded = []
+
+    def recording_train_on(*args, **kwargs):  # keeps the training images it is given
+        coded.append(args[1][0])
+        return train_on(*args, **kwargs)
+
+    monkeypatch.setattr(compressor_trainer, "train_on", recording_train_on)
     train_compressor(config, tiny_cifar, None, target, start, False)
+    train_set, _ = seeded_training_data(tiny_cifar, config.seed, LIMIT)
+    assert torch.equal(coded[0], to_unit(as_received_tensors(train_set, 90)[0]))  # the images as received
     assert json.loads((start / "compressor.record.json").read_text())["config"]["generator"] is None
     train_generator(GeneratorConfig(architecture="dapter", base_width=8, epochs=1, batch_size=32, limit=LIMIT,
                                     loss=PerturbationLossConfig(objective="dapter")),

@@ -17,10 +17,11 @@ also ends when the next λ was tried before (the two criteria pull against each 
 The first round trains from scratch, or with ``--init`` from a converter tuned for another target (then with fewer
 ``--epochs``). Each round trains in ``<work>/round<k>`` (``--resume`` continues the round in progress and skips the
 measured ones; the settings are written before round 0 trains, and a resumed tuning must have the same but for
-``--rounds``, which may be cut to end the walk); the last round within the accuracy criterion (else the most accurate)
-has its converter, record and metrics copied to ``--out`` beside ``dapter_tuning.json``, which lists every round (its
-λ, epochs, measurements and what the strategy decided), why the walk ended, and the target's accuracy and the image
-entropy on the validation images as received, before conversion.
+``--rounds``, which may be cut to end the walk or raised to go on: the last round's decision is taken anew); the last
+round within the accuracy criterion (else the most accurate) has its converter, record and metrics copied to ``--out``
+beside ``dapter_tuning.json``, which lists every round (its λ, epochs, measurements and what the strategy decided),
+why the walk ended, and the target's accuracy and the image entropy on the validation images as received, before
+conversion.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def next_lambda(lmbda: float, drop: float, entropy_bits: float, tried: list[floa
     if not 0.0 < candidate < 1.0:
         return None, f"{reason}, but λ = {candidate:g} is outside (0, 1)"
     if len(tried) >= strategy.rounds:
-        return None, f"{reason}, but the {strategy.rounds} rounds are spent"
+        return None, f"{reason}, but the rounds' budget ({strategy.rounds}) is spent"
     return candidate, f"{reason}: λ → {candidate:g}"
 
 
@@ -86,7 +87,7 @@ def shipped_round(rounds: list[dict], strategy: Strategy) -> int:
 
 
 def _comparable(settings: dict) -> dict:
-    """The settings a resumed tuning must share: all but the rounds' budget, which may be cut to end the walk."""
+    """The settings a resumed tuning must share: all but the rounds' budget, which may be cut or raised."""
     return {**settings, "strategy": {key: value for key, value in settings["strategy"].items() if key != "rounds"}}
 
 
@@ -164,8 +165,13 @@ def tune(config: GeneratorConfig, fine_tune: GeneratorConfig, strategy: Strategy
     images, labels = as_received_tensors(validation, config.phone_jpeg)
     target = load_classifier(target_path)
     clean = clean_accuracy(target, as_received_tensors(validation, None)[0], labels)["accuracy"]
+    if rounds:  # decided anew under this call's budget (--rounds may be cut, or raised, on resuming)
+        last = rounds[-1]
+        last["next_lambda"], last["decision"] = next_lambda(last["lambda"], last["accuracy_drop"],
+                                                            last["image_entropy_bits"],
+                                                            [done["lambda"] for done in rounds], strategy)
     lmbda = rounds[-1]["next_lambda"] if rounds else strategy.start_lambda
-    while lmbda is not None and len(rounds) < strategy.rounds:
+    while lmbda is not None:
         k = len(rounds)
         recipe = config if k == 0 else fine_tune
         recipe = replace(recipe, loss=replace(recipe.loss, dapter_lambda=lmbda))
@@ -182,14 +188,12 @@ def tune(config: GeneratorConfig, fine_tune: GeneratorConfig, strategy: Strategy
         print(f"round {k}: λ = {lmbda:g}, accuracy {measured['accuracy']:.2f}% (clean {clean:.2f}%), image entropy "
               f"{measured['image_entropy_bits']:.2f} bits: {decision}")
         lmbda = following
-    ended = (rounds[-1]["decision"] if lmbda is None
-             else f"the {strategy.rounds} rounds were spent before λ = {lmbda:g} was tried (--rounds cut on resuming)")
     shipped = shipped_round(rounds, strategy)
     out.mkdir(parents=True, exist_ok=True)
     (out / TUNING_FILE).unlink(missing_ok=True)  # written last: present only beside a whole copy
     for name in ("generator.pt", record_path(Path("generator.pt")).name, "generator.metrics.jsonl"):
         replace_atomically(out / name, (work / f"round{shipped}" / name).read_bytes())
-    record = {"settings": settings, "rounds": rounds, "ended": ended, "shipped_round": shipped,
+    record = {"settings": settings, "rounds": rounds, "ended": rounds[-1]["decision"], "shipped_round": shipped,
               "received": {"accuracy": clean_accuracy(target, images, labels)["accuracy"],  # before conversion
                            "image_entropy_bits": float(image_entropy_bits(images).mean())}}
     _write_json(out / TUNING_FILE, record)

@@ -131,12 +131,12 @@ def train(config: CompressorConfig, data: Path, generator_path: Path | None, tar
         train_images = perturb_all(generator, train_images, train_labels)
         val_images = perturb_all(generator, val_images, val_labels)
     return train_on(config, (train_images, train_labels), (val_images, val_labels), train_set.sha256(), target,
-                    {"generator": str(generator_path) if generator_path else None}, out, resume, init)
+                    {"generator": None if generator_path is None else str(generator_path)}, out, resume, init)
 
 
 def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tensor],
              validation: tuple[torch.Tensor, torch.Tensor], data_sha256: str, target: nn.Module | None,
-             sources: dict[str, str], out: Path, resume: bool, init: Path | None = None) -> dict:
+             sources: dict[str, str | None], out: Path, resume: bool, init: Path | None = None) -> dict:
     """Train on [0, 1] images and their labels (what the compressor will code), made from the data whose digest
     is ``data_sha256``. ``target`` (needed by the task loss) scores the decoded validation images; ``sources`` says
     in the record and the checkpoint where the images came from."""
@@ -189,11 +189,16 @@ def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tenso
     )
 
 
+def generator_or_none(text: str) -> Path | None:
+    """--generator's value: a checkpoint, or ``none`` (the images themselves; ``./none`` names a file)."""
+    return None if text == "none" else Path(text)
+
+
 def main() -> None:
     defaults = CompressorConfig()
     parser = training_parser(__doc__.splitlines()[0], defaults)
-    parser.add_argument("--generator", type=lambda text: None if text == "none" else Path(text),
-                        default=Path("checkpoints/generator.pt"), help="its images are coded; none: the images themselves")
+    parser.add_argument("--generator", type=generator_or_none, default=Path("checkpoints/generator.pt"),
+                        help="the protector whose images are coded; none: the images themselves (./none: a file)")
     parser.add_argument("--target", type=Path, default=Path("checkpoints/fastnet.pt"))
     parser.add_argument("--n", type=int, default=defaults.n)
     parser.add_argument("--m", type=int, default=defaults.m)
