@@ -137,8 +137,8 @@ def _load_rounds(work: Path, resume: bool, settings: dict) -> list[dict]:
 
 def _check_init(init: Path, config: GeneratorConfig) -> None:
     """Refuse a starting converter of another architecture or width before anything is written."""
-    checkpoint = torch.load(init, map_location="cpu", weights_only=False)
-    found = (checkpoint.get("architecture"), checkpoint.get("base_width"))
+    converter = load_generator(init)
+    found = (converter.architecture, converter.base_width)
     if found != (config.architecture, config.base_width):
         raise SystemExit(f"--init {init} is a {found[0]} converter of width {found[1]}, not the {config.architecture} "
                          f"of width {config.base_width} this tuning trains: pass --base-width {found[1]}")
