@@ -3,7 +3,7 @@
 Each matches PyTorch_CIFAR10's ``cifar10_models`` (the module MMSys'22's code imports): a 3x3 stride-1
 first convolution for 32x32 inputs; ResNet and DenseNet keep their stem max-pool, GoogLeNet and
 Inception-v3 drop their early down-sampling. Parameter counts and forward FLOPs equal the reference's
-(tests/test_paper_classifiers.py) and the module names follow torchvision's, so its weights load as they are.
+(tests/test_models.py) and the module names follow torchvision's, so its weights load as they are.
 """
 
 from __future__ import annotations
