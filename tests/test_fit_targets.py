@@ -169,9 +169,15 @@ def test_black_box_labels_are_counted_and_cached_by_content(shipped_session) -> 
     ("http://localhost:1/v1/classify", None, "is none of: a classifier"),
     ("missing.onnx", None, "no ONNX file at missing.onnx"),
     ("missing.pt", None, "no checkpoint at missing.pt"),
-    ("vgg13_bn", None, f"no checkpoint at {CHECKPOINTS / 'vgg13_bn.pt'}"),
     ("squeezenet", None, "is none of: a classifier"),
 ])
 def test_a_target_that_cannot_be_had_is_refused_naming_why(spec: str, access: str | None, message: str) -> None:
     with pytest.raises(TargetError, match=message.replace("(", r"\(")):
         resolve_target(spec, access, OPTIONS)
+
+
+def test_a_named_classifier_without_its_checkpoint_is_refused_naming_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pmc2.fit.targets.CHECKPOINTS", tmp_path)
+    with pytest.raises(TargetError, match=f"no checkpoint at {tmp_path / 'vgg13_bn.pt'}"):
+        resolve_target("vgg13_bn", None, OPTIONS)
