@@ -10,7 +10,8 @@ validation loss, gradient-norm clip 1.0. The best epoch goes to ``--out/compress
 ``--phone-jpeg Q`` perturbs the images as the edge receives them (after the phone's JPEG at quality Q).
 ``--generator none`` trains on the images themselves: a rate-distortion start (``--loss rd``) for a protector whose
 output carries little variance (DAPter's: a pixel spread of 0.03 around grey), on which a compressor trained from
-random weights settles on the mean image; its ``--init`` then starts the task training on the protector's images.
+random weights settles on the mean image; its ``--init`` then starts the task training on the protector's images,
+and ``--match-statistics`` rescales that start to the protector's pixel spread (``training/compressor_rescaling.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.compressor import CPU_M, CPU_N, build_compressor, clear_entropy_tables, save_compressor
+from pmc2.training.compressor_rescaling import fold_into_compressor, matching_affine
 from pmc2.training.data import as_received_tensors, batches, denormalize, normalize, seeded_training_data, to_unit
 from pmc2.training.generator import PixelCube, load_generator
 from pmc2.training.loop import fit, shuffled
@@ -51,6 +53,7 @@ class CompressorConfig:
     seed: int = 0
     limit: int | None = None
     phone_jpeg: int | None = None
+    match_statistics: bool = False
 
 
 @torch.inference_mode()
@@ -124,27 +127,37 @@ def train(config: CompressorConfig, data: Path, generator_path: Path | None, tar
     target = load_classifier(target_path)
     train_images, train_labels = as_received_tensors(train_set, config.phone_jpeg)
     val_images, val_labels = as_received_tensors(validation, config.phone_jpeg)
+    public_images = to_unit(train_images)
     if generator_path is None:
-        train_images, val_images = to_unit(train_images), to_unit(val_images)
+        train_images, val_images = public_images, to_unit(val_images)
     else:
         generator = load_generator(generator_path)
         train_images = perturb_all(generator, train_images, train_labels)
         val_images = perturb_all(generator, val_images, val_labels)
     return train_on(config, (train_images, train_labels), (val_images, val_labels), train_set.sha256(), target,
-                    {"generator": None if generator_path is None else str(generator_path)}, out, resume, init)
+                    {"generator": None if generator_path is None else str(generator_path)}, out, resume, init,
+                    public_images if config.match_statistics else None)
 
 
 def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tensor],
              validation: tuple[torch.Tensor, torch.Tensor], data_sha256: str, target: nn.Module | None,
-             sources: dict[str, str | None], out: Path, resume: bool, init: Path | None = None) -> dict:
+             sources: dict[str, str | None], out: Path, resume: bool, init: Path | None = None,
+             init_images: torch.Tensor | None = None) -> dict:
     """Train on [0, 1] images and their labels (what the compressor will code), made from the data whose digest
     is ``data_sha256``. ``target`` (needed by the task loss) scores the decoded validation images; ``sources`` says
-    in the record and the checkpoint where the images came from."""
+    in the record and the checkpoint where the images came from. Given ``init_images`` (the images ``init`` was
+    trained on), the initial weights are rescaled to the training images' per-channel mean and spread."""
     (train_images, train_labels), (val_images, val_labels) = training, validation
     if config.loss == "task" and target is None:
         raise ValueError("the task loss needs a target")
+    if init_images is not None and init is None:
+        raise ValueError("matching the images' statistics rescales initial weights: give --init")
     model = build_compressor(config.n, config.m)
     origin = load_initial_weights(model, init) if init else None
+    if init_images is not None:
+        affine = matching_affine(train_images, init_images)
+        fold_into_compressor(model, affine)
+        origin = {**origin, "rescaled_by": affine.as_record()}
     main_params = [p for name, p in model.named_parameters() if not name.endswith(".quantiles")]
     aux_params = [p for name, p in model.named_parameters() if name.endswith(".quantiles")]
     optimizer = torch.optim.Adam(main_params, lr=config.lr)
@@ -209,12 +222,18 @@ def main() -> None:
                         help="train g_s on the rounded latent and the target on the clamped x̂ (straight-through gradients)")
     parser.add_argument("--phone-jpeg", type=jpeg_quality, default=None, metavar="Q",
                         help="perturb the images after the phone's JPEG at quality Q (default: as stored)")
+    parser.add_argument("--match-statistics", action="store_true",
+                        help="rescale the --init weights from the public images' per-channel mean and spread "
+                             "to the coded images'")
     args = parse_training_args(parser)
     config = CompressorConfig(
         n=args.n, m=args.m, loss=args.loss, lmbda=args.lmbda, task_weight=args.task_weight,
         straight_through=args.straight_through, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, limit=args.limit, phone_jpeg=args.phone_jpeg,
+        match_statistics=args.match_statistics,
     )
+    if args.match_statistics and args.init is None:
+        parser.error("--match-statistics rescales the initial weights: give --init")
     train(config, args.data, args.generator, args.target, args.out, args.resume, args.init)
 
 

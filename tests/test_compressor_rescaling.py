@@ -1,0 +1,41 @@
+"""Folding a per-channel affine map into a compressor's first and last layers (training/compressor_rescaling.py)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from pmc2.training.compressor import build_compressor
+from pmc2.training.compressor_rescaling import ChannelAffine, channel_statistics, fold_into_compressor, matching_affine
+
+
+def low_contrast_images(count: int = 16) -> torch.Tensor:
+    """Images spread 0.03 around grey, as DAPter's output."""
+    generator = torch.Generator().manual_seed(0)
+    return 0.5 + 0.03 * torch.randn(count, 3, 32, 32, generator=generator)
+
+
+def test_the_matching_map_gives_the_images_the_references_mean_and_spread() -> None:
+    reference = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    images = low_contrast_images()
+    mapped_mean, mapped_std = channel_statistics(matching_affine(images, reference)(images))
+    reference_mean, reference_std = channel_statistics(reference)
+    torch.testing.assert_close(mapped_mean, reference_mean)
+    torch.testing.assert_close(mapped_std, reference_std)
+
+
+def test_the_folded_compressor_codes_x_as_the_original_coded_the_mapped_x() -> None:
+    torch.manual_seed(2)
+    original = build_compressor(8, 8).eval()
+    folded = copy.deepcopy(original)
+    images = low_contrast_images()
+    affine = ChannelAffine(scale=torch.tensor([8.0, 9.0, 7.5]), shift=torch.tensor([-3.5, -4.0, -3.2]))
+    fold_into_compressor(folded, affine)
+    with torch.no_grad():
+        # the first convolution (5×5, stride 2, padding 2): equal wherever its window holds no padding
+        torch.testing.assert_close(folded.g_a[0](images)[..., 1:-1, 1:-1],
+                                   original.g_a[0](affine(images))[..., 1:-1, 1:-1], rtol=1e-4, atol=1e-4)
+        latent = torch.randn(4, 8, 2, 2)
+        decoded_back = (original.g_s(latent) - affine.shift.view(1, -1, 1, 1)) / affine.scale.view(1, -1, 1, 1)
+        torch.testing.assert_close(folded.g_s(latent), decoded_back, rtol=1e-4, atol=1e-5)

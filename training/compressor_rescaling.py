@@ -1,0 +1,52 @@
+"""Start a compressor trained on one kind of image on images whose pixels spread differently.
+
+A per-channel affine map x ↦ a·x + b that carries the new images' mean and spread onto those the compressor was
+trained on is folded into g_a's first convolution, and its inverse into g_s's last transposed convolution. The
+latents then start at the magnitudes the entropy model knows. Without it, images with little variance (DAPter's
+output: a spread of 0.03 around grey) give latents that rounding mostly erases. The fold is exact for g_s and for
+g_a away from the image border (zero padding of x is not zero padding of a·x + b); training goes on from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from compressai.models import FactorizedPrior
+
+
+@dataclass(frozen=True)
+class ChannelAffine:
+    """x ↦ scale·x + shift per colour channel (tensors of shape [C])."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return images * self.scale.view(1, -1, 1, 1) + self.shift.view(1, -1, 1, 1)
+
+    def as_record(self) -> dict[str, list[float]]:
+        return {"scale": self.scale.tolist(), "shift": self.shift.tolist()}
+
+
+def channel_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of NCHW images."""
+    return images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3))
+
+
+def matching_affine(images: torch.Tensor, reference: torch.Tensor) -> ChannelAffine:
+    """The affine map under which ``images`` have ``reference``'s per-channel mean and standard deviation."""
+    mean, std = channel_statistics(images)
+    reference_mean, reference_std = channel_statistics(reference)
+    scale = reference_std / std
+    return ChannelAffine(scale, reference_mean - scale * mean)
+
+
+@torch.no_grad()
+def fold_into_compressor(model: FactorizedPrior, affine: ChannelAffine) -> None:
+    """Make ``model`` code x as it coded ``affine(x)`` and decode to the inverse map of what it decoded."""
+    first, last = model.g_a[0], model.g_s[-1]
+    first.bias += (first.weight * affine.shift.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+    first.weight *= affine.scale.view(1, -1, 1, 1)
+    last.weight /= affine.scale.view(1, -1, 1, 1)  # ConvTranspose2d: [in, out, k, k]
+    last.bias.sub_(affine.shift).div_(affine.scale)
