@@ -21,7 +21,7 @@ from pmc2.training.records import load_initial_weights, save_state
 from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.training.train_classifier import train as train_classifier
 from pmc2.training.compressor import build_compressor
-from pmc2.training.compressor_rescaling import matching_affine
+from pmc2.training.compressor_rescaling import channel_statistics, matching_affine
 from pmc2.training.train_compressor import CompressorConfig, forward_with_rounded_latent
 from pmc2.training import train_compressor as compressor_trainer
 from pmc2.training.data import as_received_tensors, seeded_training_data, to_unit
@@ -241,13 +241,16 @@ def test_a_compressor_starts_on_the_images_themselves_then_trains_on_a_protector
                                     loss=PerturbationLossConfig(objective="dapter")),
                     tiny_cifar, target, classifiers / "compact_resnet.pt", tmp_path, False)
     config.loss, config.match_statistics = "task", True
+    folded = []
+    monkeypatch.setattr(compressor_trainer, "fold_into_compressor", lambda model, affine: folded.append(affine))
     best = train_compressor(config, tiny_cifar, tmp_path / "generator.pt", target, task, False,
                             init=start / "compressor.pt")
     record = json.loads((task / "compressor.record.json").read_text())["config"]
     assert record["generator"] == str(tmp_path / "generator.pt") and "train_ce" in best
     assert record["init"]["sha256"] == hashlib.sha256((start / "compressor.pt").read_bytes()).hexdigest()
-    rescaling = matching_affine(coded[1], coded[0]).as_record()  # the protector's images onto the public ones
-    assert record["match_statistics"] and record["init"]["rescaled_by"].keys() == rescaling.keys()
+    rescaling = matching_affine(coded[1], channel_statistics(coded[0])).as_record()  # protector's onto public
+    assert record["match_statistics"] and len(folded) == 1 and folded[0].as_record() == record["init"]["rescaled_by"]
+    assert record["init"]["rescaled_by"].keys() == rescaling.keys()
     assert all(record["init"]["rescaled_by"][key] == pytest.approx(value) for key, value in rescaling.items())
 
 

@@ -34,10 +34,10 @@ def channel_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3))
 
 
-def matching_affine(images: torch.Tensor, reference: torch.Tensor) -> ChannelAffine:
-    """The affine map under which ``images`` have ``reference``'s per-channel mean and standard deviation."""
+def matching_affine(images: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor]) -> ChannelAffine:
+    """The affine map under which ``images`` have the per-channel mean and standard deviation ``reference``."""
     mean, std = channel_statistics(images)
-    reference_mean, reference_std = channel_statistics(reference)
+    reference_mean, reference_std = reference
     scale = reference_std / std
     return ChannelAffine(scale, reference_mean - scale * mean)
 
@@ -49,4 +49,5 @@ def fold_into_compressor(model: FactorizedPrior, affine: ChannelAffine) -> None:
     first.bias += (first.weight * affine.shift.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
     first.weight *= affine.scale.view(1, -1, 1, 1)
     last.weight /= affine.scale.view(1, -1, 1, 1)  # ConvTranspose2d: [in, out, k, k]
-    last.bias.sub_(affine.shift).div_(affine.scale)
+    last.bias -= affine.shift
+    last.bias /= affine.scale

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.compressor import CPU_M, CPU_N, build_compressor, clear_entropy_tables, save_compressor
-from pmc2.training.compressor_rescaling import fold_into_compressor, matching_affine
+from pmc2.training.compressor_rescaling import channel_statistics, fold_into_compressor, matching_affine
 from pmc2.training.data import as_received_tensors, batches, denormalize, normalize, seeded_training_data, to_unit
 from pmc2.training.generator import PixelCube, load_generator
 from pmc2.training.loop import fit, shuffled
@@ -127,35 +127,36 @@ def train(config: CompressorConfig, data: Path, generator_path: Path | None, tar
     target = load_classifier(target_path)
     train_images, train_labels = as_received_tensors(train_set, config.phone_jpeg)
     val_images, val_labels = as_received_tensors(validation, config.phone_jpeg)
-    public_images = to_unit(train_images)
+    public_statistics = channel_statistics(to_unit(train_images)) if config.match_statistics else None
     if generator_path is None:
-        train_images, val_images = public_images, to_unit(val_images)
+        train_images, val_images = to_unit(train_images), to_unit(val_images)
     else:
         generator = load_generator(generator_path)
         train_images = perturb_all(generator, train_images, train_labels)
         val_images = perturb_all(generator, val_images, val_labels)
     return train_on(config, (train_images, train_labels), (val_images, val_labels), train_set.sha256(), target,
                     {"generator": None if generator_path is None else str(generator_path)}, out, resume, init,
-                    public_images if config.match_statistics else None)
+                    public_statistics)
 
 
 def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tensor],
              validation: tuple[torch.Tensor, torch.Tensor], data_sha256: str, target: nn.Module | None,
              sources: dict[str, str | None], out: Path, resume: bool, init: Path | None = None,
-             init_images: torch.Tensor | None = None) -> dict:
+             init_statistics: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Train on [0, 1] images and their labels (what the compressor will code), made from the data whose digest
     is ``data_sha256``. ``target`` (needed by the task loss) scores the decoded validation images; ``sources`` says
-    in the record and the checkpoint where the images came from. Given ``init_images`` (the images ``init`` was
-    trained on), the initial weights are rescaled to the training images' per-channel mean and spread."""
+    in the record and the checkpoint where the images came from. ``config.match_statistics`` rescales the initial
+    weights from ``init_statistics`` (per-channel mean and spread of the images ``init`` was trained on) to the
+    training images'."""
     (train_images, train_labels), (val_images, val_labels) = training, validation
     if config.loss == "task" and target is None:
         raise ValueError("the task loss needs a target")
-    if init_images is not None and init is None:
-        raise ValueError("matching the images' statistics rescales initial weights: give --init")
+    if config.match_statistics and (init is None or init_statistics is None):
+        raise ValueError("matching the images' statistics rescales initial weights: give them and their images' statistics")
     model = build_compressor(config.n, config.m)
     origin = load_initial_weights(model, init) if init else None
-    if init_images is not None:
-        affine = matching_affine(train_images, init_images)
+    if config.match_statistics:
+        affine = matching_affine(train_images, init_statistics)
         fold_into_compressor(model, affine)
         origin = {**origin, "rescaled_by": affine.as_record()}
     main_params = [p for name, p in model.named_parameters() if not name.endswith(".quantiles")]
