@@ -22,9 +22,9 @@ from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.training.train_classifier import train as train_classifier
 from pmc2.training.compressor import build_compressor
 from pmc2.training.compressor_rescaling import channel_statistics, matching_affine
-from pmc2.training.train_compressor import CompressorConfig, forward_with_rounded_latent
+from pmc2.training.train_compressor import CompressorConfig, disagreement_with_uncoded, forward_with_rounded_latent
 from pmc2.training import train_compressor as compressor_trainer
-from pmc2.training.data import as_received_tensors, seeded_training_data, to_unit
+from pmc2.training.data import as_received_tensors, normalize, seeded_training_data, to_unit
 from pmc2.training.train_compressor import train as train_compressor
 from pmc2.training.train_compressor import train_on
 from pmc2.training.train_generator import GeneratorConfig, PerturbationStep
@@ -207,7 +207,8 @@ def test_a_training_step_runs_the_auxiliary_classifier_only_when_its_objective_u
     assert {"aux_ce", "similarity", "aux_correct", "abs_ssim_sum"} <= measured.keys()
     assert measured["loss"].item() == pytest.approx(trained["loss"].item(), rel=1e-6)
 
-@pytest.mark.parametrize(("loss", "straight_through"), [("rd", False), ("task", False), ("task", True)])
+@pytest.mark.parametrize(("loss", "straight_through"),
+                         [("rd", False), ("task", False), ("task", True), ("agreement", False)])
 def test_compressor_training_on_perturbed_images(classifiers: Path, tiny_cifar: Path, tmp_path: Path, loss: str,
                                                  straight_through: bool) -> None:
     generator_config = GeneratorConfig(base_width=8, epochs=1, batch_size=32, limit=LIMIT)
@@ -217,6 +218,7 @@ def test_compressor_training_on_perturbed_images(classifiers: Path, tiny_cifar: 
     best = train_compressor(config, tiny_cifar, tmp_path / "generator.pt", classifiers / "fastnet.pt", tmp_path, False)
     assert (tmp_path / "compressor.pt").is_file() and (tmp_path / "compressor.record.json").is_file()
     assert best["validation_bpp"] > 0 and ("train_ce" in best) == (loss == "task")
+    assert ("train_kl" in best) == (loss == "agreement")
     config.epochs = 2
     train_compressor(config, tiny_cifar, tmp_path / "generator.pt", classifiers / "fastnet.pt", tmp_path, True)
     assert _epochs(tmp_path / "compressor.metrics.jsonl") == [1, 2]
@@ -280,6 +282,21 @@ def test_straight_through_forward_decodes_what_coding_decodes_and_passes_gradien
         coded = model.eval()(images)["x_hat"]
     assert torch.allclose(output["x_hat"], coded, atol=1e-6)
     assert output["likelihoods"]["y"].shape == coded.new_empty(4, 24, 2, 2).shape
+
+
+def test_the_agreement_term_vanishes_only_where_the_target_answers_as_on_the_uncoded_images() -> None:
+    torch.manual_seed(0)
+    target = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    images, labels = torch.rand(8, 3, 32, 32, requires_grad=True), torch.arange(8)
+    assert disagreement_with_uncoded(target, images, images, labels).item() == pytest.approx(0, abs=1e-6)
+    decoded = torch.rand(8, 3, 32, 32, requires_grad=True)
+    disagreement = disagreement_with_uncoded(target, decoded, images, labels)
+    disagreement.backward()
+    assert disagreement.item() > 1e-3 and decoded.grad.abs().sum() > 0
+    assert images.grad is None  # the uncoded images' answer is the reference, not trained toward the decoded
+    reference = torch.nn.functional.softmax(target(normalize(images)), dim=1).detach()  # the uncoded: a constant
+    answer = torch.nn.functional.log_softmax(target(normalize(decoded)), dim=1)
+    assert disagreement.item() == pytest.approx((reference * (reference.log() - answer)).sum(1).mean().item(), rel=1e-5)
 
 
 def test_end_to_end_training_resumes_and_ships_a_generator_and_a_compressor_with_tables(

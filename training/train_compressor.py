@@ -1,7 +1,8 @@
 """Train the FactorizedPrior compressor on the generator's perturbed CIFAR-10 images (as PMC²).
 
 Loss "rd" (default): λ·255²·MSE(x̂, x') + bpp, λ = 0.01.  Loss "task": the same plus β·CE(target(x̂), y)
-(the distortion term keeps x̂ inside the pixel range; without it the clamp cuts the CE gradient).
+(the distortion term keeps x̂ inside the pixel range; without it the clamp cuts the CE gradient).  Loss "agreement":
+the same plus β·KL(target(x') ‖ target(x̂)): the target's whole answer on the uncoded image is what x̂ must give.
 ``--straight-through`` trains on what coding computes: g_s sees the rounded latent (the rate still comes
 from the noisy one) and the target sees the clamped x̂, both with straight-through gradients; without it,
 g_s sees the latent plus uniform noise as in CompressAI.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,20 +85,45 @@ def forward_with_rounded_latent(model: FactorizedPrior, images: torch.Tensor) ->
     return {"x_hat": model.g_s(rounded), "likelihoods": {"y": likelihoods}}
 
 
+def label_cross_entropy(target: nn.Module, decoded: torch.Tensor, images: torch.Tensor,
+                        labels: torch.Tensor) -> torch.Tensor:
+    """The target's cross-entropy on the decoded images against the true labels."""
+    return nn.functional.cross_entropy(target(normalize(decoded)), labels)
+
+
+def disagreement_with_uncoded(target: nn.Module, decoded: torch.Tensor, images: torch.Tensor,
+                              labels: torch.Tensor) -> torch.Tensor:
+    """KL divergence from the target's class distribution on the uncoded images to the one on the decoded images."""
+    with torch.no_grad():
+        reference = nn.functional.log_softmax(target(normalize(images)), dim=1)
+    answer = nn.functional.log_softmax(target(normalize(decoded)), dim=1)
+    return nn.functional.kl_div(answer, reference, log_target=True, reduction="batchmean")
+
+
+@dataclass(frozen=True)
+class TaskTerm:
+    metric: str  # its key in the training metrics
+    of: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+TASK_TERMS = {"task": TaskTerm("ce", label_cross_entropy), "agreement": TaskTerm("kl", disagreement_with_uncoded)}
+LOSSES = ("rd", *TASK_TERMS)
+
+
 class CompressorObjective:
     def __init__(self, config: CompressorConfig, target: nn.Module | None) -> None:
         self.config, self.target = config, target
+        self.task_term = TASK_TERMS.get(config.loss)
 
     def __call__(self, output: dict, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         bpp = bits_per_pixel(output["likelihoods"]["y"], images)
         x_hat = output["x_hat"]
         terms = {"bpp": bpp, "mse": nn.functional.mse_loss(x_hat, images)}
         terms["loss"] = self.config.lmbda * 255**2 * terms["mse"] + bpp
-        if self.config.loss == "task":
+        if self.task_term is not None:
             clamped = straight_through(x_hat.clamp(0, 1), x_hat) if self.config.straight_through else x_hat.clamp(0, 1)
-            logits = self.target(normalize(clamped))
-            terms["ce"] = nn.functional.cross_entropy(logits, labels)
-            terms["loss"] = terms["loss"] + self.config.task_weight * terms["ce"]
+            terms[self.task_term.metric] = self.task_term.of(self.target, clamped, images, labels)
+            terms["loss"] = terms["loss"] + self.config.task_weight * terms[self.task_term.metric]
         return terms
 
 
@@ -149,8 +176,8 @@ def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tenso
     weights from ``init_statistics`` (per-channel mean and spread of the images ``init`` was trained on) to the
     training images'."""
     (train_images, train_labels), (val_images, val_labels) = training, validation
-    if config.loss == "task" and target is None:
-        raise ValueError("the task loss needs a target")
+    if config.loss in TASK_TERMS and target is None:
+        raise ValueError(f"the {config.loss} loss needs a target")
     if config.match_statistics and (init is None or init_statistics is None):
         raise ValueError("matching the images' statistics rescales initial weights: give them and their images' statistics")
     model = build_compressor(config.n, config.m)
@@ -182,7 +209,7 @@ def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tenso
         terms["aux_loss"] = model.aux_loss()
         terms["aux_loss"].backward()
         aux_optimizer.step()
-        return {key: terms[key].item() for key in ("loss", "bpp", "mse", "aux_loss", "ce") if key in terms}
+        return {key: value.item() for key, value in terms.items()}
 
     def validate_and_adapt_lr() -> dict[str, float]:
         metrics = validate(model, objective, target, val_images, val_labels)
@@ -216,7 +243,7 @@ def main() -> None:
     parser.add_argument("--target", type=Path, default=Path("checkpoints/fastnet.pt"))
     parser.add_argument("--n", type=int, default=defaults.n)
     parser.add_argument("--m", type=int, default=defaults.m)
-    parser.add_argument("--loss", choices=("rd", "task"), default=defaults.loss)
+    parser.add_argument("--loss", choices=LOSSES, default=defaults.loss)
     parser.add_argument("--lmbda", type=float, default=defaults.lmbda)
     parser.add_argument("--task-weight", type=float, default=defaults.task_weight)
     parser.add_argument("--straight-through", action="store_true",
