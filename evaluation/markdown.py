@@ -19,7 +19,9 @@ def _size(result: CodecResult) -> str:
     return f"{result.bytes_mean:.2f} ± {result.bytes_std:.2f}"
 
 
-LOSS_NAMES = {"rd": "rate–distortion", "task": "rate–distortion + target CE", "end_to_end": "end to end with the generator"}
+LOSS_NAMES = {"rd": "rate–distortion", "task": "rate–distortion + target CE",
+              "agreement": "rate–distortion + KL to the target's answer on the uncoded image",
+              "end_to_end": "end to end with the generator"}
 GOAL_ACCURACY, GOAL_BYTES_PER_STREAM, GOAL_BYTES_AT_256 = 90.0, 8.3, 1.0
 GOAL_INDEX_RATIO = 1.1  # issue 26's stretch goal: codebook index streams within 10 % of the indexes' entropy
 PRIVACY_HEADING = "## Privacy under attack"
@@ -36,7 +38,9 @@ def _name(target: dict) -> str:
 def _neural_label(result: CodecResult) -> str:
     settings = result.settings
     weight = ", ".join(f"{key}={settings[key]}" for key in ("lmbda", "rate_weight") if key in settings)
-    return f"{result.name} ({LOSS_NAMES[settings['loss']]}, {weight}, N/M={settings.get('n')}/{settings.get('m')})"
+    size = f"N/M={settings.get('n')}/{settings.get('m')}"
+    transforms = f", {settings['architecture']} transforms" if "architecture" in settings else ""
+    return f"{result.name} ({LOSS_NAMES[settings['loss']]}, {weight}, {size}{transforms})"
 
 
 def paper_target(target: dict) -> PaperTarget | None:

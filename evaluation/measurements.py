@@ -19,7 +19,7 @@ import torch
 from compressai.models import FactorizedPrior
 from tqdm import tqdm
 
-from pmc2.training.compressor import entropy_tables, load_compressor
+from pmc2.training.compressor import DEFAULT_ARCHITECTURE, entropy_tables, load_compressor
 from pmc2.training.data import denormalize, normalize
 from pmc2.training.evaluate import TrainedPipeline, bytes_per_image_in_streams, stream_encoders
 from pmc2.training.perturbation_loss import per_image_ssim
@@ -218,9 +218,12 @@ def compressor_with_config(path: Path) -> tuple[FactorizedPrior, dict]:
 
 
 def compressor_settings(config: dict) -> dict:
-    """What a report shows of a compressor's training config: its loss, the weight on the rate, N and M.
-    ``train_compressor`` records a loss name and λ; ``train_end_to_end`` records its whole objective."""
-    size = {"n": config["n"], "m": config["m"]}
+    """What a report shows of a compressor's training config: its loss, the weight on the rate, N and M, and its
+    architecture where not the default. ``train_compressor`` records a loss name and λ; ``train_end_to_end`` records
+    its whole objective."""
+    architecture = config.get("architecture", DEFAULT_ARCHITECTURE)
+    size = {"n": config["n"], "m": config["m"]} | ({} if architecture == DEFAULT_ARCHITECTURE else
+                                                  {"architecture": architecture})
     if isinstance(config["loss"], dict):
         return {"loss": "end_to_end", "rate_weight": config["loss"]["rate_weight"], **size}
     return {"loss": config["loss"], "lmbda": config["lmbda"], **size}

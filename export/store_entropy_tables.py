@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pmc2.training.compressor import TABLE_BUFFERS, build_compressor
+from pmc2.training.compressor import TABLE_BUFFERS, compressor_for
 from pmc2.runtime.rans import EntropyTables
 
 
@@ -27,7 +27,7 @@ def _medians(state_dict: dict) -> np.ndarray:
 
 def computed_tables(checkpoint: dict) -> dict[str, torch.Tensor]:
     """The tables CompressAI's ``update()`` gives for this checkpoint's weights on this CPU."""
-    model = build_compressor(checkpoint["n"], checkpoint["m"])
+    model = compressor_for(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])
     model.update(force=True)
     return {name: getattr(model.entropy_bottleneck, name).clone() for name in TABLE_BUFFERS}

@@ -84,12 +84,19 @@ class InferenceGDN(nn.Module):
         return x * (torch.sqrt(norm) if self.inverse else torch.rsqrt(norm))
 
 
+def _freeze_gdns(module: nn.Module) -> None:
+    """Replace every GDN inside ``module``, at any depth (a residual block's too), by its frozen inference form."""
+    for name, child in module.named_children():
+        if isinstance(child, GDN):
+            setattr(module, name, InferenceGDN(child))
+        else:
+            _freeze_gdns(child)
+
+
 def exportable_transform(transform: nn.Sequential) -> nn.Sequential:
     """A copy of g_a or g_s with every GDN replaced by its frozen inference form."""
     copied = copy.deepcopy(transform)
-    for index, layer in enumerate(copied):
-        if isinstance(layer, GDN):
-            copied[index] = InferenceGDN(layer)
+    _freeze_gdns(copied)
     return copied.eval()
 
 

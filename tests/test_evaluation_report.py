@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from pmc2.evaluation.__main__ import measure_pair
-from pmc2.evaluation.markdown import PRIVACY_HEADING, PRIVACY_SKIPPED, bandwidth_table, goal_sentence, render
+from pmc2.evaluation.markdown import (PRIVACY_HEADING, PRIVACY_SKIPPED, bandwidth_table, batched_section, goal_sentence,
+                                     render)
 from pmc2.evaluation.measurements import (
-    CodecResult, link_result, lowest_matching_quality,
+    CodecResult, compressor_settings, link_result, lowest_matching_quality,
 )
 from pmc2.evaluation.resumable import PartStore, code_state
 from pmc2.training.evaluate import TrainedPipeline, evaluate, exported_codebook, format_table
@@ -257,3 +258,16 @@ def test_the_code_state_changes_with_tracked_edits_and_untracked_files(tmp_path:
     (tmp_path / "parts").mkdir()
     (tmp_path / "parts" / "latency.pickle").write_bytes(b"a part")
     assert code_state(tmp_path, ignoring=tmp_path / "parts") == edited  # the run's own parts are not code
+
+
+def test_a_compressors_row_names_its_loss_its_size_and_its_transforms_where_not_the_default() -> None:
+    settings = {loss: compressor_settings({"n": 64, "m": 96, "loss": loss, "lmbda": 0.01, "architecture": architecture})
+                for loss, architecture in (("task", "factorized"), ("agreement", "residual"))}
+    assert "architecture" not in settings["task"] and settings["agreement"]["architecture"] == "residual"
+    results = [CodecResult(name, 68.6, 75.0, 1.0, ideal_bytes_mean=74.0, batched_bytes={256: 70.0}, settings=setting)
+               for name, setting in settings.items()]
+    target = {"target": "fastnet", "aux": "compact_resnet", "protector": "dapter", "neural": results}
+    rows = [line for part in batched_section([target]) for line in part.splitlines() if line.startswith("| fastnet")]
+    assert "(rate–distortion + target CE, lmbda=0.01, N/M=64/96)" in rows[0]
+    assert ("(rate–distortion + KL to the target's answer on the uncoded image, lmbda=0.01, N/M=64/96, "
+            "residual transforms)") in rows[1]

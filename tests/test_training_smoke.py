@@ -20,7 +20,7 @@ from pmc2.training.pairs import DEFAULT_PAIR
 from pmc2.training.records import load_initial_weights, save_state
 from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.training.train_classifier import train as train_classifier
-from pmc2.training.compressor import build_compressor
+from pmc2.training.compressor import ARCHITECTURES, build_compressor
 from pmc2.training.compressor_rescaling import channel_statistics, matching_affine
 from pmc2.training.train_compressor import CompressorConfig, disagreement_with_uncoded, forward_with_rounded_latent
 from pmc2.training import train_compressor as compressor_trainer
@@ -207,16 +207,19 @@ def test_a_training_step_runs_the_auxiliary_classifier_only_when_its_objective_u
     assert {"aux_ce", "similarity", "aux_correct", "abs_ssim_sum"} <= measured.keys()
     assert measured["loss"].item() == pytest.approx(trained["loss"].item(), rel=1e-6)
 
-@pytest.mark.parametrize(("loss", "straight_through"),
-                         [("rd", False), ("task", False), ("task", True), ("agreement", False)])
+@pytest.mark.parametrize(("loss", "straight_through", "architecture"),
+                         [("rd", False, "factorized"), ("task", False, "factorized"), ("task", True, "factorized"),
+                          ("agreement", False, "residual")])
 def test_compressor_training_on_perturbed_images(classifiers: Path, tiny_cifar: Path, tmp_path: Path, loss: str,
-                                                 straight_through: bool) -> None:
+                                                 straight_through: bool, architecture: str) -> None:
     generator_config = GeneratorConfig(base_width=8, epochs=1, batch_size=32, limit=LIMIT)
     train_generator(generator_config, tiny_cifar, classifiers / "fastnet.pt", classifiers / "compact_resnet.pt",
                     tmp_path, False)
-    config = CompressorConfig(n=32, m=48, loss=loss, straight_through=straight_through, epochs=1, batch_size=16, limit=LIMIT)
+    config = CompressorConfig(n=32, m=48, architecture=architecture, loss=loss, straight_through=straight_through,
+                              epochs=1, batch_size=16, limit=LIMIT)
     best = train_compressor(config, tiny_cifar, tmp_path / "generator.pt", classifiers / "fastnet.pt", tmp_path, False)
     assert (tmp_path / "compressor.pt").is_file() and (tmp_path / "compressor.record.json").is_file()
+    assert type(load_compressor(tmp_path / "compressor.pt")) is ARCHITECTURES[architecture]
     assert best["validation_bpp"] > 0 and ("train_ce" in best) == (loss == "task")
     assert ("train_kl" in best) == (loss == "agreement")
     config.epochs = 2

@@ -1,5 +1,6 @@
 """The neural compressor: CompressAI's FactorizedPrior (Ballé et al. 2018), N/M configurable
-(paper size 128/192; the shipped CPU default 64/96).
+(paper size 128/192; the shipped CPU default 64/96), with its own transforms ("factorized") or deeper residual ones
+("residual") for output a four-layer g_a cannot read (``ARCHITECTURES``).
 
     x ──g_a──▶ y ──round(y − medians)──▶ rANS ──▶ bytes ──▶ rANS⁻¹ ──+ medians──▶ ŷ ──g_s──▶ x̂
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from compressai.layers import ResidualBlock, ResidualBlockUpsample, ResidualBlockWithStride, conv3x3, subpel_conv3x3
 from compressai.models import FactorizedPrior
 from torch import nn
 
@@ -24,8 +26,36 @@ PAPER_N, PAPER_M = 128, 192
 CPU_N, CPU_M = 64, 96  # the shipped default: trains 2-3x faster on 2 cores, 1/4 of the weights
 
 
-def build_compressor(n: int = PAPER_N, m: int = PAPER_M) -> FactorizedPrior:
-    return FactorizedPrior(N=n, M=m)
+class ResidualFactorizedPrior(FactorizedPrior):
+    """FactorizedPrior's entropy model behind the residual transforms of Cheng et al.'s 2020 anchor model: stride-2
+    residual blocks with GDN down, sub-pixel residual blocks with inverse GDN up; the same 16× smaller latent of M
+    channels, so the wire, the tables and the codebook are as for FactorizedPrior."""
+
+    def __init__(self, N: int, M: int) -> None:
+        super().__init__(N, M)
+        self.g_a = nn.Sequential(
+            ResidualBlockWithStride(3, N), ResidualBlock(N, N), ResidualBlockWithStride(N, N), ResidualBlock(N, N),
+            ResidualBlockWithStride(N, N), ResidualBlock(N, N), conv3x3(N, M, stride=2))
+        self.g_s = nn.Sequential(
+            ResidualBlock(M, N), ResidualBlockUpsample(N, N), ResidualBlock(N, N), ResidualBlockUpsample(N, N),
+            ResidualBlock(N, N), ResidualBlockUpsample(N, N), ResidualBlock(N, N), subpel_conv3x3(N, 3, 2))
+
+
+ARCHITECTURES: dict[str, type[FactorizedPrior]] = {"factorized": FactorizedPrior, "residual": ResidualFactorizedPrior}
+DEFAULT_ARCHITECTURE = "factorized"  # every checkpoint that names none
+
+
+def build_compressor(n: int = PAPER_N, m: int = PAPER_M, architecture: str = DEFAULT_ARCHITECTURE) -> FactorizedPrior:
+    return ARCHITECTURES[architecture](N=n, M=m)
+
+
+def architecture_of(model: FactorizedPrior) -> str:
+    return next(name for name, kind in ARCHITECTURES.items() if type(model) is kind)
+
+
+def compressor_for(checkpoint: dict) -> FactorizedPrior:
+    """An untrained compressor of a checkpoint's architecture and size (its weights not loaded)."""
+    return build_compressor(checkpoint["n"], checkpoint["m"], checkpoint.get("architecture", DEFAULT_ARCHITECTURE))
 
 
 TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
@@ -77,7 +107,7 @@ def save_compressor(model: FactorizedPrior, path: Path, metadata: dict) -> None:
     stored, so edge and cloud agree on the bytes whatever CPU computed them."""
     model.load_state_dict(shipping_weights(model.state_dict()))
     model.update(force=True)
-    torch.save({"n": model.g_a[0].out_channels, "m": model.entropy_bottleneck.channels, **metadata,
+    torch.save({"n": model.N, "m": model.M, "architecture": architecture_of(model), **metadata,
                 "state_dict": shipping_weights(model.state_dict())}, path)
 
 
@@ -95,7 +125,7 @@ def load_compressor(path: Path, with_codebook: bool = True) -> FactorizedPrior:
     if any(table is None or table.numel() == 0 for table in stored.values()):
         raise MissingEntropyTables(f"{path} holds no entropy tables; store them once with "
                                    "`python -m pmc2.export.store_entropy_tables`")
-    model = build_compressor(checkpoint["n"], checkpoint["m"])
+    model = compressor_for(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])
     if with_codebook and CODEBOOK_KEY in checkpoint:
         install_codebook(model, checkpoint[CODEBOOK_KEY])

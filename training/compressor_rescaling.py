@@ -1,8 +1,9 @@
 """Start a compressor trained on one kind of image on images whose pixels spread differently.
 
 A per-channel affine map x ↦ a·x + b that carries the new images' mean and spread onto those the compressor was
-trained on is folded into g_a's first convolution, and its inverse into g_s's last transposed convolution. The
-latents then start at the magnitudes the entropy model knows. Without it, images with little variance (DAPter's
+trained on is folded into the convolutions of g_a's first layer that read the image, and its inverse into g_s's last
+convolution (a transposed one, or a sub-pixel one whose output channels the pixel shuffle spreads over the colours).
+The latents then start at the magnitudes the entropy model knows. Without it, images with little variance (DAPter's
 output: a spread of 0.03 around grey) give latents that rounding mostly erases. The fold is exact for g_s and for
 g_a away from the image border (zero padding of x is not zero padding of a·x + b); training goes on from there.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from compressai.models import FactorizedPrior
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,29 @@ def matching_affine(images: torch.Tensor, reference: tuple[torch.Tensor, torch.T
     return ChannelAffine(scale, reference_mean - scale * mean)
 
 
+def _image_readers(model: FactorizedPrior) -> list[nn.Conv2d]:
+    """The convolutions of g_a's first layer that take the image itself (one, or a residual block's two)."""
+    return [layer for layer in model.g_a[0].modules() if isinstance(layer, nn.Conv2d) and layer.in_channels == 3]
+
+
+def _image_writer(model: FactorizedPrior) -> tuple[nn.Conv2d | nn.ConvTranspose2d, int, int]:
+    """g_s's last convolution, the axis of its weight that indexes output channels, and how many consecutive output
+    channels make one colour (a sub-pixel convolution's r² before its pixel shuffle)."""
+    last = model.g_s[-1]
+    if isinstance(last, nn.ConvTranspose2d):
+        return last, 1, 1  # weight: [in, out, k, k]
+    convolution, shuffle = last
+    return convolution, 0, shuffle.upscale_factor**2
+
+
 @torch.no_grad()
 def fold_into_compressor(model: FactorizedPrior, affine: ChannelAffine) -> None:
     """Make ``model`` code x as it coded ``affine(x)`` and decode to the inverse map of what it decoded."""
-    first, last = model.g_a[0], model.g_s[-1]
-    first.bias += (first.weight * affine.shift.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
-    first.weight *= affine.scale.view(1, -1, 1, 1)
-    last.weight /= affine.scale.view(1, -1, 1, 1)  # ConvTranspose2d: [in, out, k, k]
-    last.bias -= affine.shift
-    last.bias /= affine.scale
+    for reader in _image_readers(model):
+        reader.bias += (reader.weight * affine.shift.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+        reader.weight *= affine.scale.view(1, -1, 1, 1)
+    writer, axis, per_colour = _image_writer(model)
+    scale, shift = affine.scale.repeat_interleave(per_colour), affine.shift.repeat_interleave(per_colour)
+    writer.weight /= scale.view([-1 if dim == axis else 1 for dim in range(writer.weight.dim())])
+    writer.bias -= shift
+    writer.bias /= scale

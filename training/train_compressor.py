@@ -13,6 +13,7 @@ validation loss, gradient-norm clip 1.0. The best epoch goes to ``--out/compress
 output carries little variance (DAPter's: a pixel spread of 0.03 around grey), on which a compressor trained from
 random weights settles on the mean image; its ``--init`` then starts the task training on the protector's images,
 and ``--match-statistics`` rescales that start to the protector's pixel spread (``training/compressor_rescaling.py``).
+``--architecture residual`` trains deeper residual transforms behind the same entropy model (``training/compressor.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from torch import nn
 from tqdm import tqdm
 
 from pmc2.training.classifiers import load_classifier
-from pmc2.training.compressor import CPU_M, CPU_N, build_compressor, clear_entropy_tables, save_compressor
+from pmc2.training.compressor import (ARCHITECTURES, CPU_M, CPU_N, DEFAULT_ARCHITECTURE, build_compressor,
+                                      clear_entropy_tables, save_compressor)
 from pmc2.training.compressor_rescaling import channel_statistics, fold_into_compressor, matching_affine
 from pmc2.training.data import as_received_tensors, batches, denormalize, normalize, seeded_training_data, to_unit
 from pmc2.training.generator import PixelCube, load_generator
@@ -43,6 +45,7 @@ from pmc2.value_ranges import jpeg_quality
 class CompressorConfig:
     n: int = CPU_N
     m: int = CPU_M
+    architecture: str = DEFAULT_ARCHITECTURE
     loss: str = "rd"
     lmbda: float = 0.01
     task_weight: float = 1.0
@@ -180,7 +183,7 @@ def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tenso
         raise ValueError(f"the {config.loss} loss needs a target")
     if config.match_statistics and (init is None or init_statistics is None):
         raise ValueError("matching the images' statistics rescales initial weights: give them and their images' statistics")
-    model = build_compressor(config.n, config.m)
+    model = build_compressor(config.n, config.m, config.architecture)
     origin = load_initial_weights(model, init) if init else None
     if config.match_statistics:
         affine = matching_affine(train_images, init_statistics)
@@ -243,6 +246,8 @@ def main() -> None:
     parser.add_argument("--target", type=Path, default=Path("checkpoints/fastnet.pt"))
     parser.add_argument("--n", type=int, default=defaults.n)
     parser.add_argument("--m", type=int, default=defaults.m)
+    parser.add_argument("--architecture", choices=tuple(ARCHITECTURES), default=defaults.architecture,
+                        help="the transforms: FactorizedPrior's own, or deeper residual ones (training/compressor.py)")
     parser.add_argument("--loss", choices=LOSSES, default=defaults.loss)
     parser.add_argument("--lmbda", type=float, default=defaults.lmbda)
     parser.add_argument("--task-weight", type=float, default=defaults.task_weight)
@@ -255,7 +260,7 @@ def main() -> None:
                              "to the coded images'")
     args = parse_training_args(parser)
     config = CompressorConfig(
-        n=args.n, m=args.m, loss=args.loss, lmbda=args.lmbda, task_weight=args.task_weight,
+        n=args.n, m=args.m, architecture=args.architecture, loss=args.loss, lmbda=args.lmbda, task_weight=args.task_weight,
         straight_through=args.straight_through, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, limit=args.limit, phone_jpeg=args.phone_jpeg,
         match_statistics=args.match_statistics,

@@ -1,0 +1,47 @@
+"""The compressor's transforms (training/compressor.py ARCHITECTURES): each codes a 32×32 image to a 2×2 latent,
+rebuilds from its checkpoint, and exports to ONNX with the same outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from compressai.layers import GDN
+
+from pmc2.export.to_onnx import Synthesis, exportable_transform, to_onnx_bytes
+from pmc2.training.compressor import ARCHITECTURES, build_compressor, load_compressor, save_compressor
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_each_architecture_codes_to_a_2x2_latent_and_its_checkpoint_rebuilds_it(architecture: str,
+                                                                                  tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_compressor(16, 24, architecture)
+    images = torch.rand(4, 3, 32, 32)
+    assert model.g_a(images).shape == (4, 24, 2, 2)
+    save_compressor(model, tmp_path / "compressor.pt", {})
+    loaded = load_compressor(tmp_path / "compressor.pt")
+    assert type(loaded) is ARCHITECTURES[architecture]
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(images)["x_hat"], model.eval()(images)["x_hat"])
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_exported_transforms_hold_no_trainable_gdn_and_give_torchs_outputs(architecture: str) -> None:
+    torch.manual_seed(1)
+    model = build_compressor(16, 24, architecture).eval()
+    analysis, synthesis = exportable_transform(model.g_a), Synthesis(model.g_s)
+    assert sum(isinstance(layer, GDN) for layer in model.g_a.modules()) >= 1
+    assert not any(isinstance(layer, GDN) for part in (analysis, synthesis) for layer in part.modules())
+    images, latents = torch.rand(8, 3, 32, 32), 3 * torch.randn(8, 24, 2, 2)
+    for module, example, names in ((analysis, images, ("images", "latent")), (synthesis, latents, ("latent", "images"))):
+        session = ort.InferenceSession(to_onnx_bytes(module, example[:1], *names))
+        with torch.inference_mode():
+            expected = module(example).numpy()
+        np.testing.assert_allclose(session.run(None, {names[0]: example.numpy()})[0], expected, rtol=1e-4, atol=1e-4)
+    with torch.inference_mode():
+        torch.testing.assert_close(analysis(images), model.g_a(images), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(synthesis(latents), model.g_s(latents).clamp(0, 1), rtol=1e-4, atol=1e-5)
