@@ -72,7 +72,7 @@ def measure_pair(pair: ModelPair, data: LabelledImages, phone_quality: int, full
         results["jpeg_subsampling"] = subsampling_ablation(link, link_result(results, JpegLink))
     compressor, config = compressor_with_config(pair.compressor)
     results[COMPRESSORS] = [edge.neural(compressor, "shipped", BATCH_SIZES, exported_codebook(pair),
-                                        **compressor_settings(config))]
+                                        **compressor_settings(config, compressor))]
     results["_grid"] = edge.grid_images(compressor, 8)
     measured_at = {codec.name: link_result(results, codec).settings if codec.carries_pixels else {}
                    for codec in measured_links(results)}

@@ -19,7 +19,7 @@ import torch
 from compressai.models import FactorizedPrior
 from tqdm import tqdm
 
-from pmc2.training.compressor import DEFAULT_ARCHITECTURE, entropy_tables, load_compressor
+from pmc2.training.compressor import DEFAULT_ARCHITECTURE, architecture_of, entropy_tables, load_compressor
 from pmc2.training.data import denormalize, normalize
 from pmc2.training.evaluate import TrainedPipeline, bytes_per_image_in_streams, stream_encoders
 from pmc2.training.perturbation_loss import per_image_ssim
@@ -217,11 +217,11 @@ def compressor_with_config(path: Path) -> tuple[FactorizedPrior, dict]:
     return load_compressor(path), json.loads(record_path(path).read_text())["config"]
 
 
-def compressor_settings(config: dict) -> dict:
+def compressor_settings(config: dict, compressor: FactorizedPrior) -> dict:
     """What a report shows of a compressor's training config: its loss, the weight on the rate, N and M, and its
-    architecture where not the default. ``train_compressor`` records a loss name and λ; ``train_end_to_end`` records
-    its whole objective."""
-    architecture = config.get("architecture", DEFAULT_ARCHITECTURE)
+    architecture (the checkpoint's own) where not the default. ``train_compressor`` records a loss name and λ;
+    ``train_end_to_end`` records its whole objective (whose "architecture" is its generator's)."""
+    architecture = architecture_of(compressor)
     size = {"n": config["n"], "m": config["m"]} | ({} if architecture == DEFAULT_ARCHITECTURE else
                                                   {"architecture": architecture})
     if isinstance(config["loss"], dict):

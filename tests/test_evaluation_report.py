@@ -18,6 +18,7 @@ from pmc2.evaluation.measurements import (
     CodecResult, compressor_settings, link_result, lowest_matching_quality,
 )
 from pmc2.evaluation.resumable import PartStore, code_state
+from pmc2.training.compressor import build_compressor
 from pmc2.training.evaluate import TrainedPipeline, evaluate, exported_codebook, format_table
 from pmc2.training.pairs import DEFAULT_PAIR, every_variant
 from pmc2.runtime.cifar10 import load_evaluation
@@ -261,9 +262,13 @@ def test_the_code_state_changes_with_tracked_edits_and_untracked_files(tmp_path:
 
 
 def test_a_compressors_row_names_its_loss_its_size_and_its_transforms_where_not_the_default() -> None:
-    settings = {loss: compressor_settings({"n": 64, "m": 96, "loss": loss, "lmbda": 0.01, "architecture": architecture})
+    settings = {loss: compressor_settings({"n": 64, "m": 96, "loss": loss, "lmbda": 0.01},
+                                          build_compressor(8, 8, architecture))
                 for loss, architecture in (("task", "factorized"), ("agreement", "residual"))}
     assert "architecture" not in settings["task"] and settings["agreement"]["architecture"] == "residual"
+    end_to_end = {"n": 64, "m": 96, "loss": {"rate_weight": 0.02}, "architecture": "feature_unet"}  # its generator's
+    assert compressor_settings(end_to_end, build_compressor(8, 8)) == {"loss": "end_to_end", "rate_weight": 0.02,
+                                                                       "n": 64, "m": 96}
     results = [CodecResult(name, 68.6, 75.0, 1.0, ideal_bytes_mean=74.0, batched_bytes={256: 70.0}, settings=setting)
                for name, setting in settings.items()]
     target = {"target": "fastnet", "aux": "compact_resnet", "protector": "dapter", "neural": results}

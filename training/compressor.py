@@ -50,7 +50,10 @@ def build_compressor(n: int = PAPER_N, m: int = PAPER_M, architecture: str = DEF
 
 
 def architecture_of(model: FactorizedPrior) -> str:
-    return next(name for name, kind in ARCHITECTURES.items() if type(model) is kind)
+    names = [name for name, kind in ARCHITECTURES.items() if type(model) is kind]
+    if not names:
+        raise ValueError(f"{type(model).__name__} is no compressor architecture: add it to ARCHITECTURES")
+    return names[0]
 
 
 def compressor_for(checkpoint: dict) -> FactorizedPrior:

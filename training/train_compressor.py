@@ -96,7 +96,7 @@ def label_cross_entropy(target: nn.Module, decoded: torch.Tensor, images: torch.
 
 def disagreement_with_uncoded(target: nn.Module, decoded: torch.Tensor, images: torch.Tensor,
                               labels: torch.Tensor) -> torch.Tensor:
-    """KL divergence from the target's class distribution on the uncoded images to the one on the decoded images."""
+    """KL(target(uncoded) ‖ target(decoded)) of the target's class distributions, averaged over the batch."""
     with torch.no_grad():
         reference = nn.functional.log_softmax(target(normalize(images)), dim=1)
     answer = nn.functional.log_softmax(target(normalize(decoded)), dim=1)
