@@ -1,5 +1,5 @@
 """The compressor's transforms (training/compressor.py ARCHITECTURES): each codes a 32×32 image to a 2×2 latent,
-rebuilds from its checkpoint, and exports to ONNX with the same outputs."""
+rebuilds from its checkpoint, and exports to ONNX with the same outputs; training from one of another shape is refused."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from compressai.layers import GDN
 
 from pmc2.export.to_onnx import Synthesis, exportable_transform, to_onnx_bytes
 from pmc2.training.compressor import ARCHITECTURES, build_compressor, load_compressor, save_compressor
+from pmc2.training.train_compressor import CompressorConfig, train_on
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -45,3 +46,13 @@ def test_exported_transforms_hold_no_trainable_gdn_and_give_torchs_outputs(archi
     with torch.inference_mode():
         torch.testing.assert_close(analysis(images), model.g_a(images), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(synthesis(latents), model.g_s(latents).clamp(0, 1), rtol=1e-4, atol=1e-5)
+
+
+def test_training_from_a_compressor_of_another_shape_is_refused_naming_the_options(tmp_path: Path) -> None:
+    save_compressor(build_compressor(16, 24, "residual"), tmp_path / "residual.pt", {})
+    images, labels = torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
+    for config in (CompressorConfig(n=16, m=24), CompressorConfig(n=16, m=32, architecture="residual")):
+        with pytest.raises(SystemExit, match="pass --architecture residual --n 16 --m 24 "):
+            train_on(config, (images, labels), (images, labels), "digest", None, {}, tmp_path / "out", resume=False,
+                     init=tmp_path / "residual.pt")
+    assert not (tmp_path / "out").exists()

@@ -56,9 +56,15 @@ def architecture_of(model: FactorizedPrior) -> str:
     return names[0]
 
 
+def shape_of(checkpoint: dict) -> tuple[str, int, int]:
+    """(architecture, N, M) of a compressor checkpoint; one that names no architecture has the default."""
+    return checkpoint.get("architecture", DEFAULT_ARCHITECTURE), checkpoint["n"], checkpoint["m"]
+
+
 def compressor_for(checkpoint: dict) -> FactorizedPrior:
     """An untrained compressor of a checkpoint's architecture and size (its weights not loaded)."""
-    return build_compressor(checkpoint["n"], checkpoint["m"], checkpoint.get("architecture", DEFAULT_ARCHITECTURE))
+    architecture, n, m = shape_of(checkpoint)
+    return build_compressor(n, m, architecture)
 
 
 TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")

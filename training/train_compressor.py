@@ -31,13 +31,14 @@ from tqdm import tqdm
 
 from pmc2.training.classifiers import load_classifier
 from pmc2.training.compressor import (ARCHITECTURES, CPU_M, CPU_N, DEFAULT_ARCHITECTURE, build_compressor,
-                                      clear_entropy_tables, save_compressor)
+                                      clear_entropy_tables, save_compressor, shape_of)
 from pmc2.training.compressor_rescaling import channel_statistics, fold_into_compressor, matching_affine
 from pmc2.training.data import as_received_tensors, batches, denormalize, normalize, seeded_training_data, to_unit
 from pmc2.training.generator import PixelCube, load_generator
 from pmc2.training.loop import fit, shuffled
 from pmc2.training.records import RunLog, load_initial_weights
 from pmc2.training.training_cli import parse_training_args, training_parser
+from pmc2.training.weight_shards import load_sharded
 from pmc2.value_ranges import jpeg_quality
 
 
@@ -149,6 +150,14 @@ def validate(model, objective: CompressorObjective, target: nn.Module | None, im
     return metrics | ({"validation_target_accuracy": 100 * sums["correct"] / n} if target is not None else {})
 
 
+def require_init_shape(init: Path, config: CompressorConfig) -> None:
+    """Exit naming the options to pass when ``init`` is a compressor of another architecture or size."""
+    architecture, n, m = shape_of(load_sharded(init))
+    if (architecture, n, m) != (config.architecture, config.n, config.m):
+        raise SystemExit(f"{init} is a {architecture} compressor with N={n}, M={m}: pass --architecture {architecture} "
+                         f"--n {n} --m {m} to train from it")
+
+
 def train(config: CompressorConfig, data: Path, generator_path: Path | None, target_path: Path, out: Path,
           resume: bool, init: Path | None = None) -> dict:
     """Train on the generator's images of ``data``'s training split (as received, with ``config.phone_jpeg``), or on
@@ -183,6 +192,8 @@ def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tenso
         raise ValueError(f"the {config.loss} loss needs a target")
     if config.match_statistics and (init is None or init_statistics is None):
         raise ValueError("matching the images' statistics rescales initial weights: give them and their images' statistics")
+    if init is not None:
+        require_init_shape(init, config)
     model = build_compressor(config.n, config.m, config.architecture)
     origin = load_initial_weights(model, init) if init else None
     if config.match_statistics:
