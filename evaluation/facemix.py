@@ -46,7 +46,7 @@ from pmc2.training.data import as_tensors, class_mean_images, to_unit
 from pmc2.training.facemix import SPLIT_PARTS, FaceMixPart
 from pmc2.training.generator import load_generator
 from pmc2.training.pairs import DEFAULT_PAIR, ModelPair
-from pmc2.training.records import git_commit, record_path, sha256_file
+from pmc2.training.records import git_commit, lineage_hours, record_path, sha256_file
 from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
 from pmc2.runtime.facemix import FaceMix
@@ -201,7 +201,7 @@ def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_q
         "evaluation_images": len(evaluation), "attacker_images": attacker_images, "cpu": cpu_model(),
         "phone_quality": phone_quality,
         "accuracy": 100.0 * float((returned == evaluation.labels).mean()),
-        "epochs": recipe["epochs"],
+        "epochs": recipe["epochs"], "training_hours": lineage_hours(dict(pair.split_protectors)["facemix"]),
         "without_mixing": reference_accuracy(reference or pair.target, recipe, received, evaluation.labels),
         "bytes_per_image": {"batch of 256": sent / len(evaluation), "one image": float(lone)},
         "edge_ms_per_image": edge_ms_per_image(link, received[: 4 * BATCH]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pmc2.evaluation.baseline_claims import render_baseline_claims
 from pmc2.evaluation.facemix import render_facemix
 from pmc2.evaluation.fitted import committed_fit_records, fitted_section
 from pmc2.evaluation.latency_table import latency_section
@@ -211,6 +212,7 @@ def render(results: dict) -> str:
     sections.append(render_protectors(results))
     if results.get("facemix"):
         sections.append(render_facemix(results["facemix"]))
+    sections.append(render_baseline_claims(results))
     sections.append(fitted_section(committed_fit_records()))
     if results.get("latency"):
         sections.append(latency_section(results["latency"], results["latency_images"]))

@@ -35,6 +35,7 @@ from pmc2.evaluation.judges import JUDGES, accuracy, bits_beyond_label, load_jud
 from pmc2.evaluation.label_only import label_only_baseline
 from pmc2.evaluation.markdown import render_privacy
 from pmc2.evaluation.linkability import rank1_reidentification, same_class_partners, two_choice_success
+from pmc2.evaluation.privacy_goals import Goals, verdicts
 from pmc2.evaluation.privacy_views import VIEWS, cloud_views
 from pmc2.training.data import as_tensors, class_mean_images, to_unit
 from pmc2.training.evaluate import TrainedPipeline
@@ -47,17 +48,6 @@ from pmc2.value_ranges import positive_int
 
 ATTACK_CACHE = REPO_ROOT / "runs" / "privacy_attacks"
 GRID_IMAGES = 8
-
-
-@dataclass(frozen=True)
-class Goals:
-    """The privacy issue's goals: attack no better than the label-only baseline (the cloud's label), within
-    these margins."""
-
-    ssim_margin: float = 0.02
-    psnr_margin_db: float = 0.5
-    two_choice_max: float = 55.0
-    aux_max: float = 10.0
 
 
 @dataclass
@@ -109,23 +99,6 @@ def attack_view(view: torch.Tensor, public_view: torch.Tensor, context: dict) ->
         },
         "_reconstructed": reconstructed[:GRID_IMAGES],
         "_label_only": label_only[:GRID_IMAGES],
-    }
-
-
-def verdicts(result: dict, goals: Goals) -> dict[str, bool]:
-    """Which of the issue's goals one view meets, against its label-only baseline (the cloud's label)."""
-    baseline = result["label_only"]
-    judges = set(baseline["judges"])
-    aux = [result["classifiers_on_view"]["aux"], result["classifiers_on_view_masked"]["aux"]["best_accuracy"]]
-    return {
-        "attack_ssim": result["inverse_attack"]["ssim"] <= baseline["ssim"] + goals.ssim_margin,
-        "attack_psnr": result["inverse_attack"]["psnr_db"] <= baseline["psnr_db"] + goals.psnr_margin_db,
-        "two_choice": max(result["two_choice"].values()) <= goals.two_choice_max,
-        "judges": all(max(result["classifiers_on_view"][j], result["classifiers_on_view_masked"][j]["best_accuracy"],
-                          result["judges_on_reconstruction"][j]) <= baseline["judges"][j] for j in judges),
-        "aux": max(aux) <= goals.aux_max,
-        "judges_beyond_label": all(reading["bits"] <= reading["chance_bits_p95"]
-                                   for reading in result["judge_bits_beyond_cloud_label"].values()),
     }
 
 

@@ -18,7 +18,8 @@ import torch
 from pmc2.evaluation import plots
 from pmc2.evaluation.inverse_attack import InverseAttackConfig
 from pmc2.evaluation.judges import JUDGES, load_judges
-from pmc2.evaluation.privacy import GRID_IMAGES, Goals, PrivacyConfig, attack_view, verdicts
+from pmc2.evaluation.privacy import GRID_IMAGES, PrivacyConfig, attack_view
+from pmc2.evaluation.privacy_goals import Goals, verdicts
 from pmc2.fit.access import TargetAccess
 from pmc2.runtime.cifar10 import LabelledImages, load_split
 from pmc2.runtime.edge_protection import EdgeProtector

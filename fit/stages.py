@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from compressai.models import FactorizedPrior
 from torch import nn
 
 from pmc2.evaluation.inverse_attack import InverseAttackConfig

@@ -21,6 +21,7 @@ from pmc2.evaluation.resumable import PartStore, code_state
 from pmc2.training.compressor import build_compressor
 from pmc2.training.evaluate import TrainedPipeline, evaluate, exported_codebook, format_table
 from pmc2.training.pairs import DEFAULT_PAIR, every_variant
+from pmc2.training.records import lineage_hours
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.compressors import DEFAULT_COMPRESSOR
 from pmc2.runtime.link_codecs import LINK_CODECS, LinkCodec, PngLink, codecs_for, register
@@ -116,7 +117,8 @@ def test_report_files_and_sections(report: Path) -> None:
     text = (report / "report.md").read_text()
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     for heading in ("Bandwidth and accuracy", "Batched bitstreams", "JPEG chroma subsampling", "Rate–accuracy",
-                    "Privacy under attack", "Protectors compared", "Latency through the real servers", "Before → after"):
+                    "Privacy under attack", "Protectors compared", "Baselines against their papers",
+                    "Latency through the real servers", "Before → after"):
         assert any(line.startswith(f"## {heading}") for line in headings), heading
     # run with --attacker-images 0: the privacy section says it was skipped and why, and no privacy cell has a number
     # (the section with numbers: tests/test_privacy_attacks.py, on a small attacker budget)
@@ -148,6 +150,11 @@ def test_report_numbers_are_consistent(report: Path) -> None:
             # one stream per batch saves the per-stream flush and cannot beat the entropy model's ideal size
             assert neural["ideal_bytes_mean"] - 0.5 <= batched["256"] <= batched["16"] <= neural["bytes_mean"]
     assert [neural["name"] for neural in default["neural"]] == ["shipped"]
+    for target, variant in zip(results["targets"], variants):  # the hours in the shipped checkpoints' records
+        assert target["training_hours"] == {"protector": lineage_hours(variant.generator),
+                                            "compressor": lineage_hours(variant.compressor)}
+    assert default["training_hours"]["protector"] > 0
+    assert results["facemix"]["training_hours"] == lineage_hours(dict(DEFAULT_PAIR.split_protectors)["facemix"])
     assert {"pmc2/neural", "pp-baseline", "pmc2+dapter/png", "pp-baseline+dapter"} <= set(results["latency"])
     assert all(summary["errors"] == 0 for summary in results["latency"].values())
 

@@ -153,3 +153,17 @@ def load_initial_weights(model: torch.nn.Module, checkpoint: Path) -> dict[str, 
         "sha256": sha256_file(checkpoint),
         "record": json.loads(record_file.read_text()) if record_file.exists() else None,
     }
+
+
+def lineage_hours(checkpoint: Path) -> float | None:
+    """Wall-clock hours in the training record of ``checkpoint`` and of every checkpoint it was fine-tuned from
+    (``config.init``, recorded in it); None when ``checkpoint`` has no record."""
+    path = record_path(checkpoint)
+    if not path.exists():
+        return None
+    seconds, record = 0.0, json.loads(path.read_text())
+    while record is not None:
+        seconds += record["wall_time_seconds"]
+        init = record.get("config", {}).get("init")
+        record = init.get("record") if isinstance(init, dict) else None
+    return seconds / 3600
