@@ -22,7 +22,8 @@ from pmc2.training.train_classifier import ClassifierConfig
 from pmc2.training.train_classifier import train as train_classifier
 from pmc2.training.compressor import ARCHITECTURES, build_compressor
 from pmc2.training.compressor_rescaling import channel_statistics, matching_affine
-from pmc2.training.train_compressor import CompressorConfig, disagreement_with_uncoded, forward_with_rounded_latent
+from pmc2.training.train_compressor import (CompressorConfig, disagreement_with_uncoded, forward_with_rounded_latent,
+                                            target_log_probabilities)
 from pmc2.training import train_compressor as compressor_trainer
 from pmc2.training.data import as_received_tensors, normalize, seeded_training_data, to_unit
 from pmc2.training.train_compressor import train as train_compressor
@@ -291,9 +292,10 @@ def test_the_agreement_term_vanishes_only_where_the_target_answers_as_on_the_unc
     torch.manual_seed(0)
     target = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
     images, labels = torch.rand(8, 3, 32, 32, requires_grad=True), torch.arange(8)
-    assert disagreement_with_uncoded(target, images, images, labels).item() == pytest.approx(0, abs=1e-6)
+    uncoded = target_log_probabilities(target, images, labels)  # once per image set, before training
+    assert disagreement_with_uncoded(target, images, uncoded).item() == pytest.approx(0, abs=1e-6)
     decoded = torch.rand(8, 3, 32, 32, requires_grad=True)
-    disagreement = disagreement_with_uncoded(target, decoded, images, labels)
+    disagreement = disagreement_with_uncoded(target, decoded, uncoded)
     disagreement.backward()
     assert disagreement.item() > 1e-3 and decoded.grad.abs().sum() > 0
     assert images.grad is None  # the uncoded images' answer is the reference, not trained toward the decoded

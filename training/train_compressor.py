@@ -89,28 +89,40 @@ def forward_with_rounded_latent(model: FactorizedPrior, images: torch.Tensor) ->
     return {"x_hat": model.g_s(rounded), "likelihoods": {"y": likelihoods}}
 
 
-def label_cross_entropy(target: nn.Module, decoded: torch.Tensor, images: torch.Tensor,
-                        labels: torch.Tensor) -> torch.Tensor:
+def true_labels(target: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return labels
+
+
+@torch.no_grad()  # not inference mode: the KL saves the reference for its backward pass
+def target_log_probabilities(target: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The target's log class distribution on each (uncoded) image, for a whole set at once."""
+    return torch.cat([nn.functional.log_softmax(target(normalize(batch)), dim=1) for batch in images.split(500)])
+
+
+def label_cross_entropy(target: nn.Module, decoded: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The target's cross-entropy on the decoded images against the true labels."""
     return nn.functional.cross_entropy(target(normalize(decoded)), labels)
 
 
-def disagreement_with_uncoded(target: nn.Module, decoded: torch.Tensor, images: torch.Tensor,
-                              labels: torch.Tensor) -> torch.Tensor:
-    """KL(target(uncoded) ‖ target(decoded)) of the target's class distributions, averaged over the batch."""
-    with torch.no_grad():
-        reference = nn.functional.log_softmax(target(normalize(images)), dim=1)
+def disagreement_with_uncoded(target: nn.Module, decoded: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """KL(target(uncoded) ‖ target(decoded)) of the target's class distributions, averaged over the batch;
+    ``reference``: log target(uncoded) (``target_log_probabilities``)."""
     answer = nn.functional.log_softmax(target(normalize(decoded)), dim=1)
     return nn.functional.kl_div(answer, reference, log_target=True, reduction="batchmean")
 
 
 @dataclass(frozen=True)
 class TaskTerm:
+    """A task term: what it scores the decoded images against, computed once per image set from the uncoded images
+    and their labels (``reference``), and the term on a batch (``of``)."""
+
     metric: str  # its key in the training metrics
-    of: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    reference: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+    of: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-TASK_TERMS = {"task": TaskTerm("ce", label_cross_entropy), "agreement": TaskTerm("kl", disagreement_with_uncoded)}
+TASK_TERMS = {"task": TaskTerm("ce", true_labels, label_cross_entropy),
+              "agreement": TaskTerm("kl", target_log_probabilities, disagreement_with_uncoded)}
 LOSSES = ("rd", *TASK_TERMS)
 
 
@@ -119,27 +131,33 @@ class CompressorObjective:
         self.config, self.target = config, target
         self.task_term = TASK_TERMS.get(config.loss)
 
-    def __call__(self, output: dict, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def references(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """What each image's decode is scored against: the task term's reference (the labels without one)."""
+        return labels if self.task_term is None else self.task_term.reference(self.target, images, labels)
+
+    def __call__(self, output: dict, images: torch.Tensor, references: torch.Tensor) -> dict[str, torch.Tensor]:
         bpp = bits_per_pixel(output["likelihoods"]["y"], images)
         x_hat = output["x_hat"]
         terms = {"bpp": bpp, "mse": nn.functional.mse_loss(x_hat, images)}
         terms["loss"] = self.config.lmbda * 255**2 * terms["mse"] + bpp
         if self.task_term is not None:
             clamped = straight_through(x_hat.clamp(0, 1), x_hat) if self.config.straight_through else x_hat.clamp(0, 1)
-            terms[self.task_term.metric] = self.task_term.of(self.target, clamped, images, labels)
+            terms[self.task_term.metric] = self.task_term.of(self.target, clamped, references)
             terms["loss"] = terms["loss"] + self.config.task_weight * terms[self.task_term.metric]
         return terms
 
 
 @torch.inference_mode()
-def validate(model, objective: CompressorObjective, target: nn.Module | None, images, labels) -> dict[str, float]:
-    """Loss, bits per pixel and MSE of the validation images and, given a target, its accuracy on them decoded."""
+def validate(model, objective: CompressorObjective, target: nn.Module | None, images, labels,
+             references) -> dict[str, float]:
+    """Loss, bits per pixel and MSE of the validation images and, given a target, its accuracy on them decoded;
+    ``references``: what the objective scores each image's decode against."""
     model.eval()
     sums = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "correct": 0.0}
     for start in range(0, len(images), 500):
         batch, batch_labels = images[start : start + 500], labels[start : start + 500]
         output = model(batch)
-        terms = objective(output, batch, batch_labels)
+        terms = objective(output, batch, references[start : start + 500])
         for key in ("loss", "bpp", "mse"):
             sums[key] += terms[key].item() * len(batch)
         if target is not None:
@@ -206,17 +224,19 @@ def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tenso
     aux_optimizer = torch.optim.Adam(aux_params, lr=config.aux_lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min")
     objective = CompressorObjective(config, target)
+    train_references, val_references = objective.references(train_images, train_labels), objective.references(
+        val_images, val_labels)
     rng = torch.Generator().manual_seed(config.seed)
     log = RunLog(out, "compressor", data_sha256, {**asdict(config), **sources, "init": origin})
     if resume:  # the training state's tables (if any) replace those of the initial weights
         clear_entropy_tables(model)
 
     def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
-        images, labels = batch
+        images, references = batch
         optimizer.zero_grad(set_to_none=True)
         aux_optimizer.zero_grad(set_to_none=True)
         output = forward_with_rounded_latent(model, images) if config.straight_through else model(images)
-        terms = objective(output, images, labels)
+        terms = objective(output, images, references)
         terms["loss"].backward()
         nn.utils.clip_grad_norm_(main_params, config.clip)
         optimizer.step()
@@ -226,7 +246,7 @@ def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tenso
         return {key: value.item() for key, value in terms.items()}
 
     def validate_and_adapt_lr() -> dict[str, float]:
-        metrics = validate(model, objective, target, val_images, val_labels)
+        metrics = validate(model, objective, target, val_images, val_labels, val_references)
         scheduler.step(metrics["validation_loss"])
         return metrics
 
@@ -239,7 +259,7 @@ def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tenso
     return fit(
         log, {"model": model, "optimizer": optimizer, "aux_optimizer": aux_optimizer, "scheduler": scheduler, "rng": rng},
         resume, epochs=config.epochs, steps_per_epoch=-(-len(train_images) // config.batch_size),
-        epoch_batches=lambda _epoch: shuffled(train_images, train_labels, config.batch_size, rng),
+        epoch_batches=lambda _epoch: shuffled(train_images, train_references, config.batch_size, rng),
         step=step, validate=validate_and_adapt_lr, save=save, keep_best_by="validation_loss",
     )
 
