@@ -33,7 +33,7 @@ from pmc2.evaluation.measurements import (
 )
 from pmc2.training.evaluate import TrainedPipeline, exported_codebook
 from pmc2.training.pairs import DEFAULT_PAIR, ModelPair, every_variant
-from pmc2.training.records import git_commit, lineage_hours
+from pmc2.training.records import git_commit, lineage_hours, sha256_file
 from pmc2.training.training_cli import add_bf16_option
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation, load_split
 from pmc2.runtime.image_codecs import PHONE_JPEG_QUALITY
@@ -79,8 +79,15 @@ def measure_pair(pair: ModelPair, data: LabelledImages, phone_quality: int, full
     results["edge_ms_per_image"] = edge_ms_per_image(pair.onnx_models, pair.protector, measured_at,
                                                      data.images[:EDGE_COST_IMAGES])
     results["gflops_per_image"] = pair_gflops(pair)
-    results["training_hours"] = {"protector": lineage_hours(pair.generator), "compressor": lineage_hours(pair.compressor)}
+    results["training_hours"] = training_hours(pair)
     return results
+
+
+def training_hours(pair: ModelPair) -> dict[str, float | None]:
+    """Hours behind the protector's model and the compressor its links go through (the target's own training not
+    counted: it exists without any protector)."""
+    target = frozenset({sha256_file(pair.target)})
+    return {"protector": lineage_hours(pair.generator, target), "compressor": lineage_hours(pair.compressor, target)}
 
 
 def sweeps(link: Callable[..., CodecResult]) -> dict[str, list[CodecResult]]:

@@ -201,7 +201,8 @@ def measure_facemix(data: Path, limit: int | None, attacker_images: int, phone_q
         "evaluation_images": len(evaluation), "attacker_images": attacker_images, "cpu": cpu_model(),
         "phone_quality": phone_quality,
         "accuracy": 100.0 * float((returned == evaluation.labels).mean()),
-        "epochs": recipe["epochs"], "training_hours": lineage_hours(dict(pair.split_protectors)["facemix"]),
+        "epochs": recipe["epochs"], "training_hours": lineage_hours(
+            dict(pair.split_protectors)["facemix"], frozenset({sha256_file(reference or pair.target)})),
         "without_mixing": reference_accuracy(reference or pair.target, recipe, received, evaluation.labels),
         "bytes_per_image": {"batch of 256": sent / len(evaluation), "one image": float(lone)},
         "edge_ms_per_image": edge_ms_per_image(link, received[: 4 * BATCH]),

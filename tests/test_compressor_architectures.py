@@ -55,4 +55,8 @@ def test_training_from_a_compressor_of_another_shape_is_refused_naming_the_optio
         with pytest.raises(SystemExit, match="pass --architecture residual --n 16 --m 24 "):
             train_on(config, (images, labels), (images, labels), "digest", None, {}, tmp_path / "out", resume=False,
                      init=tmp_path / "residual.pt")
+    torch.save({"state_dict": {}}, tmp_path / "generator.pt")
+    with pytest.raises(SystemExit, match="is not a compressor checkpoint"):
+        train_on(CompressorConfig(), (images, labels), (images, labels), "digest", None, {}, tmp_path / "out",
+                 resume=False, init=tmp_path / "generator.pt")
     assert not (tmp_path / "out").exists()

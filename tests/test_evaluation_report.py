@@ -21,7 +21,7 @@ from pmc2.evaluation.resumable import PartStore, code_state
 from pmc2.training.compressor import build_compressor
 from pmc2.training.evaluate import TrainedPipeline, evaluate, exported_codebook, format_table
 from pmc2.training.pairs import DEFAULT_PAIR, every_variant
-from pmc2.training.records import lineage_hours
+from pmc2.training.records import lineage_hours, sha256_file
 from pmc2.runtime.cifar10 import load_evaluation
 from pmc2.runtime.compressors import DEFAULT_COMPRESSOR
 from pmc2.runtime.link_codecs import LINK_CODECS, LinkCodec, PngLink, codecs_for, register
@@ -150,11 +150,27 @@ def test_report_numbers_are_consistent(report: Path) -> None:
             # one stream per batch saves the per-stream flush and cannot beat the entropy model's ideal size
             assert neural["ideal_bytes_mean"] - 0.5 <= batched["256"] <= batched["16"] <= neural["bytes_mean"]
     assert [neural["name"] for neural in default["neural"]] == ["shipped"]
-    for target, variant in zip(results["targets"], variants):  # the hours in the shipped checkpoints' records
-        assert target["training_hours"] == {"protector": lineage_hours(variant.generator),
-                                            "compressor": lineage_hours(variant.compressor)}
+    target_weights = frozenset({sha256_file(DEFAULT_PAIR.target)})  # the hours in the shipped checkpoints' records
+    assert default["training_hours"] == {"protector": lineage_hours(DEFAULT_PAIR.generator, target_weights),
+                                         "compressor": lineage_hours(DEFAULT_PAIR.compressor, target_weights)}
     assert default["training_hours"]["protector"] > 0
-    assert results["facemix"]["training_hours"] == lineage_hours(dict(DEFAULT_PAIR.split_protectors)["facemix"])
+    assert results["facemix"]["training_hours"] == lineage_hours(dict(DEFAULT_PAIR.split_protectors)["facemix"],
+                                                                 target_weights)
+
+
+def test_the_baselines_claims_are_judged_on_the_reports_own_numbers(report: Path) -> None:
+    results, text = json.loads((report / "results.json").read_text()), (report / "report.md").read_text()
+    rows = table_rows(section(text, "Baselines against their papers"))
+    dapter = [target for target in results["targets"] if target["protector"] == "dapter"]
+    claims = [row for row in rows if row[0] in ("DAPter", "FaceMix")]
+    assert len(claims) == 4 * len(dapter) + 2
+    for target in dapter:
+        mine = [row for row in claims if row[:2] == ["DAPter", f"`{target['target']}`"]]
+        png = target["png"]["accuracy"]
+        assert mine[0][3] == f"{target['privacy']['target_clean']:.2f}% → {png:.2f}% " \
+                             f"({png - target['privacy']['target_clean']:+.2f})"
+        assert mine[2][3:] == ["not measured", "not measured"]  # run with --attacker-images 0
+    assert claims[-1][3:] == ["not measured", "not measured"]
     assert {"pmc2/neural", "pp-baseline", "pmc2+dapter/png", "pp-baseline+dapter"} <= set(results["latency"])
     assert all(summary["errors"] == 0 for summary in results["latency"].values())
 

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,15 +156,28 @@ def load_initial_weights(model: torch.nn.Module, checkpoint: Path) -> dict[str, 
     }
 
 
-def lineage_hours(checkpoint: Path) -> float | None:
-    """Wall-clock hours in the training record of ``checkpoint`` and of every checkpoint it was fine-tuned from
-    (``config.init``, recorded in it); None when ``checkpoint`` has no record."""
+def _lineage(record: dict, not_counting: frozenset[str]) -> Iterator[dict]:
+    """``record`` and the records of the checkpoints it started from (``config.init``: one start, or one per model
+    of an end-to-end run), depth first; a checkpoint whose sha256 is in ``not_counting`` ends its branch."""
+    if record.get("checkpoint_sha256") in not_counting:
+        return
+    yield record
+    init = record.get("config", {}).get("init")
+    starts = [] if not isinstance(init, dict) else [init] if "record" in init else [
+        start for start in init.values() if isinstance(start, dict)]
+    for start in starts:
+        if start.get("record"):
+            yield from _lineage(start["record"], not_counting)
+
+
+def lineage_hours(checkpoint: Path, not_counting: frozenset[str] = frozenset()) -> float | None:
+    """Wall-clock hours in the training record of ``checkpoint`` and of every checkpoint it started from, each run
+    up to the epoch it kept and counted once (an end-to-end run records itself beside each of its models); the
+    branches at checkpoints whose sha256 is in ``not_counting`` (e.g. the target's own) are left out. None when
+    ``checkpoint`` has no record."""
     path = record_path(checkpoint)
     if not path.exists():
         return None
-    seconds, record = 0.0, json.loads(path.read_text())
-    while record is not None:
-        seconds += record["wall_time_seconds"]
-        init = record.get("config", {}).get("init")
-        record = init.get("record") if isinstance(init, dict) else None
-    return seconds / 3600
+    runs = {(run["command"], run.get("git_commit"), json.dumps(run.get("metrics"), sort_keys=True)): run["wall_time_seconds"]
+            for run in _lineage(json.loads(path.read_text()), not_counting)}
+    return sum(runs.values()) / 3600

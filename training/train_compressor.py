@@ -90,6 +90,7 @@ def forward_with_rounded_latent(model: FactorizedPrior, images: torch.Tensor) ->
 
 
 def true_labels(target: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The reference of the label cross-entropy: the labels themselves."""
     return labels
 
 
@@ -148,8 +149,8 @@ class CompressorObjective:
 
 
 @torch.inference_mode()
-def validate(model, objective: CompressorObjective, target: nn.Module | None, images, labels,
-             references) -> dict[str, float]:
+def validate(model: FactorizedPrior, objective: CompressorObjective, target: nn.Module | None, images: torch.Tensor,
+             labels: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
     """Loss, bits per pixel and MSE of the validation images and, given a target, its accuracy on them decoded;
     ``references``: what the objective scores each image's decode against."""
     model.eval()
@@ -169,8 +170,12 @@ def validate(model, objective: CompressorObjective, target: nn.Module | None, im
 
 
 def require_init_shape(init: Path, config: CompressorConfig) -> None:
-    """Exit naming the options to pass when ``init`` is a compressor of another architecture or size."""
-    architecture, n, m = shape_of(load_sharded(init))
+    """Exit naming the options to pass when ``init`` is a compressor of another architecture or size, or no
+    compressor at all."""
+    checkpoint = load_sharded(init)
+    if "n" not in checkpoint or "m" not in checkpoint:
+        raise SystemExit(f"{init} is not a compressor checkpoint (it names no N and M)")
+    architecture, n, m = shape_of(checkpoint)
     if (architecture, n, m) != (config.architecture, config.n, config.m):
         raise SystemExit(f"{init} is a {architecture} compressor with N={n}, M={m}: pass --architecture {architecture} "
                          f"--n {n} --m {m} to train from it")
