@@ -97,7 +97,8 @@ def true_labels(target: nn.Module, images: torch.Tensor, labels: torch.Tensor) -
 @torch.no_grad()  # not inference mode: the KL saves the reference for its backward pass
 def target_log_probabilities(target: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The target's log class distribution on each (uncoded) image, for a whole set at once."""
-    return torch.cat([nn.functional.log_softmax(target(normalize(batch)), dim=1) for batch in images.split(500)])
+    return torch.cat([nn.functional.log_softmax(target(normalize(batch)), dim=1)
+                      for batch in tqdm(images.split(500), desc="the target's answers on the uncoded images")])
 
 
 def label_cross_entropy(target: nn.Module, decoded: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
