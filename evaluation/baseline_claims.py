@@ -130,8 +130,9 @@ def render_baseline_claims(results: dict) -> str:
         "## Baselines against their papers",
         "Each baseline's own claims beside what this evaluation measured (the numbers of the tables above). Training: "
         "wall-clock hours in the records of the model measured and of every checkpoint it started from, each run up "
-        "to the epoch it kept; the target's own training is not counted (the target exists without any protector), "
-        "nor are trials that were not shipped. PMC²'s generator and compressor are trained together, so both of its "
+        "to the epoch it kept, on whichever machine ran it and including any time it was paused to leave the CPU to "
+        "another job; the target's own training is not counted (the target exists without any protector), nor are "
+        "trials that were not shipped. PMC²'s generator and compressor are trained together, so both of its "
         "columns count the same end-to-end runs.",
         markdown_table(["baseline", "target", "claim", "measured here", "verdict"], claims) if claims else
         "No baseline was measured.",
