@@ -228,6 +228,15 @@ def test_compressor_training_on_perturbed_images(classifiers: Path, tiny_cifar: 
     assert _epochs(tmp_path / "compressor.metrics.jsonl") == [1, 2]
 
 
+@pytest.mark.parametrize("schedule, last_lr", [("plateau", 1e-4), ("cosine", 0.0)])
+def test_the_compressors_learning_rate_follows_its_schedule(classifiers: Path, tiny_cifar: Path, tmp_path: Path,
+                                                            schedule: str, last_lr: float) -> None:
+    config = CompressorConfig(n=16, m=24, schedule=schedule, epochs=1, batch_size=16, limit=LIMIT)
+    train_compressor(config, tiny_cifar, None, classifiers / "fastnet.pt", tmp_path, False)
+    state = torch.load(tmp_path / "compressor.state.pt", weights_only=False)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(last_lr, abs=1e-12)
+
+
 def test_a_compressor_starts_on_the_images_themselves_then_trains_on_a_protectors_images_from_there(
         classifiers: Path, tiny_cifar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     start, task, target = tmp_path / "start", tmp_path / "task", classifiers / "fastnet.pt"

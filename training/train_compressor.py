@@ -7,7 +7,7 @@ the same plus β·KL(target(x') ‖ target(x̂)): the target's whole answer on t
 from the noisy one) and the target sees the clamped x̂, both with straight-through gradients; without it,
 g_s sees the latent plus uniform noise as in CompressAI.
 Adam (lr 1e-4 main, 1e-3 for the entropy bottleneck's quantiles), ReduceLROnPlateau on the
-validation loss, gradient-norm clip 1.0. The best epoch goes to ``--out/compressor.pt``.
+validation loss (``--schedule cosine``: the main rate falls to 0 over ``--epochs``), gradient-norm clip 1.0. The best epoch goes to ``--out/compressor.pt``.
 ``--phone-jpeg Q`` perturbs the images as the edge receives them (after the phone's JPEG at quality Q).
 ``--generator none`` trains on the images themselves: a rate-distortion start (``--loss rd``) for a protector whose
 output carries little variance (DAPter's: a pixel spread of 0.03 around grey), on which a compressor trained from
@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from compressai.models import FactorizedPrior
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 from tqdm import tqdm
 
 from pmc2.training.classifiers import load_classifier
@@ -35,6 +36,7 @@ from pmc2.training.compressor import (ARCHITECTURES, CPU_M, CPU_N, DEFAULT_ARCHI
 from pmc2.training.compressor_rescaling import channel_statistics, fold_into_compressor, matching_affine
 from pmc2.training.data import as_received_tensors, batches, denormalize, normalize, seeded_training_data, to_unit
 from pmc2.training.generator import PixelCube, load_generator
+from pmc2.training.train_generator import warmup_cosine
 from pmc2.training.loop import fit, shuffled
 from pmc2.training.records import RunLog, load_initial_weights
 from pmc2.training.training_cli import parse_training_args, training_parser
@@ -54,6 +56,7 @@ class CompressorConfig:
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-4
+    schedule: str = "plateau"
     aux_lr: float = 1e-3
     clip: float = 1.0
     seed: int = 0
@@ -126,6 +129,21 @@ class TaskTerm:
 TASK_TERMS = {"task": TaskTerm("ce", true_labels, label_cross_entropy),
               "agreement": TaskTerm("kl", target_log_probabilities, disagreement_with_uncoded)}
 LOSSES = ("rd", *TASK_TERMS)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How the main learning rate moves: built from the optimiser and the run's total steps; stepped after every
+    batch (``per_step``) or on the validation loss after every epoch."""
+
+    build: Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler | ReduceLROnPlateau]
+    per_step: bool
+
+
+SCHEDULES = {
+    "plateau": Schedule(lambda optimizer, _steps: ReduceLROnPlateau(optimizer, mode="min"), per_step=False),
+    "cosine": Schedule(lambda optimizer, steps: LambdaLR(optimizer, warmup_cosine(steps, 1)), per_step=True),
+}
 
 
 class CompressorObjective:
@@ -228,7 +246,8 @@ def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tenso
     aux_params = [p for name, p in model.named_parameters() if name.endswith(".quantiles")]
     optimizer = torch.optim.Adam(main_params, lr=config.lr)
     aux_optimizer = torch.optim.Adam(aux_params, lr=config.aux_lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min")
+    schedule, steps_per_epoch = SCHEDULES[config.schedule], -(-len(train_images) // config.batch_size)
+    scheduler = schedule.build(optimizer, config.epochs * steps_per_epoch)
     objective = CompressorObjective(config, target)
     train_references, val_references = objective.references(train_images, train_labels), objective.references(
         val_images, val_labels)
@@ -249,11 +268,14 @@ def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tenso
         terms["aux_loss"] = model.aux_loss()
         terms["aux_loss"].backward()
         aux_optimizer.step()
+        if schedule.per_step:
+            scheduler.step()
         return {key: value.item() for key, value in terms.items()}
 
     def validate_and_adapt_lr() -> dict[str, float]:
         metrics = validate(model, objective, target, val_images, val_labels, val_references)
-        scheduler.step(metrics["validation_loss"])
+        if not schedule.per_step:
+            scheduler.step(metrics["validation_loss"])
         return metrics
 
     def save(best: dict) -> list[Path]:
@@ -264,7 +286,7 @@ def train_on(config: CompressorConfig, training: tuple[torch.Tensor, torch.Tenso
 
     return fit(
         log, {"model": model, "optimizer": optimizer, "aux_optimizer": aux_optimizer, "scheduler": scheduler, "rng": rng},
-        resume, epochs=config.epochs, steps_per_epoch=-(-len(train_images) // config.batch_size),
+        resume, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
         epoch_batches=lambda _epoch: shuffled(train_images, train_references, config.batch_size, rng),
         step=step, validate=validate_and_adapt_lr, save=save, keep_best_by="validation_loss",
     )
@@ -286,6 +308,8 @@ def main() -> None:
     parser.add_argument("--architecture", choices=tuple(ARCHITECTURES), default=defaults.architecture,
                         help="the transforms: FactorizedPrior's own, or deeper residual ones (training/compressor.py)")
     parser.add_argument("--loss", choices=LOSSES, default=defaults.loss)
+    parser.add_argument("--schedule", choices=tuple(SCHEDULES), default=defaults.schedule,
+                        help="the main learning rate: cut on a validation plateau, or a cosine down to 0 over --epochs")
     parser.add_argument("--lmbda", type=float, default=defaults.lmbda)
     parser.add_argument("--task-weight", type=float, default=defaults.task_weight)
     parser.add_argument("--straight-through", action="store_true",
@@ -299,6 +323,7 @@ def main() -> None:
     config = CompressorConfig(
         n=args.n, m=args.m, architecture=args.architecture, loss=args.loss, lmbda=args.lmbda, task_weight=args.task_weight,
         straight_through=args.straight_through, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        schedule=args.schedule,
         seed=args.seed, limit=args.limit, phone_jpeg=args.phone_jpeg,
         match_statistics=args.match_statistics,
     )
