@@ -42,7 +42,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from pmc2.training.classifiers import load_classifier
-from pmc2.training.compressor import entropy_tables, latent_codebook_of, load_compressor
+from pmc2.training.compressor import entropy_tables, latent_codebook_of, latent_size, load_compressor
 from pmc2.training.facemix import SPLIT_PARTS, FaceMixPart
 from pmc2.training.generator import PixelOutput, load_generator
 from pmc2.export.onnx_parity import check_parity
@@ -226,7 +226,7 @@ def _analysis(compressor: FactorizedPrior) -> ExportedModule:
 
 def _synthesis(compressor: FactorizedPrior) -> ExportedModule:
     channels = compressor.entropy_bottleneck.channels
-    return Synthesis(compressor.g_s), "latent", "images", torch.zeros(1, channels, 2, 2)
+    return Synthesis(compressor.g_s), "latent", "images", torch.zeros(1, channels, *latent_size(compressor))
 
 
 def _compressor_modules(compressors: dict[str, FactorizedPrior]) -> dict[str, Callable[[], ExportedModule]]:
@@ -243,7 +243,7 @@ def _tables_entry(compressor: FactorizedPrior, checkpoint: Path, file: Path) -> 
         "file": file.name, "sha256": sha256_file(file),
         "arrays": {"quantized_cdf": "int32 [C, L]", "cdf_length": "int32 [C]", "offset": "int32 [C]",
                    "medians": "float32 [C]"},
-        "channels": tables.channels, "latent_size": [2, 2], "precision_bits": 16,
+        "channels": tables.channels, "latent_size": list(latent_size(compressor)), "precision_bits": 16,
         "checkpoint": checkpoint_provenance(checkpoint),
     }
 

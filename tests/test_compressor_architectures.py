@@ -1,4 +1,4 @@
-"""The compressor's transforms (training/compressor.py ARCHITECTURES): each codes a 32×32 image to a 2×2 latent,
+"""The compressor's transforms (training/compressor.py ARCHITECTURES): each codes a 32×32 image to its latent,
 rebuilds from its checkpoint, and exports to ONNX with the same outputs; training from one of another shape is refused."""
 
 from __future__ import annotations
@@ -12,17 +12,23 @@ import torch
 from compressai.layers import GDN
 
 from pmc2.export.to_onnx import Synthesis, exportable_transform, to_onnx_bytes
-from pmc2.training.compressor import ARCHITECTURES, build_compressor, load_compressor, save_compressor
+from pmc2.training.compressor import ARCHITECTURES, build_compressor, latent_size, load_compressor, save_compressor
 from pmc2.training.train_compressor import CompressorConfig, train_on
 
 
+LATENT_SIDES = {"factorized": 2, "residual": 2, "residual-8x8": 8}
+
+
+def test_every_architecture_is_checked_here() -> None:
+    assert set(LATENT_SIDES) == set(ARCHITECTURES)
+
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_each_architecture_codes_to_a_2x2_latent_and_its_checkpoint_rebuilds_it(architecture: str,
-                                                                                  tmp_path: Path) -> None:
+def test_each_architecture_codes_to_its_latent_and_its_checkpoint_rebuilds_it(architecture: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_compressor(16, 24, architecture)
-    images = torch.rand(4, 3, 32, 32)
-    assert model.g_a(images).shape == (4, 24, 2, 2)
+    images, side = torch.rand(4, 3, 32, 32), LATENT_SIDES[architecture]
+    assert model.g_a(images).shape == (4, 24, side, side) and latent_size(model) == (side, side)
     save_compressor(model, tmp_path / "compressor.pt", {})
     loaded = load_compressor(tmp_path / "compressor.pt")
     assert type(loaded) is ARCHITECTURES[architecture]
@@ -37,7 +43,7 @@ def test_exported_transforms_hold_no_trainable_gdn_and_give_torchs_outputs(archi
     analysis, synthesis = exportable_transform(model.g_a), Synthesis(model.g_s)
     assert sum(isinstance(layer, GDN) for layer in model.g_a.modules()) >= 1
     assert not any(isinstance(layer, GDN) for part in (analysis, synthesis) for layer in part.modules())
-    images, latents = torch.rand(8, 3, 32, 32), 3 * torch.randn(8, 24, 2, 2)
+    images, latents = torch.rand(8, 3, 32, 32), 3 * torch.randn(8, 24, *latent_size(model))
     for module, example, names in ((analysis, images, ("images", "latent")), (synthesis, latents, ("latent", "images"))):
         session = ort.InferenceSession(to_onnx_bytes(module, example[:1], *names))
         with torch.inference_mode():

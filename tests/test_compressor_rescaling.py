@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from pmc2.training.compressor import ARCHITECTURES, build_compressor
+from pmc2.training.compressor import ARCHITECTURES, build_compressor, latent_size
 from pmc2.training.compressor_rescaling import ChannelAffine, channel_statistics, fold_into_compressor, matching_affine
 
 
@@ -39,6 +39,6 @@ def test_the_folded_compressor_codes_x_as_the_original_coded_the_mapped_x(archit
         # 1×1 skip): equal wherever its windows reach no padding of the image
         torch.testing.assert_close(folded.g_a[0](images)[..., 2:-2, 2:-2],
                                    original.g_a[0](affine(images))[..., 2:-2, 2:-2], rtol=1e-4, atol=1e-4)
-        latent = torch.randn(4, 8, 2, 2)
+        latent = torch.randn(4, 8, *latent_size(original))
         decoded_back = (original.g_s(latent) - affine.shift.view(1, -1, 1, 1)) / affine.scale.view(1, -1, 1, 1)
         torch.testing.assert_close(folded.g_s(latent), decoded_back, rtol=1e-4, atol=1e-5)

@@ -126,8 +126,9 @@ def test_the_cloud_decodes_with_the_g_s_of_the_compressor_the_batch_names(pair: 
     assert edge.protect(SAMPLE.images, link, "perturbation").batch.to_bytes()[5] >> 4 == 0
     assert edge.protect(SAMPLE.images, "png", "dapter").batch.compressor == DEFAULT_COMPRESSOR
     coder = RansCoder(bundle.entropy_tables(DAPTER))
-    latent = (coder.decode_batch(sent.payloads[0], len(SAMPLE), (2, 2)) if sent.one_stream
-              else coder.decode(sent.payloads, (2, 2)))
+    size = bundle.latent_size(DAPTER)
+    latent = (coder.decode_batch(sent.payloads[0], len(SAMPLE), size) if sent.one_stream
+              else coder.decode(sent.payloads, size))
     decoded = cloud.decode(received)
     np.testing.assert_array_equal(decoded, run_single_output(bundle.session(compressor_named(DAPTER).g_s, SESSIONS), latent))
     assert np.abs(decoded - run_single_output(bundle.session("g_s", SESSIONS), latent)).mean() > 0.01

@@ -1,6 +1,6 @@
 """The neural compressor: CompressAI's FactorizedPrior (Ballé et al. 2018), N/M configurable
 (paper size 128/192; the shipped CPU default 64/96), with its own transforms ("factorized") or deeper residual ones
-("residual") for output a four-layer g_a cannot read (``ARCHITECTURES``).
+("residual") for output a four-layer g_a cannot read, or those with an 8×8 latent ("residual-8x8") (``ARCHITECTURES``).
 
     x ──g_a──▶ y ──round(y − medians)──▶ rANS ──▶ bytes ──▶ rANS⁻¹ ──+ medians──▶ ŷ ──g_s──▶ x̂
 
@@ -31,22 +31,38 @@ class ResidualFactorizedPrior(FactorizedPrior):
     residual blocks with GDN down, sub-pixel residual blocks with inverse GDN up; the same 16× smaller latent of M
     channels, so the wire, the tables and the codebook are as for FactorizedPrior."""
 
+    halvings = 4  # of the image's side down to the latent's: 32×32 → 2×2
+
     def __init__(self, N: int, M: int) -> None:
         super().__init__(N, M)
-        self.g_a = nn.Sequential(
-            ResidualBlockWithStride(3, N), ResidualBlock(N, N), ResidualBlockWithStride(N, N), ResidualBlock(N, N),
-            ResidualBlockWithStride(N, N), ResidualBlock(N, N), conv3x3(N, M, stride=2))
-        self.g_s = nn.Sequential(
-            ResidualBlock(M, N), ResidualBlockUpsample(N, N), ResidualBlock(N, N), ResidualBlockUpsample(N, N),
-            ResidualBlock(N, N), ResidualBlockUpsample(N, N), ResidualBlock(N, N), subpel_conv3x3(N, 3, 2))
+        inner = self.halvings - 1
+        self.g_a = nn.Sequential(*[layer for stage in range(inner) for layer in (
+            ResidualBlockWithStride(3 if stage == 0 else N, N), ResidualBlock(N, N))], conv3x3(N, M, stride=2))
+        self.g_s = nn.Sequential(ResidualBlock(M, N), *[layer for _ in range(inner) for layer in (
+            ResidualBlockUpsample(N, N), ResidualBlock(N, N))], subpel_conv3x3(N, 3, 2))
 
 
-ARCHITECTURES: dict[str, type[FactorizedPrior]] = {"factorized": FactorizedPrior, "residual": ResidualFactorizedPrior}
+class FinerResidualFactorizedPrior(ResidualFactorizedPrior):
+    """The residual transforms with two halvings fewer: an 8×8 latent (16× the symbols of the 2×2 one), for images
+    whose content the target needs more of than a 2×2 latent can say (DAPter's)."""
+
+    halvings = 2
+
+
+ARCHITECTURES: dict[str, type[FactorizedPrior]] = {"factorized": FactorizedPrior, "residual": ResidualFactorizedPrior,
+                                                   "residual-8x8": FinerResidualFactorizedPrior}
 DEFAULT_ARCHITECTURE = "factorized"  # every checkpoint that names none
 
 
 def build_compressor(n: int = PAPER_N, m: int = PAPER_M, architecture: str = DEFAULT_ARCHITECTURE) -> FactorizedPrior:
     return ARCHITECTURES[architecture](N=n, M=m)
+
+
+@torch.no_grad()
+def latent_size(model: FactorizedPrior, image_size: int = 32) -> tuple[int, int]:
+    """The latent's height and width for an image_size² image."""
+    height, width = model.g_a(torch.zeros(1, 3, image_size, image_size)).shape[-2:]
+    return int(height), int(width)
 
 
 def architecture_of(model: FactorizedPrior) -> str:
