@@ -66,10 +66,10 @@ def latent_size(model: FactorizedPrior, image_size: int = 32) -> tuple[int, int]
 
 
 def architecture_of(model: FactorizedPrior) -> str:
-    names = [name for name, kind in ARCHITECTURES.items() if type(model) is kind]
-    if not names:
+    name = next((name for name, kind in ARCHITECTURES.items() if type(model) is kind), None)
+    if name is None:
         raise ValueError(f"{type(model).__name__} is no compressor architecture: add it to ARCHITECTURES")
-    return names[0]
+    return name
 
 
 def shape_of(checkpoint: dict) -> tuple[str, int, int]:

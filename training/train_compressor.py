@@ -6,8 +6,9 @@ the same plus β·KL(target(x') ‖ target(x̂)): the target's whole answer on t
 ``--straight-through`` trains on what coding computes: g_s sees the rounded latent (the rate still comes
 from the noisy one) and the target sees the clamped x̂, both with straight-through gradients; without it,
 g_s sees the latent plus uniform noise as in CompressAI.
-Adam (lr 1e-4 main, 1e-3 for the entropy bottleneck's quantiles), ReduceLROnPlateau on the
-validation loss (``--schedule cosine``: the main rate falls to 0 over ``--epochs``), gradient-norm clip 1.0. The best epoch goes to ``--out/compressor.pt``.
+Adam (lr 1e-4 main, 1e-3 for the entropy bottleneck's quantiles), ReduceLROnPlateau on the validation loss
+(``--schedule cosine``: the main rate falls to 0 over ``--epochs``), gradient-norm clip 1.0. The best epoch goes
+to ``--out/compressor.pt``.
 ``--phone-jpeg Q`` perturbs the images as the edge receives them (after the phone's JPEG at quality Q).
 ``--generator none`` trains on the images themselves: a rate-distortion start (``--loss rd``) for a protector whose
 output carries little variance (DAPter's: a pixel spread of 0.03 around grey), on which a compressor trained from
