@@ -13,7 +13,7 @@ import pytest
 
 from pmc2.evaluation.__main__ import measure_pair
 from pmc2.evaluation.markdown import (PRIVACY_HEADING, PRIVACY_SKIPPED, bandwidth_table, batched_section, goal_sentence,
-                                     render)
+                                     goals_line, render)
 from pmc2.evaluation.measurements import (
     CodecResult, compressor_settings, link_result, lowest_matching_quality,
 )
@@ -231,6 +231,8 @@ def test_table_3_follows_a_target_the_paper_evaluated_with_the_papers_row() -> N
     assert costs["edge"] > costs["target"] > 0  # the generator + g_a cost the edge more than FastNet costs the cloud
     assert f"| {target['privacy']['target_clean']:.2f}% | {costs['edge']:.3f} | {costs['target']:.3f} |" in ours
     assert "≥ 90.20%" in goal_sentence(as_resnet18) and "≥ 90.00%" in goal_sentence(target)
+    as_dapter = {**target, "protector": "dapter"}  # another protector's row: judged by its own paper's claims
+    assert goals_line([target, as_dapter]).count("B/image at 256 per stream") == 1
 
 
 def test_a_part_is_measured_once_and_taken_back_only_by_the_same_run(tmp_path: Path) -> None:
