@@ -109,7 +109,8 @@ def goal_sentence(target: dict) -> str:
 
 def goals_line(targets: list[dict]) -> str:
     """The goals' verdicts for PMC²'s rows; another protector's rows are judged by its own paper's claims."""
-    return ("Goals (PMC²'s rows; DAPter's are judged by its paper's claims under Baselines against their papers): "
+    return ("Goals (PMC²'s rows; the other protectors' are judged by their papers' claims under Baselines against their "
+            "papers): "
             + " ".join(goal_sentence(t) for t in targets if is_generator_row(t)))
 
 
@@ -182,7 +183,7 @@ def render(results: dict) -> str:
         f"S1: the phone's JPEG (quality {s1.settings['quality']}, Pillow defaults) of the original image; "
         "the edge perturbs the decoded S1 image. S2: the perturbed image on the edge→cloud link, bytes as "
         f"mean ± std. {_tunings()} "
-        "Neural: the compressor the row's links go through (the pair's, or DAPter's own where the pair has one), "
+        "Neural: the compressor the row's links go through (the pair's, or the protector's own where the pair has one), "
         "one rANS stream per image; ideal = the entropy model's "
         "−log2 likelihood. Clean acc.: the target on the original images. GFLOPs per image (torch's count, 2 per "
         "multiply-add): the edge's protector + g_a, and the target. Each target the PMC² paper evaluated is followed "
