@@ -32,8 +32,7 @@ PRIVACY_SKIPPED = ("Not measured: this report was generated with `--attacker-ima
 
 def _name(target: dict) -> str:
     """A measured row's target (aux), and its protector when it is not PMC²'s perturbation."""
-    protector = target.get("protector", DEFAULT_PROTECTOR)
-    return f"{target['target']} ({target['aux']})" + ("" if protector == DEFAULT_PROTECTOR else f" · {protector}")
+    return f"{target['target']} ({target['aux']})" + ("" if is_generator_row(target) else f" · {target['protector']}")
 
 
 def _neural_label(result: CodecResult) -> str:
