@@ -26,7 +26,8 @@ from pmc2.runtime.compressors import DEFAULT_COMPRESSOR, UnknownCompressor, comp
 from pmc2.runtime.edge_protection import EdgeProtector
 from pmc2.runtime.image_decoding import decode_image
 from pmc2.runtime.model_bundle import DEFAULT_MODELS, ModelBundle, ModelIntegrityError, run_single_output
-from pmc2.runtime.pipeline import classify
+from pmc2.runtime.normalization import denormalize
+from pmc2.runtime.pipeline import classify, preprocess
 from pmc2.runtime.protection import protector_named
 from pmc2.runtime.rans import RansCoder
 from pmc2.runtime.wire_format import CONTENT_TYPE, EncodedBatch
@@ -89,6 +90,39 @@ def test_the_export_adds_the_protectors_compressor_and_names_it_in_the_protector
     report = check_parity(pair, pair.onnx_models, spec.models, data=load_evaluation(None).subset(slice(0, 20)))
     assert report.coded_images == 20
     assert max(report.max_abs_difference[name] for name in spec.models) <= TOLERANCE, str(report)
+
+
+def _with_dapter_compressor(pair: ModelPair, folder: Path, checkpoint: dict) -> ModelPair:
+    """``pair`` with DAPter's converter and ``checkpoint`` as DAPter's compressor, both in ``folder``."""
+    folder.mkdir()
+    shutil.copyfile(dict(pair.other_protectors)["dapter"], folder / "generator.pt")
+    torch.save(checkpoint, folder / compressor_named(DAPTER).checkpoint)
+    return replace(pair, protectors=(("dapter", folder / "generator.pt"),))
+
+
+def test_a_latent_rounded_the_other_way_at_a_tie_is_counted_not_failed(pair: ModelPair, tmp_path: Path) -> None:
+    """One latent value moved to a hair below a half-integer in the exported g_a and a hair above it in torch's,
+    less than the tolerance apart (another CPU's float rounding, made certain): that image's symbols differ from
+    ORT's, and parity holds."""
+    spec, data, hair = compressor_named(DAPTER), load_evaluation(None), TOLERANCE / 5
+    compressor = load_compressor(pair.compressors()[DAPTER])
+    images = torch.from_numpy(np.clip(denormalize(preprocess(data.images)), 0.0, 1.0))  # what parity codes
+    with torch.inference_mode():
+        offset = float(compressor.g_a(images[:1])[0, 0, 0, 0] - entropy_tables(compressor).medians[0])
+    to_tie = np.floor(offset) + 0.5 - offset
+    checkpoints = {}
+    for side, sign in (("exported", -1), ("torch", +1)):
+        checkpoint = torch.load(pair.compressors()[DAPTER], map_location="cpu", weights_only=False)
+        bias = [name for name in checkpoint["state_dict"] if name.startswith("g_a.") and name.endswith(".bias")][-1]
+        checkpoint["state_dict"][bias] = checkpoint["state_dict"][bias].double()  # float16 as stored: too coarse for a hair
+        checkpoint["state_dict"][bias][0] += to_tie + sign * hair
+        checkpoints[side] = _with_dapter_compressor(pair, tmp_path / side, checkpoint)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(pair.onnx_models, bundle)
+    export_all(checkpoints["exported"], bundle, spec.models)
+    report = check_parity(checkpoints["torch"], bundle, spec.models, data=data)
+    assert report.rounded_differently >= 1 and report.stream_mismatches == 0, str(report)
+    assert report.max_abs_difference[spec.g_a] <= TOLERANCE and report.ok(), str(report)
 
 
 def test_the_export_refuses_to_name_a_compressor_it_does_not_export(pair: ModelPair, tmp_path: Path) -> None:
