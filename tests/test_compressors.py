@@ -43,18 +43,24 @@ LATENT_LINKS = ("neural", "neural-batch")
 PIXELS = CloudConfig().max_image_pixels
 
 
+def _with_shipped_dapter(base: ModelPair, folder: Path, **changes) -> ModelPair:
+    """``base`` (with ``changes``) whose one other protector is the shipped DAPter converter, copied into ``folder``,
+    where the caller puts DAPter's compressor if it has one."""
+    folder.mkdir(parents=True)
+    shutil.copyfile(dict(DEFAULT_PAIR.other_protectors)["dapter"], folder / "generator.pt")
+    return replace(base, protectors=(("dapter", folder / "generator.pt"),), **changes)
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> ModelPair:
     """The default pair with DAPter's converter and DAPter's own compressor beside it, and its bundle: the shipped
     one with DAPter's model and that compressor exported into it."""
     root = tmp_path_factory.mktemp("pair")
     folder = root / "protectors" / "dapter"
-    folder.mkdir(parents=True)
-    shutil.copyfile(dict(DEFAULT_PAIR.other_protectors)["dapter"], folder / "generator.pt")
+    pair = _with_shipped_dapter(DEFAULT_PAIR, folder, onnx_models=root / "bundle")
     torch.manual_seed(0)
     save_compressor(build_compressor(8, 96), folder / compressor_named(DAPTER).checkpoint, {"epochs": 0})
     shutil.copytree(DEFAULT_MODELS, root / "bundle", ignore=shutil.ignore_patterns("pairs"))
-    pair = replace(DEFAULT_PAIR, onnx_models=root / "bundle", protectors=(("dapter", folder / "generator.pt"),))
     export_all(pair, pair.onnx_models, ("dapter", *compressor_named(DAPTER).models))
     return pair
 
@@ -92,37 +98,28 @@ def test_the_export_adds_the_protectors_compressor_and_names_it_in_the_protector
     assert max(report.max_abs_difference[name] for name in spec.models) <= TOLERANCE, str(report)
 
 
-def _with_dapter_compressor(pair: ModelPair, folder: Path, checkpoint: dict) -> ModelPair:
-    """``pair`` with DAPter's converter and ``checkpoint`` as DAPter's compressor, both in ``folder``."""
-    folder.mkdir()
-    shutil.copyfile(dict(pair.other_protectors)["dapter"], folder / "generator.pt")
-    torch.save(checkpoint, folder / compressor_named(DAPTER).checkpoint)
-    return replace(pair, protectors=(("dapter", folder / "generator.pt"),))
-
-
 def test_a_latent_rounded_the_other_way_at_a_tie_is_counted_not_failed(pair: ModelPair, tmp_path: Path) -> None:
-    """One latent value moved to a hair below a half-integer in the exported g_a and a hair above it in torch's,
-    less than the tolerance apart (another CPU's float rounding, made certain): that image's symbols differ from
-    ORT's, and parity holds."""
-    spec, data, hair = compressor_named(DAPTER), load_evaluation(None), TOLERANCE / 5
+    """The last bias of g_a's first channel moved so that image 0's first latent value lies a hair below a
+    half-integer in the exported g_a and a hair above it in torch's, less than the tolerance apart (another CPU's
+    float rounding, made certain): torch's symbols for that image differ from ORT's, and parity holds."""
+    spec, image, hair = compressor_named(DAPTER), load_evaluation(None).subset(slice(0, 1)), TOLERANCE / 5
     compressor = load_compressor(pair.compressors()[DAPTER])
-    images = torch.from_numpy(np.clip(denormalize(preprocess(data.images)), 0.0, 1.0))  # what parity codes
+    unit = torch.from_numpy(np.clip(denormalize(preprocess(image.images)), 0.0, 1.0))  # what parity codes
     with torch.inference_mode():
-        offset = float(compressor.g_a(images[:1])[0, 0, 0, 0] - entropy_tables(compressor).medians[0])
-    to_tie = np.floor(offset) + 0.5 - offset
-    checkpoints = {}
+        offset = float(compressor.g_a(unit)[0, 0, 0, 0] - entropy_tables(compressor).medians[0])
+    bias = f"g_a.{len(compressor.g_a) - 1}.bias"
+    moved = {}
     for side, sign in (("exported", -1), ("torch", +1)):
         checkpoint = torch.load(pair.compressors()[DAPTER], map_location="cpu", weights_only=False)
-        bias = [name for name in checkpoint["state_dict"] if name.startswith("g_a.") and name.endswith(".bias")][-1]
-        checkpoint["state_dict"][bias] = checkpoint["state_dict"][bias].double()  # float16 as stored: too coarse for a hair
-        checkpoint["state_dict"][bias][0] += to_tie + sign * hair
-        checkpoints[side] = _with_dapter_compressor(pair, tmp_path / side, checkpoint)
+        checkpoint["state_dict"][bias] = checkpoint["state_dict"][bias].double()  # float16 as stored: too coarse
+        checkpoint["state_dict"][bias][0] += np.floor(offset) + 0.5 - offset + sign * hair
+        moved[side] = _with_shipped_dapter(pair, tmp_path / side)
+        torch.save(checkpoint, tmp_path / side / spec.checkpoint)
     bundle = tmp_path / "bundle"
     shutil.copytree(pair.onnx_models, bundle)
-    export_all(checkpoints["exported"], bundle, spec.models)
-    report = check_parity(checkpoints["torch"], bundle, spec.models, data=data)
-    assert report.rounded_differently >= 1 and report.stream_mismatches == 0, str(report)
-    assert report.max_abs_difference[spec.g_a] <= TOLERANCE and report.ok(), str(report)
+    export_all(moved["exported"], bundle, spec.models)
+    report = check_parity(moved["torch"], bundle, spec.models, data=image)
+    assert report.rounded_at_ties == 1 and report.ok(), str(report)
 
 
 def test_the_export_refuses_to_name_a_compressor_it_does_not_export(pair: ModelPair, tmp_path: Path) -> None:
