@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from pmc2.training.classifiers import load_classifier
-from pmc2.training.compressor import entropy_tables, load_compressor
+from pmc2.training.compressor import load_compressor
 from pmc2.training.generator import PixelOutput, load_generator
 from pmc2.training.pairs import ModelPair
 from pmc2.runtime.cifar10 import LabelledImages, load_evaluation
@@ -35,6 +35,7 @@ from pmc2.runtime.facemix import FEATURES, HEAD, MIDDLE, demix, group_keys, mix
 from pmc2.runtime.model_bundle import ModelBundle, run_single_output
 from pmc2.runtime.normalization import CIFAR10_STD, denormalize, normalize
 from pmc2.runtime.neural_codec import NeuralCodec
+from pmc2.runtime.rans import RansCoder
 from pmc2.runtime.pipeline import preprocess
 
 TOLERANCE = 1e-4
@@ -111,13 +112,13 @@ def _compare_networks(session: Sessions, torch_models: dict, images: np.ndarray,
     return perturbed_unit
 
 
-def _rounded_apart_only_at_ties(symbols_ort: np.ndarray, latent_torch: np.ndarray, medians: np.ndarray) -> np.ndarray:
-    """Per image: do ORT's symbols differ from torch's latent rounded, and only where torch's value (less the
-    channel's median) lies within TOLERANCE of a half-integer?"""
-    offsets = latent_torch - medians.reshape(1, -1, 1, 1)
-    differing = symbols_ort != np.rint(offsets)
-    off_tie = differing & (np.abs(offsets - np.floor(offsets) - 0.5) > TOLERANCE)
-    return differing.reshape(len(offsets), -1).any(1) & ~off_tie.reshape(len(offsets), -1).any(1)
+def _rounded_apart_only_at_ties(coder: RansCoder, latent_ort: np.ndarray, latent_torch: np.ndarray) -> np.ndarray:
+    """Per image: do the coder's symbols for ORT's latent differ from those for torch's, and only where torch's value
+    lies within TOLERANCE of a half-integer (its rounding residual within TOLERANCE of ±0.5)?"""
+    symbols_torch = coder.symbols(latent_torch)
+    differing = coder.symbols(latent_ort) != symbols_torch
+    off_tie = differing & (np.abs(latent_torch - coder.dequantize(symbols_torch)) < 0.5 - TOLERANCE)
+    return differing.reshape(len(differing), -1).any(1) & ~off_tie.reshape(len(differing), -1).any(1)
 
 
 def _differing(ours: list[bytes], reference: list[bytes]) -> int:
@@ -135,8 +136,7 @@ def _compare_codec(spec: CompressorSpec, codec: NeuralCodec, compressor, images_
     reference = list(bottleneck.compress(latent_torch))
     ours = codec.coder.encode(latent_ort)
     report.coded_images += len(images_unit)
-    at_ties = _rounded_apart_only_at_ties(codec.coder.symbols(latent_ort), latent_torch.numpy(),
-                                          entropy_tables(compressor).medians)
+    at_ties = _rounded_apart_only_at_ties(codec.coder, latent_ort, latent_torch.numpy())
     report.rounded_at_ties += int(at_ties.sum())
     report.stream_mismatches += sum(not tie and a != b for tie, a, b in zip(at_ties, ours, reference, strict=True))
     report.coder_mismatches += _differing(codec.coder.encode(latent_torch.numpy()), reference)
